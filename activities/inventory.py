@@ -1,0 +1,190 @@
+"""Inventory activities: claim and release nodes, boot sessions, verification of facts.
+
+Every state change is guarded in the database (see inventory.nodes), which makes each of these
+safe to run twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+
+import images
+from core.facts import NodeFacts
+from inventory import boot_sessions, nodes
+from inventory.errors import InventoryError
+from inventory.states import NodeState
+
+from .errors import bad_input, inventory_failure
+
+
+@dataclass
+class ClaimProvision:
+    node_id: str
+    workflow_id: str
+    image: str
+
+
+@dataclass
+class ProvisionPlan:
+    node_id: str
+    vendor: str
+    image: str
+    tuning_profile: str
+
+
+@dataclass
+class ClaimRelease:
+    node_id: str
+    workflow_id: str
+
+
+@dataclass
+class OpenBootSession:
+    node_id: str
+    workflow_id: str
+    session_id: str
+    image: str
+
+
+@dataclass
+class VerifyNode:
+    node_id: str
+    session_id: str
+    facts: dict[str, Any]
+
+
+@dataclass
+class FinishOperation:
+    node_id: str
+    workflow_id: str
+    operation: str  # "provision" | "release"
+    state: str
+    reason: str | None = None
+
+
+class InventoryActivities:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        store: images.ImageStore,
+        boot_session_ttl: timedelta,
+    ) -> None:
+        self._sessions = sessions
+        self._store = store
+        self._ttl = boot_session_ttl
+
+    def _image(self, name: str) -> images.ImageDefinition:
+        try:
+            image = images.get_image(name)
+        except images.UnknownImage as exc:
+            raise bad_input(str(exc), "UnknownImage") from exc
+        if not self._store.is_ready(image):
+            raise bad_input(
+                f"image {name!r} has no boot artifacts in the image store", "ImageNotReady"
+            )
+        return image
+
+    @activity.defn(name="claim_node_for_provision")
+    async def claim_node_for_provision(self, request: ClaimProvision) -> ProvisionPlan:
+        image = self._image(request.image)
+        try:
+            async with self._sessions.begin() as session:
+                node = await nodes.claim_for_provision(
+                    session, request.node_id, workflow_id=request.workflow_id, image=image.name
+                )
+        except InventoryError as exc:
+            raise inventory_failure(exc) from exc
+        return ProvisionPlan(
+            node_id=node.id,
+            vendor=node.vendor,
+            image=image.name,
+            tuning_profile=image.tuning_profile,
+        )
+
+    @activity.defn(name="open_boot_session")
+    async def open_boot_session(self, request: OpenBootSession) -> None:
+        image = self._image(request.image)
+        try:
+            async with self._sessions.begin() as session:
+                node = await nodes.get(session, request.node_id)
+                await boot_sessions.open_session(
+                    session,
+                    session_id=uuid.UUID(request.session_id),
+                    node_id=node.id,
+                    workflow_id=request.workflow_id,
+                    image=image.name,
+                    kernel_args=images.kernel_args(
+                        image, image.profile, list(node.extra_kernel_args)
+                    ),
+                    kernel_sha256=self._store.sha256(image, image.artifacts.kernel),
+                    initrd_sha256=self._store.sha256(image, image.artifacts.initrd),
+                    ttl=self._ttl,
+                )
+        except InventoryError as exc:
+            raise inventory_failure(exc) from exc
+
+    @activity.defn(name="verify_node")
+    async def verify_node(self, request: VerifyNode) -> list[str]:
+        """Compare the node's reported facts with its image's profile; return the mismatches."""
+        try:
+            facts = NodeFacts.model_validate(request.facts)
+        except ValidationError as exc:
+            return [f"phone-home facts are malformed: {exc.error_count()} errors"]
+        async with self._sessions.begin() as session:
+            node = await nodes.get(session, request.node_id)
+            boot = await boot_sessions.get_session(session, uuid.UUID(request.session_id))
+            if boot is None:
+                raise bad_input(
+                    f"boot session {request.session_id} does not exist", "NoBootSession"
+                )
+            node.facts = facts.model_dump(mode="json")
+        image = images.get_image(boot.image)
+        mismatches = images.verify(
+            image,
+            image.profile,
+            facts,
+            vendor=node.vendor,
+            expected_kernel_sha256=boot.kernel_sha256,
+            expected_initrd_sha256=boot.initrd_sha256,
+        )
+        return [m.message for m in mismatches]
+
+    @activity.defn(name="claim_node_for_release")
+    async def claim_node_for_release(self, request: ClaimRelease) -> None:
+        try:
+            async with self._sessions.begin() as session:
+                await nodes.claim_for_release(
+                    session, request.node_id, workflow_id=request.workflow_id
+                )
+        except InventoryError as exc:
+            raise inventory_failure(exc) from exc
+
+    @activity.defn(name="finish_operation")
+    async def finish_operation(self, request: FinishOperation) -> None:
+        """End the operation: close boot sessions and set the final state. Release also clears
+        what the last tenant left: image, facts and tenant."""
+        values: dict[str, object] = {}
+        if request.operation == "release":
+            values = {"image": None, "facts": None, "tenant_id": None}
+        try:
+            async with self._sessions.begin() as session:
+                await boot_sessions.close_sessions(session, request.node_id)
+                await nodes.finish(
+                    session,
+                    request.node_id,
+                    workflow_id=request.workflow_id,
+                    operation=request.operation,
+                    to_state=NodeState(request.state),
+                    reason=request.reason,
+                    values=values,
+                )
+        except InventoryError as exc:
+            raise inventory_failure(exc) from exc

@@ -1,0 +1,75 @@
+"""The FastAPI application: operators' API and the nodes' boot service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from temporalio.client import Client
+
+import images
+from core.contracts import TASK_QUEUE_BAREMETAL
+from core.secrets import boot_token_secret, token_public_key
+from core.settings import Settings, get_settings
+from identity.tokens import TokenValidator
+from inventory.db import create_engine, session_factory
+
+from . import problems
+from .routes import boot, health
+from .routes import images as images_routes
+from .routes import nodes as nodes_routes
+
+log = logging.getLogger("metalplane.api")
+
+
+async def _connect_temporal(settings: Settings) -> Client:
+    """Wait for Temporal (it may still be starting next to us), then connect."""
+    for attempt in range(60):
+        try:
+            return await Client.connect(
+                settings.temporal_address, namespace=settings.temporal_namespace
+            )
+        except RuntimeError:
+            if attempt == 59:
+                raise
+            await asyncio.sleep(1)
+    raise AssertionError("unreachable")
+
+
+def create_app(
+    settings: Settings | None = None, *, baremetal_task_queue: str | None = None
+) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.database_url:
+            raise RuntimeError("METALPLANE_DATABASE_URL is not set")
+        engine = create_engine(settings.database_url, schema=settings.database_schema)
+        app.state.sessions = session_factory(engine)
+        app.state.temporal = await _connect_temporal(settings)
+        yield
+        await engine.dispose()
+
+    app = FastAPI(
+        title="metalplane",
+        version="0.1.0",
+        description="Control plane of a multi-tenant bare-metal GPU cloud.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.baremetal_task_queue = baremetal_task_queue or TASK_QUEUE_BAREMETAL
+    app.state.image_store = images.ImageStore(settings.images_dir)
+    app.state.boot_secret = boot_token_secret(settings)
+    app.state.token_validator = TokenValidator(
+        token_public_key(settings), issuer=settings.jwt_issuer, audience=settings.jwt_audience
+    )
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(nodes_routes.router)
+    app.include_router(images_routes.router)
+    app.include_router(boot.router)
+    return app

@@ -1,0 +1,132 @@
+"""The boot service booting nodes talk to (docs/boot-contract.md): iPXE script and user-data
+by MAC, boot artifacts, and the phone-home that signals the waiting workflow.
+
+Nodes have no JWT: the boot path is keyed by MAC and the phone-home by a single-use token.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, status
+from fastapi.responses import FileResponse, PlainTextResponse
+from temporalio.service import RPCError, RPCStatusCode
+
+import images
+from core.contracts import SIGNAL_PHONE_HOME, PhoneHomeSignal
+from core.facts import NodeFacts
+from inventory import boot_sessions, nodes
+from inventory.models import BootSession, Node
+
+from ..deps import Db, Temporal
+from ..problems import Problem
+from ..schemas import Mac
+
+log = logging.getLogger("metalplane.boot")
+router = APIRouter(prefix="/boot", tags=["boot"])
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+async def _open_boot(db: Db, mac: str) -> tuple[Node, BootSession]:
+    node = await nodes.by_mac(db, mac)
+    if node is None:
+        raise Problem(404, "unknown-mac", "Unknown MAC", f"no node has MAC {mac}")
+    boot = await boot_sessions.open_session_of(db, node.id)
+    if boot is None:
+        raise Problem(404, "no-boot-session", "Nothing to boot", f"node {node.id} has no boot")
+    return node, boot
+
+
+@router.get("/{mac}/ipxe", response_class=PlainTextResponse, summary="iPXE script of a node")
+async def ipxe_script(mac: Mac, request: Request, db: Db) -> str:
+    _, boot = await _open_boot(db, mac)
+    image = images.get_image(boot.image)
+    return images.render_ipxe_with_args(
+        image,
+        public_url=request.app.state.settings.public_url,
+        mac=mac,
+        args=list(boot.kernel_args),
+    )
+
+
+@router.get("/{mac}/user-data", response_class=PlainTextResponse, summary="cloud-init user-data")
+async def user_data(mac: Mac, request: Request, db: Db) -> str:
+    node, boot = await _open_boot(db, mac)
+    image = images.get_image(boot.image)
+    return images.render_user_data(
+        image,
+        image.profile,
+        public_url=request.app.state.settings.public_url,
+        node_id=node.id,
+        boot_session_id=str(boot.id),
+        token=boot_sessions.token_for(boot.id, request.app.state.boot_secret),
+    )
+
+
+@router.get("/{mac}/meta-data", response_class=PlainTextResponse, summary="cloud-init meta-data")
+async def meta_data(mac: Mac, db: Db) -> str:
+    node, boot = await _open_boot(db, mac)
+    return f"instance-id: {boot.id}\nlocal-hostname: {node.id}\n"
+
+
+@router.get("/artifacts/{image_name}/{file_name}", summary="Kernel or initrd of an image")
+async def artifact(image_name: str, file_name: str, request: Request) -> FileResponse:
+    if not _FILE_NAME.match(image_name) or not _FILE_NAME.match(file_name):
+        raise Problem(404, "not-found", "No such artifact")
+    try:
+        path: Path = request.app.state.image_store.artifact_path(
+            images.get_image(image_name), file_name
+        )
+    except (images.UnknownImage, images.UnknownArtifact):
+        path = Path("/nonexistent")
+    if not path.is_file():
+        raise Problem(404, "not-found", "No such artifact", f"{image_name}/{file_name}")
+    return FileResponse(path, media_type="application/octet-stream")
+
+
+@router.post("/phone-home", status_code=status.HTTP_202_ACCEPTED, summary="A booted node reports")
+async def phone_home(
+    facts: NodeFacts,
+    request: Request,
+    db: Db,
+    client: Temporal,
+    authorization: Annotated[str | None, Header()] = None,
+) -> dict[str, str]:
+    def refused(detail: str) -> Problem:
+        return Problem(
+            401,
+            "invalid-boot-token",
+            "Phone-home token refused",
+            detail,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise refused("missing bearer token")
+    session_id = boot_sessions.session_id_from_token(token.strip(), request.app.state.boot_secret)
+    if session_id is None:
+        raise refused("token is malformed or not signed by this platform")
+    boot = await boot_sessions.accept_phone_home(db, session_id)
+    if boot is None:
+        raise refused("token was already used, or its boot session is closed or expired")
+    await db.commit()
+    try:
+        await client.get_workflow_handle(boot.workflow_id).signal(
+            SIGNAL_PHONE_HOME,
+            PhoneHomeSignal(boot_session_id=str(boot.id), facts=facts.model_dump(mode="json")),
+        )
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise Problem(
+                409,
+                "no-waiting-operation",
+                "No operation waits for this node",
+                f"workflow {boot.workflow_id} is not running",
+            ) from exc
+        raise
+    log.info("phone-home accepted for node %s (boot %s)", boot.node_id, boot.id)
+    return {"node_id": boot.node_id, "boot_session": str(boot.id)}

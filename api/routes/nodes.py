@@ -1,0 +1,211 @@
+"""Node inventory and lifecycle operations (operators only)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, status
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+import images
+from core.contracts import (
+    PROVISION_NODE,
+    QUERY_PHASE,
+    RELEASE_NODE,
+    ProvisionNodeInput,
+    ReleaseNodeInput,
+    node_workflow_id,
+)
+from inventory import nodes
+from inventory.errors import NodeConflict
+from inventory.models import Node
+from inventory.states import PROVISION_FROM, RELEASE_FROM
+
+from ..auth import Operator
+from ..deps import Db, Temporal
+from ..problems import Problem
+from ..schemas import NodeEnroll, NodeList, NodeOut, OperationAccepted, ProvisionRequest
+
+router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
+
+NODE_ID = SearchAttributeKey.for_keyword("NodeId")
+OPERATION = SearchAttributeKey.for_keyword("Operation")
+IMAGE_NAME = SearchAttributeKey.for_keyword("ImageName")
+PHASE = SearchAttributeKey.for_keyword("Phase")
+
+
+def _not_found(node_id: str) -> Problem:
+    return Problem(404, "node-not-found", "Node not found", f"node {node_id!r} does not exist")
+
+
+async def _node(db: Db, node_id: str) -> Node:
+    node = await nodes.find(db, node_id)
+    if node is None:
+        raise _not_found(node_id)
+    return node
+
+
+async def _phase(client: Client, node: Node) -> str | None:
+    if not node.workflow_id or node.state not in ("provisioning", "cleaning"):
+        return None
+    try:
+        handle: WorkflowHandle = client.get_workflow_handle(node.workflow_id)
+        return await asyncio.wait_for(handle.query(QUERY_PHASE), timeout=2)
+    except (RPCError, TimeoutError, Exception):  # phase is best effort: the state is authoritative
+        return None
+
+
+@router.get("", response_model=NodeList, summary="List nodes")
+async def list_nodes(
+    db: Db,
+    _: Operator,
+    state: Annotated[str | None, Query(description="Only nodes in this state")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    cursor: Annotated[str | None, Query(description="`next` of the previous page")] = None,
+) -> NodeList:
+    found = await nodes.list_nodes(db, state=state, limit=limit, after=cursor)
+    next_cursor = found[-1].id if len(found) == limit else None
+    return NodeList(items=[NodeOut.of(n) for n in found], next=next_cursor)
+
+
+@router.get("/{node_id}", response_model=NodeOut, summary="One node, with its current phase")
+async def get_node(node_id: str, db: Db, client: Temporal, _: Operator) -> NodeOut:
+    node = await _node(db, node_id)
+    return NodeOut.of(node, phase=await _phase(client, node), with_facts=True)
+
+
+@router.post("", response_model=NodeOut, status_code=status.HTTP_201_CREATED, summary="Enroll")
+async def enroll_node(body: NodeEnroll, db: Db, _: Operator) -> NodeOut:
+    try:
+        node = await nodes.enroll(
+            db,
+            nodes.NewNode(
+                id=body.id,
+                vendor=body.vendor,
+                model=body.model,
+                macs=body.macs,
+                bmc_protocol=body.bmc.protocol,
+                bmc_address=body.bmc.address,
+                bmc_username=body.bmc.username,
+                bmc_password=body.bmc.password.get_secret_value(),
+                bmc_redfish_address=body.bmc.redfish_address,
+                gpu_vendor=body.gpu.vendor,
+                gpu_model=body.gpu.model,
+                gpu_count=body.gpu.count,
+                labels=body.labels,
+            ),
+        )
+        await db.commit()
+    except NodeConflict as exc:
+        raise Problem(
+            409, "node-conflict", "Node conflicts with an enrolled one", str(exc)
+        ) from exc
+    return NodeOut.of(node)
+
+
+async def _start(
+    client: Client,
+    request: Request,
+    node: Node,
+    workflow: str,
+    arg: object,
+    operation: str,
+    extra: list[SearchAttributePair] | None = None,
+) -> OperationAccepted:
+    workflow_id = node_workflow_id(node.id)
+    try:
+        handle = await client.start_workflow(
+            workflow,
+            arg,
+            id=workflow_id,
+            task_queue=request.app.state.baremetal_task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            search_attributes=TypedSearchAttributes(
+                [NODE_ID.value_set(node.id), OPERATION.value_set(operation), *(extra or [])]
+            ),
+        )
+    except WorkflowAlreadyStartedError as exc:
+        raise Problem(
+            409,
+            "node-busy",
+            "Node is busy",
+            f"an operation is already running on node {node.id!r} ({workflow_id})",
+        ) from exc
+    return OperationAccepted(
+        node_id=node.id, operation=operation, workflow_id=workflow_id, run_id=handle.result_run_id
+    )
+
+
+@router.post(
+    "/{node_id}/provision",
+    response_model=OperationAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Provision the node with a golden image",
+)
+async def provision_node(
+    node_id: str, body: ProvisionRequest, request: Request, db: Db, client: Temporal, _: Operator
+) -> OperationAccepted:
+    node = await _node(db, node_id)
+    try:
+        image = images.get_image(body.image)
+    except images.UnknownImage as exc:
+        raise Problem(422, "unknown-image", "Unknown image", str(exc)) from exc
+    if not request.app.state.image_store.is_ready(image):
+        raise Problem(
+            422,
+            "image-not-ready",
+            "Image not ready",
+            f"image {image.name!r} has no boot artifacts in the image store",
+        )
+    if node.state not in PROVISION_FROM:
+        raise Problem(
+            409,
+            "node-busy" if node.state == "provisioning" else "invalid-node-state",
+            "Node cannot be provisioned now",
+            f"node {node_id!r} is {node.state}; provisioning needs one of: "
+            + ", ".join(PROVISION_FROM),
+        )
+    return await _start(
+        client,
+        request,
+        node,
+        PROVISION_NODE,
+        ProvisionNodeInput(
+            node_id=node.id,
+            image=image.name,
+            phone_home_timeout_seconds=request.app.state.settings.phone_home_timeout_seconds,
+        ),
+        "provision",
+        [IMAGE_NAME.value_set(image.name)],
+    )
+
+
+@router.post(
+    "/{node_id}/release",
+    response_model=OperationAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Power off the node, clear tenant state and make it available",
+)
+async def release_node(
+    node_id: str, request: Request, db: Db, client: Temporal, _: Operator
+) -> OperationAccepted:
+    node = await _node(db, node_id)
+    if node.state not in RELEASE_FROM:
+        raise Problem(
+            409,
+            "invalid-node-state",
+            "Node cannot be released now",
+            f"node {node_id!r} is {node.state}",
+        )
+    return await _start(client, request, node, RELEASE_NODE, ReleaseNodeInput(node.id), "release")

@@ -1,0 +1,137 @@
+"""Request and response models of the API."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, StringConstraints
+
+from inventory.models import Node
+
+_MAC = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
+
+
+def _normalize_mac(value: str) -> str:
+    lowered = value.strip().lower()
+    if not _MAC.match(lowered):
+        raise ValueError(f"{value!r} is not a MAC address (expected 6 hex octets)")
+    digits = re.sub(r"[^0-9a-f]", "", lowered)
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+Mac = Annotated[str, AfterValidator(_normalize_mac)]
+NodeId = Annotated[
+    str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length=63)
+]
+
+
+class Gpu(BaseModel):
+    vendor: str | None = None
+    model: str | None = None
+    count: int = Field(default=0, ge=0, le=64)
+
+
+class BmcIn(BaseModel):
+    protocol: Literal["ipmi", "redfish"]
+    address: str = Field(
+        min_length=1, max_length=512, description="ipmi: host[:port]; redfish: System URL"
+    )
+    username: str = Field(min_length=1, max_length=128)
+    password: SecretStr = Field(min_length=1, max_length=256)
+    redfish_address: str | None = Field(
+        default=None, description="For IPMI nodes: Redfish System URL used for BIOS settings"
+    )
+
+
+class BmcOut(BaseModel):
+    protocol: str
+    address: str
+    redfish_address: str | None = None
+
+
+class NodeEnroll(BaseModel):
+    id: NodeId
+    vendor: str = Field(min_length=1, max_length=128)
+    model: str = Field(min_length=1, max_length=128)
+    gpu: Gpu = Field(default_factory=Gpu)
+    macs: list[Mac] = Field(min_length=1, max_length=16)
+    bmc: BmcIn
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class OperationOut(BaseModel):
+    kind: str
+    workflow_id: str
+    phase: str | None = None
+
+
+class NodeOut(BaseModel):
+    id: str
+    state: str
+    vendor: str
+    model: str
+    gpu: Gpu
+    macs: list[str]
+    bmc: BmcOut
+    image: str | None
+    last_error: str | None
+    labels: dict[str, str]
+    operation: OperationOut | None
+    facts: dict[str, Any] | None = None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, node: Node, *, phase: str | None = None, with_facts: bool = False) -> NodeOut:
+        return cls(
+            id=node.id,
+            state=node.state,
+            vendor=node.vendor,
+            model=node.model,
+            gpu=Gpu(vendor=node.gpu_vendor, model=node.gpu_model, count=node.gpu_count),
+            macs=[nic.mac for nic in node.nics],
+            bmc=BmcOut(
+                protocol=node.bmc_protocol,
+                address=node.bmc_address,
+                redfish_address=node.bmc_redfish_address,
+            ),
+            image=node.image,
+            last_error=node.last_error,
+            labels=node.labels or {},
+            operation=OperationOut(kind=node.operation, workflow_id=node.workflow_id, phase=phase)
+            if node.operation and node.workflow_id
+            else None,
+            facts=node.facts if with_facts else None,
+            created_at=node.created_at,
+            updated_at=node.updated_at,
+        )
+
+
+class NodeList(BaseModel):
+    items: list[NodeOut]
+    next: str | None = None
+
+
+class ProvisionRequest(BaseModel):
+    image: str = Field(min_length=1, max_length=128)
+
+
+class OperationAccepted(BaseModel):
+    node_id: str
+    operation: str
+    workflow_id: str
+    run_id: str | None
+
+
+class ImageOut(BaseModel):
+    name: str
+    description: str
+    os: str
+    profile: str
+    ready: bool
+
+
+class ImageList(BaseModel):
+    items: list[ImageOut]

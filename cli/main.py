@@ -1,0 +1,104 @@
+"""The `metalplane` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from core.settings import Settings
+
+from . import nodes_cmd
+
+app = typer.Typer(no_args_is_help=True, help="metalplane: bare-metal GPU cloud control plane")
+app.add_typer(nodes_cmd.app, name="nodes")
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    if data_dir is not None:
+        os.environ["METALPLANE_DATA_DIR"] = str(data_dir)
+    return Settings()
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+@app.command()
+def up(
+    data_dir: Annotated[Path | None, typer.Option(help="State dir (default .metalplane)")] = None,
+    nodes: Annotated[int, typer.Option(help="Simulated lab nodes")] = 8,
+    boot_delay: Annotated[float, typer.Option(help="Simulated seconds to boot")] = 2.0,
+) -> None:
+    """Run the whole platform on embedded defaults (Ctrl-C stops it)."""
+    from .up import LabOptions, run
+
+    _logging()
+    asyncio.run(run(_settings(data_dir), LabOptions(nodes=nodes, boot_delay=boot_delay)))
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the inventory's database migrations."""
+    from inventory.migrate import upgrade
+
+    settings = Settings()
+    if not settings.database_url:
+        raise typer.BadParameter("METALPLANE_DATABASE_URL is not set")
+    upgrade(settings.database_url, settings.database_schema)
+
+
+@app.command()
+def api() -> None:
+    """Serve the API and the boot service."""
+    import uvicorn
+
+    from api.app import create_app
+
+    _logging()
+    settings = Settings()
+    uvicorn.run(
+        create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning"
+    )
+
+
+@app.command()
+def worker(queue: Annotated[str, typer.Argument(help="baremetal | inventory")]) -> None:
+    """Run the worker of one domain task queue."""
+    _logging()
+    if queue == "baremetal":
+        from workers.baremetal import main
+    elif queue == "inventory":
+        from workers.inventory import main
+    else:
+        raise typer.BadParameter(f"unknown task queue {queue!r}")
+    asyncio.run(main())
+
+
+@app.command()
+def token(
+    role: Annotated[list[str], typer.Option(help="Role(s) to grant")],
+    tenant: Annotated[str | None, typer.Option(help="Tenant claim")] = None,
+    subject: Annotated[str, typer.Option(help="Subject claim")] = "dev-user",
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds")] = 3600,
+    data_dir: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Print a token signed by the local dev issuer (the token alone on stdout)."""
+    from identity.dev_issuer import mint
+
+    settings = _settings(data_dir)
+    typer.echo(
+        mint(
+            settings.dev_issuer_key_file,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            subject=subject,
+            roles=role,
+            tenant=tenant,
+            ttl_seconds=ttl,
+        )
+    )

@@ -1,0 +1,211 @@
+"""`metalplane up`: the whole platform on one machine, on embedded defaults.
+
+Starts (unless settings point elsewhere) embedded PostgreSQL and the Temporal dev server with
+its UI, migrates the inventory, then runs the API, one worker per task queue and the simulated
+lab as child processes, and enrolls the lab's nodes. Ctrl-C stops everything; state stays in the
+data dir, so starting again resumes in-flight workflows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+import images
+from core.secrets import boot_token_secret
+from core.settings import Settings
+from core.temporal_setup import ensure_search_attributes
+from identity import dev_issuer
+from inventory.migrate import upgrade_async
+
+from . import devstack
+
+log = logging.getLogger("metalplane.up")
+
+WORKER_QUEUES = ("baremetal", "inventory")
+
+
+@dataclass
+class LabOptions:
+    nodes: int = 8
+    boot_delay: float = 2.0
+    control_port: int = 8100
+    redfish_port: int = 8101
+    ipmi_base_port: int = 9001
+
+
+class Platform:
+    def __init__(self, settings: Settings, lab: LabOptions) -> None:
+        self.settings = settings
+        self.lab = lab
+        self.data_dir = settings.data_dir.resolve()
+        self.postgres: devstack.EmbeddedPostgres | None = None
+        self.temporal: subprocess.Popen[bytes] | None = None
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _child_env(self, database_url: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            METALPLANE_DATA_DIR=str(self.data_dir),
+            METALPLANE_DATABASE_URL=database_url,
+            METALPLANE_TEMPORAL_ADDRESS=self.settings.temporal_address,
+            METALPLANE_TEMPORAL_NAMESPACE=self.settings.temporal_namespace,
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        out = open(logs / f"{name}.log", "ab")
+        self.children[name] = subprocess.Popen(
+            argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.info("started %s (pid %d), log in %s", name, self.children[name].pid, out.name)
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        database_url = self.settings.database_url
+        if not database_url:
+            self.postgres = devstack.start_postgres(self.data_dir / "postgres")
+            database_url = self.postgres.url
+            log.info("embedded PostgreSQL running in %s", self.data_dir / "postgres")
+        await upgrade_async(database_url, self.settings.database_schema)
+
+        if "METALPLANE_TEMPORAL_ADDRESS" not in os.environ:
+            port = int(self.settings.temporal_address.rsplit(":", 1)[1])
+            self.temporal = devstack.start_temporal(
+                self.data_dir / "temporal",
+                port=port,
+                ui_port=self.settings.temporal_ui_port,
+                http_port=port + 10,
+                metrics_port=port + 11,
+            )
+        client = await devstack.wait_for_temporal(
+            self.settings.temporal_address, self.settings.temporal_namespace
+        )
+        await ensure_search_attributes(client, self.settings.temporal_namespace)
+
+        dev_issuer.ensure_keypair(self.settings.dev_issuer_key_file)
+        boot_token_secret(self.settings)
+        images.materialize_lab_artifacts(self.settings.images_dir)
+
+        env = self._child_env(database_url)
+        metalplane = devstack.venv_bin("metalplane")
+        self._spawn("api", [metalplane, "api"], env)
+        for queue in WORKER_QUEUES:
+            self._spawn(f"worker-{queue}", [metalplane, "worker", queue], env)
+        if self.lab.nodes > 0:
+            self._spawn("lab", [
+                sys.executable, "-m", "lab",
+                "--nodes", str(self.lab.nodes),
+                "--boot-delay", str(self.lab.boot_delay),
+                "--control-port", str(self.lab.control_port),
+                "--redfish-port", str(self.lab.redfish_port),
+                "--ipmi-base-port", str(self.lab.ipmi_base_port),
+                "--boot-url", self.settings.public_url,
+                "--state-dir", str(self.data_dir / "lab"),
+            ], env)  # fmt: skip
+        await self._wait_http(f"http://{self.settings.api_host}:{self.settings.api_port}/healthz")
+        if self.lab.nodes > 0:
+            await self._enroll_lab_nodes()
+
+    async def _wait_http(self, url: str, timeout: float = 90) -> None:
+        async with httpx.AsyncClient(timeout=2) as http:
+            for _ in range(int(timeout / 0.3)):
+                self._check_children()
+                try:
+                    if (await http.get(url)).status_code < 500:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.3)
+        raise RuntimeError(f"{url} did not come up within {timeout} s")
+
+    async def _enroll_lab_nodes(self) -> None:
+        lab_url = f"http://127.0.0.1:{self.lab.control_port}/lab/nodes"
+        await self._wait_http(lab_url)
+        token = dev_issuer.mint(
+            self.settings.dev_issuer_key_file,
+            issuer=self.settings.jwt_issuer,
+            audience=self.settings.jwt_audience,
+            subject="metalplane-up",
+            roles=["operator"],
+        )
+        api = f"http://{self.settings.api_host}:{self.settings.api_port}/v1/nodes"
+        async with httpx.AsyncClient(timeout=30) as http:
+            records = (await http.get(lab_url)).json()
+            enrolled = 0
+            for record in records:
+                reply = await http.post(
+                    api, json=record, headers={"Authorization": f"Bearer {token}"}
+                )
+                if reply.status_code == 201:
+                    enrolled += 1
+                elif reply.status_code != 409:
+                    raise RuntimeError(f"enrolling {record['id']} failed: {reply.text}")
+        log.info("lab: %d nodes, %d newly enrolled", len(records), enrolled)
+
+    def _check_children(self) -> None:
+        for name, child in self.children.items():
+            if child.poll() is not None:
+                raise RuntimeError(
+                    f"{name} exited with {child.returncode}; see {self.data_dir}/logs/{name}.log"
+                )
+
+    async def supervise(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        while not stop.is_set():
+            self._check_children()
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=1)
+            except TimeoutError:
+                pass
+
+    def stop(self) -> None:
+        for name, child in reversed(list(self.children.items())):
+            devstack.stop_process(child)
+            log.info("stopped %s", name)
+        if self.temporal is not None:
+            devstack.stop_process(self.temporal)
+            log.info("stopped Temporal dev server")
+        if self.postgres is not None:
+            self.postgres.stop()
+            log.info("stopped PostgreSQL")
+
+
+def banner(settings: Settings, platform: Platform) -> str:
+    api = f"http://{settings.api_host}:{settings.api_port}"
+    return "\n".join([
+        "metalplane is up.",
+        f"  API          {api}   (docs: {api}/docs)",
+        f"  Temporal UI  http://127.0.0.1:{settings.temporal_ui_port}"
+        + ("" if platform.temporal else "  (external Temporal: see its own UI)"),
+        f"  Lab          {platform.lab.nodes} simulated nodes, control on "
+        f"http://127.0.0.1:{platform.lab.control_port}/lab/nodes",
+        f"  Data dir     {platform.data_dir}   (logs in {Path(platform.data_dir) / 'logs'})",
+        "Try:  .venv/bin/metalplane nodes list",
+        "      .venv/bin/metalplane nodes provision lab-001 --image lab-sim",
+        "Ctrl-C stops everything; `make run` again resumes where it stopped.",
+    ])  # fmt: skip
+
+
+async def run(settings: Settings, lab: LabOptions) -> None:
+    platform = Platform(settings, lab)
+    try:
+        await platform.start()
+        print(banner(settings, platform), flush=True)
+        await platform.supervise()
+    finally:
+        platform.stop()

@@ -1,0 +1,1 @@
+"""Code shared by every process: settings, workflow contracts and the node facts schema."""

@@ -1,0 +1,59 @@
+"""Workflow names, task queues, signals and parameter types shared by starters and workers.
+
+Starter (API, CLI) and worker import the same definitions so they cannot drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+TASK_QUEUE_BAREMETAL = "baremetal"
+TASK_QUEUE_INVENTORY = "inventory"
+
+PROVISION_NODE = "ProvisionNode"
+RELEASE_NODE = "ReleaseNode"
+
+SIGNAL_PHONE_HOME = "phone_home"
+QUERY_PHASE = "phase"
+
+# Custom search attributes the Temporal namespace must have (name -> indexed value type).
+SEARCH_ATTRIBUTES: dict[str, str] = {
+    "NodeId": "Keyword",
+    "Phase": "Keyword",
+    "Operation": "Keyword",
+    "TenantId": "Keyword",
+    "ImageName": "Keyword",
+}
+
+
+def node_workflow_id(node_id: str) -> str:
+    """One workflow id per node: Temporal then runs at most one operation per node at a time."""
+    return f"node/{node_id}"
+
+
+@dataclass
+class ProvisionNodeInput:
+    node_id: str
+    image: str
+    phone_home_timeout_seconds: float = 900.0
+
+
+@dataclass
+class ReleaseNodeInput:
+    node_id: str
+
+
+@dataclass
+class PhoneHomeSignal:
+    """Sent by the boot service once it has accepted a node's single-use phone-home token."""
+
+    boot_session_id: str
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OperationResult:
+    node_id: str
+    state: str
+    detail: str = ""

@@ -1,0 +1,33 @@
+"""What a booted node reports about itself when it phones home."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Nic(BaseModel):
+    name: str
+    mac: str
+
+
+class NodeFacts(BaseModel):
+    """Facts a node's agent read from the running system (or a simulated node derived from what it
+    received). The verifier compares them with the image's tuning profile."""
+
+    kernel_cmdline: str = Field(description="The kernel command line the node booted with")
+    kernel_sha256: str | None = Field(default=None, description="Digest of the kernel it fetched")
+    initrd_sha256: str | None = Field(default=None, description="Digest of the initrd it fetched")
+    cpu_governor: str | None = Field(default=None, description="cpufreq scaling governor in use")
+    hugepages: dict[str, int] = Field(
+        default_factory=dict, description="Huge page size in kB -> pages reserved"
+    )
+    transparent_hugepage: str | None = Field(default=None, description="THP mode in use")
+    iommu_mode: str | None = Field(
+        default=None, description="'passthrough', 'translated' or 'off' as the kernel set it up"
+    )
+    bios: dict[str, str] = Field(
+        default_factory=dict, description="BIOS attributes by the vendor's own names"
+    )
+    system_vendor: str | None = None
+    system_model: str | None = None
+    nics: list[Nic] = Field(default_factory=list)

@@ -1,0 +1,70 @@
+"""Process settings, from environment variables prefixed METALPLANE_ (pydantic-settings).
+
+The defaults describe the embedded single-machine stack of `metalplane up`; point
+METALPLANE_DATABASE_URL and METALPLANE_TEMPORAL_ADDRESS at external services for a cluster.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="METALPLANE_", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".metalplane"), description="State of the embedded stack")
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql+asyncpg:// URL; unset means the embedded PostgreSQL in data_dir",
+    )
+    database_schema: str = Field(default="public", description="Schema holding the inventory")
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_port: int = 8233
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Base URL under which booting nodes reach the boot service",
+    )
+
+    jwt_issuer: str = "metalplane-dev"
+    jwt_audience: str = "metalplane"
+    jwt_public_key_file: Path | None = Field(
+        default=None, description="PEM public key of the token issuer; unset: the dev issuer's"
+    )
+
+    boot_token_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs phone-home tokens; every API replica needs the same; unset: data_dir's",
+    )
+
+    image_store_dir: Path | None = Field(
+        default=None, description="Boot artifacts by image; unset means data_dir/images"
+    )
+
+    bmc_timeout_seconds: float = 20.0
+    bmc_max_concurrent_per_host: int = 4
+    baremetal_max_concurrent_activities: int = 100
+    inventory_max_concurrent_activities: int = 100
+    phone_home_timeout_seconds: float = 900.0
+    boot_session_ttl_seconds: float = 3600.0
+
+    @property
+    def images_dir(self) -> Path:
+        return self.image_store_dir or self.data_dir / "images"
+
+    @property
+    def dev_issuer_key_file(self) -> Path:
+        return self.data_dir / "dev-issuer" / "private.pem"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,81 @@
+"""The catalog of golden images: images/catalog/<name>.yaml, validated once and cached."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from images.errors import UnknownImage
+from images.tuning import CpuVendor, TuningProfile, get_profile
+
+CATALOG_DIR = Path(__file__).parent / "catalog"
+
+
+class OsInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    family: str
+    version: str
+
+
+class BootArtifacts(BaseModel):
+    """File names relative to the image's store directory `<store>/<image name>/`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kernel: str
+    initrd: str
+    generated: bool = Field(
+        default=False, description="Written by store.materialize_lab_artifacts, not an operator"
+    )
+
+    @field_validator("kernel", "initrd")
+    @classmethod
+    def _plain_file_name(cls, value: str) -> str:
+        # They end up in URLs and store paths: no directories, no traversal.
+        if not value or "/" in value or "\\" in value or value in {".", ".."}:
+            raise ValueError(f"artifact must be a plain file name, got {value!r}")
+        return value
+
+    @property
+    def files(self) -> tuple[str, str]:
+        return (self.kernel, self.initrd)
+
+
+class ImageDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str
+    os: OsInfo
+    artifacts: BootArtifacts
+    kernel_args: tuple[str, ...] = Field(default=(), description="Base arguments (console...)")
+    tuning_profile: str
+    cpu_vendor: CpuVendor = "any"
+
+    @property
+    def profile(self) -> TuningProfile:
+        return get_profile(self.tuning_profile)
+
+
+@cache
+def load_catalog() -> dict[str, ImageDefinition]:
+    images: dict[str, ImageDefinition] = {}
+    for path in sorted(CATALOG_DIR.glob("*.yaml")):
+        image = ImageDefinition.model_validate(yaml.safe_load(path.read_text()))
+        if image.name != path.stem:
+            raise ValueError(f"{path}: image name {image.name!r} differs from the file name")
+        get_profile(image.tuning_profile)  # a dangling profile name fails at load, not at boot
+        images[image.name] = image
+    return images
+
+
+def get_image(name: str) -> ImageDefinition:
+    catalog = load_catalog()
+    try:
+        return catalog[name]
+    except KeyError:
+        raise UnknownImage(name, list(catalog)) from None

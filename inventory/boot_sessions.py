@@ -1,0 +1,112 @@
+"""Boot sessions: one per network boot, with a single-use phone-home token.
+
+The token is `<session id>.<HMAC(secret, session id)>`: the boot service can render it into
+user-data and check it without the secret ever being stored in the database or in workflow
+history. Accepting a phone-home marks the session used in one guarded UPDATE.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from inventory.models import BootSession
+
+
+def token_for(session_id: uuid.UUID, secret: bytes) -> str:
+    digest = hmac.new(secret, session_id.bytes, hashlib.sha256).digest()
+    return f"{session_id}.{base64.urlsafe_b64encode(digest).decode().rstrip('=')}"
+
+
+def session_id_from_token(token: str, secret: bytes) -> uuid.UUID | None:
+    """The session id a well-formed, correctly signed token names; None otherwise."""
+    raw_id, _, _ = token.partition(".")
+    try:
+        session_id = uuid.UUID(raw_id)
+    except ValueError:
+        return None
+    if not hmac.compare_digest(token_for(session_id, secret), token):
+        return None
+    return session_id
+
+
+async def open_session(
+    session: AsyncSession,
+    *,
+    session_id: uuid.UUID,
+    node_id: str,
+    workflow_id: str,
+    image: str,
+    kernel_args: list[str],
+    kernel_sha256: str | None,
+    initrd_sha256: str | None,
+    ttl: timedelta,
+) -> BootSession:
+    """Open boot session `session_id` for the node, closing any other open one. Opening the same
+    id again (a retried activity) changes nothing."""
+    existing = await session.get(BootSession, session_id)
+    if existing is not None:
+        return existing
+    await close_sessions(session, node_id)
+    await session.execute(
+        insert(BootSession)
+        .values(
+            id=session_id,
+            node_id=node_id,
+            workflow_id=workflow_id,
+            image=image,
+            kernel_args=kernel_args,
+            kernel_sha256=kernel_sha256,
+            initrd_sha256=initrd_sha256,
+            expires_at=datetime.now(UTC) + ttl,
+        )
+        .on_conflict_do_nothing(index_elements=["id"])
+    )
+    return await session.get_one(BootSession, session_id)
+
+
+async def close_sessions(session: AsyncSession, node_id: str) -> None:
+    await session.execute(
+        update(BootSession)
+        .where(BootSession.node_id == node_id, BootSession.closed_at.is_(None))
+        .values(closed_at=datetime.now(UTC))
+    )
+
+
+async def open_session_of(session: AsyncSession, node_id: str) -> BootSession | None:
+    return await session.scalar(
+        select(BootSession).where(
+            BootSession.node_id == node_id,
+            BootSession.closed_at.is_(None),
+            BootSession.expires_at > datetime.now(UTC),
+        )
+    )
+
+
+async def get_session(session: AsyncSession, session_id: uuid.UUID) -> BootSession | None:
+    return await session.get(BootSession, session_id)
+
+
+async def accept_phone_home(session: AsyncSession, session_id: uuid.UUID) -> BootSession | None:
+    """Mark the session's token used; None when it is unknown, used, closed or expired."""
+    accepted = await session.scalar(
+        update(BootSession)
+        .where(
+            BootSession.id == session_id,
+            BootSession.used_at.is_(None),
+            BootSession.closed_at.is_(None),
+            BootSession.expires_at > datetime.now(UTC),
+        )
+        .values(used_at=datetime.now(UTC))
+        .returning(BootSession.id)
+    )
+    if accepted is None:
+        return None
+    return await session.get(BootSession, session_id)

@@ -1,0 +1,131 @@
+"""ORM models of the inventory (SQLAlchemy 2.0 declarative, typed)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from inventory.states import NodeState
+
+NODE_STATES_SQL = ", ".join(f"'{s.value}'" for s in NodeState)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Node(Base):
+    __tablename__ = "nodes"
+    __table_args__ = (
+        CheckConstraint(f"state IN ({NODE_STATES_SQL})", name="ck_nodes_state"),
+        CheckConstraint("bmc_protocol IN ('ipmi', 'redfish')", name="ck_nodes_bmc_protocol"),
+        CheckConstraint("gpu_count >= 0", name="ck_nodes_gpu_count"),
+        Index("ix_nodes_state", "state"),
+    )
+
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    vendor: Mapped[str] = mapped_column(String(128))
+    model: Mapped[str] = mapped_column(String(128))
+    gpu_vendor: Mapped[str | None] = mapped_column(String(64))
+    gpu_model: Mapped[str | None] = mapped_column(String(128))
+    gpu_count: Mapped[int] = mapped_column(Integer, default=0)
+
+    bmc_protocol: Mapped[str] = mapped_column(String(16))
+    bmc_address: Mapped[str] = mapped_column(String(512))
+    bmc_username: Mapped[str] = mapped_column(String(128))
+    bmc_password: Mapped[str] = mapped_column(String(256))
+    bmc_redfish_address: Mapped[str | None] = mapped_column(String(512))
+
+    state: Mapped[str] = mapped_column(String(32), default=NodeState.AVAILABLE.value)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    operation: Mapped[str | None] = mapped_column(String(32))
+    workflow_id: Mapped[str | None] = mapped_column(String(255))
+    image: Mapped[str | None] = mapped_column(String(128))
+    extra_kernel_args: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), default=list, server_default=text("'{}'")
+    )
+    tenant_id: Mapped[str | None] = mapped_column(String(63))
+    labels: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict, server_default="{}")
+    facts: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+    nics: Mapped[list[Nic]] = relationship(
+        back_populates="node",
+        cascade="all, delete-orphan",
+        order_by="Nic.position",
+        lazy="selectin",
+    )
+
+    def __repr__(self) -> str:  # never show BMC credentials
+        return f"Node(id={self.id!r}, state={self.state!r})"
+
+
+class Nic(Base):
+    __tablename__ = "nics"
+
+    mac: Mapped[str] = mapped_column(String(17), primary_key=True)
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+    node: Mapped[Node] = relationship(back_populates="nics")
+
+
+class BootSession(Base):
+    """One network boot of one node. Its phone-home token is derived from the id (HMAC), so
+    no secret is stored here nor put in workflow history."""
+
+    __tablename__ = "boot_sessions"
+    __table_args__ = (
+        # At most one open boot session per node.
+        Index(
+            "uq_boot_sessions_open_per_node",
+            "node_id",
+            unique=True,
+            postgresql_where=text("closed_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    workflow_id: Mapped[str] = mapped_column(String(255))
+    image: Mapped[str] = mapped_column(String(128))
+    kernel_args: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    kernel_sha256: Mapped[str | None] = mapped_column(String(64))
+    initrd_sha256: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class NodeEvent(Base):
+    """Every state change of a node, with the operation and reason that caused it."""
+
+    __tablename__ = "node_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    from_state: Mapped[str | None] = mapped_column(String(32))
+    to_state: Mapped[str] = mapped_column(String(32))
+    workflow_id: Mapped[str | None] = mapped_column(String(255))
+    reason: Mapped[str | None] = mapped_column(Text)

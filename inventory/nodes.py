@@ -1,0 +1,214 @@
+"""Node records: enrollment, lookup and guarded state changes.
+
+Every state change is one UPDATE whose WHERE clause states the allowed current state (and the
+operation that holds the node), so two workflows can never claim one node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from inventory.errors import NodeConflict, NodeNotFound
+from inventory.models import Nic, Node, NodeEvent
+from inventory.states import PROVISION_FROM, RELEASE_FROM, NodeState
+
+
+@dataclass
+class NewNode:
+    id: str
+    vendor: str
+    model: str
+    macs: list[str]
+    bmc_protocol: str
+    bmc_address: str
+    bmc_username: str
+    bmc_password: str
+    bmc_redfish_address: str | None = None
+    gpu_vendor: str | None = None
+    gpu_model: str | None = None
+    gpu_count: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+async def enroll(session: AsyncSession, new: NewNode) -> Node:
+    node = Node(
+        id=new.id,
+        vendor=new.vendor,
+        model=new.model,
+        gpu_vendor=new.gpu_vendor,
+        gpu_model=new.gpu_model,
+        gpu_count=new.gpu_count,
+        bmc_protocol=new.bmc_protocol,
+        bmc_address=new.bmc_address,
+        bmc_username=new.bmc_username,
+        bmc_password=new.bmc_password,
+        bmc_redfish_address=new.bmc_redfish_address,
+        state=NodeState.AVAILABLE.value,
+        labels=new.labels,
+        extra_kernel_args=[],
+        nics=[Nic(mac=mac, position=i) for i, mac in enumerate(new.macs)],
+    )
+    session.add(node)
+    session.add(NodeEvent(node_id=new.id, to_state=node.state, reason="enrolled"))
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        await session.rollback()
+        taken = await session.scalar(select(Node.id).where(Node.id == new.id))
+        if taken:
+            raise NodeConflict(f"node {new.id!r} is already enrolled") from exc
+        raise NodeConflict("a MAC address of this node belongs to another node") from exc
+    return node
+
+
+async def get(session: AsyncSession, node_id: str) -> Node:
+    node = await session.get(Node, node_id)
+    if node is None:
+        raise NodeNotFound(node_id)
+    return node
+
+
+async def find(session: AsyncSession, node_id: str) -> Node | None:
+    return await session.get(Node, node_id)
+
+
+async def list_nodes(
+    session: AsyncSession, *, state: str | None = None, limit: int = 1000, after: str | None = None
+) -> Sequence[Node]:
+    query = select(Node).order_by(Node.id).limit(limit)
+    if state:
+        query = query.where(Node.state == state)
+    if after:
+        query = query.where(Node.id > after)
+    return (await session.scalars(query)).all()
+
+
+async def by_mac(session: AsyncSession, mac: str) -> Node | None:
+    return await session.scalar(select(Node).join(Nic).where(Nic.mac == mac.lower()))
+
+
+async def _transition(
+    session: AsyncSession,
+    node_id: str,
+    *,
+    allowed_from: Sequence[str],
+    to_state: NodeState,
+    workflow_id: str,
+    operation: str | None,
+    holder_may_repeat: bool,
+    require_holder: bool = False,
+    reason: str | None = None,
+    values: dict[str, object] | None = None,
+) -> Node:
+    """Move a node to `to_state` if it is in `allowed_from`, or (when `holder_may_repeat`) if the
+    same workflow already holds it: a retried activity then changes nothing."""
+    condition = Node.state.in_([str(s) for s in allowed_from])
+    if holder_may_repeat:
+        condition = condition | (
+            (Node.workflow_id == workflow_id)
+            & (Node.operation == operation)
+            & (Node.state == to_state.value)
+        )
+    if require_holder:
+        condition = condition & (Node.workflow_id == workflow_id) & (Node.operation == operation)
+    before = await session.scalar(select(Node.state).where(Node.id == node_id))
+    if before is None:
+        raise NodeNotFound(node_id)
+    changed = await session.scalar(
+        update(Node)
+        .where(Node.id == node_id, condition)
+        .values(
+            state=to_state.value,
+            workflow_id=workflow_id,
+            operation=operation,
+            last_error=reason if to_state == NodeState.FAILED else None,
+            **(values or {}),
+        )
+        .returning(Node.id)
+    )
+    if changed is None:
+        current = await get(session, node_id)
+        raise NodeConflict(
+            f"node {node_id!r} is {current.state}"
+            + (f" (held by {current.operation} {current.workflow_id})" if current.operation else "")
+            + f"; {operation or 'this operation'} needs one of: {', '.join(allowed_from)}"
+        )
+    if before != to_state.value:
+        session.add(
+            NodeEvent(
+                node_id=node_id,
+                from_state=before,
+                to_state=to_state.value,
+                workflow_id=workflow_id,
+                reason=reason,
+            )
+        )
+    node = await get(session, node_id)
+    await session.refresh(node)
+    return node
+
+
+async def claim_for_provision(
+    session: AsyncSession, node_id: str, *, workflow_id: str, image: str
+) -> Node:
+    return await _transition(
+        session,
+        node_id,
+        allowed_from=PROVISION_FROM,
+        to_state=NodeState.PROVISIONING,
+        workflow_id=workflow_id,
+        operation="provision",
+        holder_may_repeat=True,
+        values={"image": image, "facts": None},
+    )
+
+
+async def claim_for_release(session: AsyncSession, node_id: str, *, workflow_id: str) -> Node:
+    return await _transition(
+        session,
+        node_id,
+        allowed_from=RELEASE_FROM,
+        to_state=NodeState.CLEANING,
+        workflow_id=workflow_id,
+        operation="release",
+        holder_may_repeat=True,
+    )
+
+
+async def finish(
+    session: AsyncSession,
+    node_id: str,
+    *,
+    workflow_id: str,
+    operation: str,
+    to_state: NodeState,
+    reason: str | None = None,
+    values: dict[str, object] | None = None,
+) -> Node:
+    """End the operation `operation` held by `workflow_id`: only its holder may do that."""
+    held_state = NodeState.PROVISIONING if operation == "provision" else NodeState.CLEANING
+    node = await get(session, node_id)
+    if (
+        node.workflow_id == workflow_id
+        and node.operation == operation
+        and node.state == to_state.value
+        and node.last_error == (reason if to_state == NodeState.FAILED else None)
+    ):
+        return node  # already done: a retried activity
+    return await _transition(
+        session,
+        node_id,
+        allowed_from=[held_state, NodeState.FAILED, NodeState.ACTIVE],
+        to_state=to_state,
+        workflow_id=workflow_id,
+        operation=operation,
+        holder_may_repeat=False,
+        require_holder=True,
+        reason=reason,
+        values=values,
+    )

@@ -1,0 +1,206 @@
+"""ProvisionNode and ReleaseNode end to end: real API, workers, Temporal, PostgreSQL and BMC
+simulators speaking IPMI over UDP and Redfish over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import update
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
+
+from core.contracts import node_workflow_id
+from inventory.models import Node
+from tests.platform import Platform, Ports, running_platform
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+PORTS = Ports(api=18200, lab_control=18300, redfish=18301, ipmi_base=19300)
+NODES = 14
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def platform(
+    postgres_url: str, temporal_address: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Platform]:
+    data_dir: Path = tmp_path_factory.mktemp("provision")
+    async with running_platform(
+        name="t_provision", postgres_url=postgres_url, temporal_address=temporal_address,
+        data_dir=data_dir, ports=PORTS, nodes=NODES, phone_home_timeout=60,
+    ) as running:  # fmt: skip
+        await running.enroll_lab()
+        yield running
+
+
+async def provision(platform: Platform, node_id: str, image: str = "lab-sim") -> dict:
+    async with platform.api() as api:
+        reply = await api.post(f"/v1/nodes/{node_id}/provision", json={"image": image})
+    assert reply.status_code == 202, reply.text
+    assert reply.json()["workflow_id"] == node_workflow_id(node_id)
+    return reply.json()
+
+
+async def test_nodes_are_enrolled_without_credentials(platform: Platform) -> None:
+    async with platform.api() as api:
+        listing = (await api.get("/v1/nodes")).json()
+    assert len(listing["items"]) == NODES
+    assert {n["state"] for n in listing["items"]} == {"available"}
+    assert "password" not in str(listing)
+    assert {n["bmc"]["protocol"] for n in listing["items"]} == {"ipmi", "redfish"}
+
+
+async def test_provision_over_ipmi_and_over_redfish(platform: Platform) -> None:
+    nodes = {n["id"]: n for n in await platform.lab_nodes()}
+    ipmi = next(i for i, n in sorted(nodes.items()) if n["bmc"]["protocol"] == "ipmi")
+    redfish = next(i for i, n in sorted(nodes.items()) if n["bmc"]["protocol"] == "redfish")
+    for node_id in (ipmi, redfish):
+        await provision(platform, node_id)
+    for node_id in (ipmi, redfish):
+        node = await platform.wait_state(node_id, {"active", "failed"})
+        assert node["state"] == "active", node["last_error"]
+        assert node["image"] == "lab-sim"
+        assert node["facts"]["iommu_mode"] == "passthrough"
+        lab = await platform.lab_node(node_id)
+        assert lab["power"] == "on"
+        assert lab["boot_device"] == "disk" and lab["boot_persistent"] is True
+        assert lab["counters"]["power_on"] == 1
+        assert lab["boots"] == 1
+        # The BIOS now carries the profile: a second read-compare would change nothing.
+        assert lab["counters"]["bios_patch"] == 1
+
+    async with platform.api() as api:
+        reply = await api.post(f"/v1/nodes/{ipmi}/release")
+        assert reply.status_code == 202, reply.text
+    node = await platform.wait_state(ipmi, {"available", "failed"})
+    assert node["state"] == "available" and node["image"] is None
+    assert (await platform.lab_node(ipmi))["power"] == "off"
+
+
+async def test_eight_nodes_at_once(platform: Platform) -> None:
+    batch = [f"lab-{i:03d}" for i in range(3, 11)]
+    await asyncio.gather(*(provision(platform, n) for n in batch))
+    finished = await asyncio.gather(*(platform.wait_state(n, {"active", "failed"}) for n in batch))
+    assert [n["state"] for n in finished] == ["active"] * 8, [n["last_error"] for n in finished]
+
+
+async def test_provisioning_survives_30_percent_packet_loss(platform: Platform) -> None:
+    node_id = "lab-011"
+    assert (await platform.lab_node(node_id))["bmc"]["protocol"] == "ipmi"
+    await platform.set_faults(node_id, drop_rate=0.3)
+    try:
+        await provision(platform, node_id)
+        node = await platform.wait_state(node_id, {"active", "failed"}, timeout=240)
+    finally:
+        await platform.set_faults(node_id, drop_rate=0.0)
+    assert node["state"] == "active", node["last_error"]
+    assert (await platform.lab_node(node_id))["counters"]["power_on"] == 1
+
+
+async def test_wrong_kernel_argument_fails_then_sre_reset_completes(platform: Platform) -> None:
+    node_id = "lab-012"
+    async with platform.sessions.begin() as session:  # an operator's bad per-node override
+        await session.execute(
+            update(Node).where(Node.id == node_id).values(extra_kernel_args=["iommu=off"])
+        )
+    await provision(platform, node_id)
+    node = await platform.wait_state(node_id, {"active", "failed"})
+    assert node["state"] == "failed"
+    assert "verif" in node["last_error"] and "iommu" in node["last_error"]
+    lab = await platform.lab_node(node_id)
+    assert lab["power"] == "off" and lab["boot_device"] == "none"
+
+    async with platform.sessions.begin() as session:  # the cause is fixed
+        await session.execute(update(Node).where(Node.id == node_id).values(extra_kernel_args=[]))
+    workflow_id = node_workflow_id(node_id)
+    handle = platform.client.get_workflow_handle(workflow_id)
+    history = await handle.fetch_history()
+    first_task = next(
+        e.event_id for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+    )  # fmt: skip
+    await platform.client.workflow_service.reset_workflow_execution(
+        ResetWorkflowExecutionRequest(
+            namespace=platform.client.namespace,
+            workflow_execution=WorkflowExecution(workflow_id=workflow_id),
+            reason="SRE: kernel argument override removed",
+            workflow_task_finish_event_id=first_task,
+            request_id="reset-lab-012",
+        )
+    )
+    node = await platform.wait_state(node_id, {"active"}, timeout=120)
+    assert node["facts"]["iommu_mode"] == "passthrough"
+
+
+async def _snapshot(platform: Platform) -> list[tuple[str, str]]:
+    async with platform.api() as api:
+        return [(n["id"], n["state"]) for n in (await api.get("/v1/nodes")).json()["items"]]
+
+
+async def test_bad_input_gets_a_clear_4xx_and_changes_nothing(platform: Platform) -> None:
+    before = await _snapshot(platform)
+    record = (await platform.lab_nodes())[0] | {"id": "new-node"}
+    async with platform.api() as api:
+        cases = {
+            "unknown node": await api.post("/v1/nodes/nope/provision", json={"image": "lab-sim"}),
+            "unknown image": await api.post(
+                "/v1/nodes/lab-013/provision", json={"image": "no-such-image"}
+            ),
+            "image without artifacts": await api.post(
+                "/v1/nodes/lab-013/provision", json={"image": "ubuntu-22.04-gpu"}
+            ),
+            "malformed MAC": await api.post(
+                "/v1/nodes", json=record | {"macs": ["52:54:00:zz:00:01"]}
+            ),
+            "duplicate MAC": await api.post("/v1/nodes", json=record),
+            "missing body": await api.post("/v1/nodes/lab-013/provision"),
+        }
+    async with platform.api(token="not-a-jwt") as bad:
+        cases["invalid token"] = await bad.get("/v1/nodes")
+    async with platform.api() as api:
+        api.headers.pop("Authorization")
+        cases["missing token"] = await api.get("/v1/nodes")
+    expected = {
+        "unknown node": (404, "node-not-found"),
+        "unknown image": (422, "unknown-image"),
+        "image without artifacts": (422, "image-not-ready"),
+        "malformed MAC": (422, "validation-error"),
+        "duplicate MAC": (409, "node-conflict"),
+        "missing body": (422, "validation-error"),
+        "invalid token": (401, "unauthorized"),
+        "missing token": (401, "unauthorized"),
+    }
+    for case, (status, slug) in expected.items():
+        reply = cases[case]
+        assert reply.status_code == status, (case, reply.text)
+        assert reply.headers["content-type"] == "application/problem+json", case
+        assert reply.json()["type"] == f"urn:metalplane:problem:{slug}", case
+    assert await _snapshot(platform) == before
+
+
+async def test_a_node_already_provisioning_is_refused(platform: Platform) -> None:
+    node_id = "lab-013"
+    await provision(platform, node_id)
+    async with platform.api() as api:
+        again = await api.post(f"/v1/nodes/{node_id}/provision", json={"image": "lab-sim"})
+        release = await api.post(f"/v1/nodes/{node_id}/release")
+    assert again.status_code == 409, again.text
+    assert again.json()["type"] == "urn:metalplane:problem:node-busy"
+    assert release.status_code == 409, release.text
+    node = await platform.wait_state(node_id, {"active", "failed"})
+    assert node["state"] == "active", node["last_error"]
+
+
+async def test_phone_home_token_is_single_use(platform: Platform) -> None:
+    async with platform.api() as api:
+        refused = await api.post(
+            "/boot/phone-home",
+            json={"kernel_cmdline": "x"},
+            headers={"Authorization": "Bearer 3f1c2a9e-0000-4000-8000-000000000000.forged"},
+        )
+    assert refused.status_code == 401
+    assert refused.json()["type"] == "urn:metalplane:problem:invalid-boot-token"

@@ -1,0 +1,236 @@
+"""A whole metalplane under test: its own schema and namespace on the session's PostgreSQL and
+Temporal, the real API (uvicorn on a pinned port), real workers and a lab subprocess of
+simulated nodes behind BMC simulators speaking IPMI over UDP and Redfish over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+import images
+from api.app import create_app
+from cli import devstack
+from core.settings import Settings
+from core.temporal_setup import ensure_namespace, ensure_search_attributes
+from identity import dev_issuer
+from inventory.db import create_engine, session_factory
+from inventory.migrate import upgrade_async
+from workers import baremetal as baremetal_worker
+from workers import inventory as inventory_worker
+
+
+@dataclass
+class Ports:
+    api: int
+    lab_control: int
+    redfish: int
+    ipmi_base: int
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    client: Client
+    sessions: async_sessionmaker[AsyncSession]
+    engine: AsyncEngine
+    ports: Ports
+    data_dir: Path
+    token: str
+    lab_process: subprocess.Popen[bytes] | None = None
+    worker_processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.api}"
+
+    @property
+    def lab_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.lab_control}"
+
+    def api(self, token: str | None = None) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {token or self.token}"}
+        return httpx.AsyncClient(base_url=self.api_url, headers=headers, timeout=30)
+
+    def child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            METALPLANE_DATA_DIR=str(self.data_dir),
+            METALPLANE_DATABASE_URL=self.settings.database_url or "",
+            METALPLANE_DATABASE_SCHEMA=self.settings.database_schema,
+            METALPLANE_TEMPORAL_ADDRESS=self.settings.temporal_address,
+            METALPLANE_TEMPORAL_NAMESPACE=self.settings.temporal_namespace,
+            METALPLANE_BMC_TIMEOUT_SECONDS=str(self.settings.bmc_timeout_seconds),
+        )
+        return env
+
+    async def lab_nodes(self) -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(timeout=10) as http:
+            return (await http.get(f"{self.lab_url}/lab/nodes")).json()
+
+    async def lab_node(self, node_id: str) -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=10) as http:
+            reply = await http.get(f"{self.lab_url}/lab/nodes/{node_id}")
+            reply.raise_for_status()
+            return reply.json()
+
+    async def set_faults(self, node_id: str, **faults: float) -> None:
+        async with httpx.AsyncClient(timeout=10) as http:
+            reply = await http.put(f"{self.lab_url}/lab/nodes/{node_id}/faults", json=faults)
+            reply.raise_for_status()
+
+    async def enroll_lab(self) -> list[str]:
+        ids = []
+        async with self.api() as api:
+            for record in await self.lab_nodes():
+                reply = await api.post("/v1/nodes", json=record)
+                assert reply.status_code == 201, reply.text
+                ids.append(record["id"])
+        return ids
+
+    async def wait_state(
+        self, node_id: str, states: set[str], timeout: float = 120
+    ) -> dict[str, Any]:
+        """Poll the API until the node's state is in `states` with no operation phase left."""
+        async with self.api() as api:
+            async with asyncio.timeout(timeout):
+                while True:
+                    node = (await api.get(f"/v1/nodes/{node_id}")).json()
+                    phase = (node.get("operation") or {}).get("phase")
+                    if node["state"] in states and phase in (None, "active", "failed", "available"):
+                        return node
+                    await asyncio.sleep(0.2)
+
+    def start_worker_process(self, queue: str) -> subprocess.Popen[bytes]:
+        log = open(self.data_dir / f"worker-{queue}.log", "ab")
+        process = subprocess.Popen(
+            [devstack.venv_bin("metalplane"), "worker", queue],
+            env=self.child_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        self.worker_processes[queue] = process
+        return process
+
+
+async def _serve_api(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.api_port,
+                       log_level="warning", lifespan="on")
+    )  # fmt: skip
+    task = asyncio.create_task(server.serve())
+    async with asyncio.timeout(30):
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.05)
+    return server, task
+
+
+def _start_lab(
+    data_dir: Path,
+    ports: Ports,
+    nodes: int,
+    boot_delay: float,
+    public_url: str,
+    protocols: str | None,
+) -> subprocess.Popen[bytes]:
+    argv = [
+        sys.executable, "-m", "lab", "--nodes", str(nodes),
+        "--ipmi-base-port", str(ports.ipmi_base), "--redfish-port", str(ports.redfish),
+        "--control-port", str(ports.lab_control), "--boot-url", public_url,
+        "--boot-delay", str(boot_delay), "--state-dir", str(data_dir / "lab"),
+    ]  # fmt: skip
+    if protocols:
+        argv += ["--protocols", protocols]
+    log = open(data_dir / "lab.log", "ab")
+    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+async def _wait_url(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    async with httpx.AsyncClient(timeout=2) as http, asyncio.timeout(timeout):
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args} exited with {process.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(url)).status_code == 200:
+                    return
+            await asyncio.sleep(0.2)
+
+
+@contextlib.asynccontextmanager
+async def running_platform(
+    *,
+    name: str,
+    postgres_url: str,
+    temporal_address: str,
+    data_dir: Path,
+    ports: Ports,
+    nodes: int = 4,
+    boot_delay: float = 0.2,
+    protocols: str | None = None,
+    phone_home_timeout: float = 60,
+    in_process_workers: tuple[str, ...] = ("baremetal", "inventory"),
+) -> AsyncIterator[Platform]:
+    settings = Settings(
+        data_dir=data_dir,
+        database_url=postgres_url,
+        database_schema=name,
+        temporal_address=temporal_address,
+        temporal_namespace=name,
+        api_port=ports.api,
+        public_url=f"http://127.0.0.1:{ports.api}",
+        phone_home_timeout_seconds=phone_home_timeout,
+        bmc_timeout_seconds=15,
+    )
+    await upgrade_async(postgres_url, name)
+    admin = await Client.connect(temporal_address)
+    await ensure_namespace(admin, name)
+    await ensure_search_attributes(admin, name)
+    client = await Client.connect(temporal_address, namespace=name)
+    images.materialize_lab_artifacts(settings.images_dir)
+    token = dev_issuer.mint(
+        settings.dev_issuer_key_file, issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience, subject="test-operator", roles=["operator"],
+    )  # fmt: skip
+    engine = create_engine(postgres_url, schema=name)
+    platform = Platform(
+        settings=settings, client=client, sessions=session_factory(engine), engine=engine,
+        ports=ports, data_dir=data_dir, token=token,
+    )  # fmt: skip
+    server, server_task = await _serve_api(settings)
+    workers: list[Worker] = []
+    if "baremetal" in in_process_workers:
+        activities = baremetal_worker.make_activities(settings, platform.sessions)
+        workers.append(baremetal_worker.build_worker(client, activities, settings, "baremetal"))
+    if "inventory" in in_process_workers:
+        activities_i = inventory_worker.make_activities(settings, platform.sessions)
+        workers.append(inventory_worker.build_worker(client, activities_i, settings, "inventory"))
+    worker_tasks = [asyncio.create_task(w.run()) for w in workers]
+    platform.lab_process = _start_lab(
+        data_dir, ports, nodes, boot_delay, settings.public_url, protocols
+    )
+    try:
+        await _wait_url(f"{platform.lab_url}/lab/nodes", platform.lab_process)
+        yield platform
+    finally:
+        for process in [platform.lab_process, *platform.worker_processes.values()]:
+            devstack.stop_process(process)
+        for worker in workers:
+            await worker.shutdown()
+        for task in worker_tasks:
+            with contextlib.suppress(Exception):
+                await task
+        server.should_exit = True
+        await server_task
+        await engine.dispose()
