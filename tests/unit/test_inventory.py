@@ -1,0 +1,124 @@
+"""Inventory on a real PostgreSQL: guarded state changes, concurrent claims, boot tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+import pytest_asyncio
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from inventory import boot_sessions, nodes
+from inventory.db import create_engine, session_factory
+from inventory.errors import NodeConflict, NodeNotFound
+from inventory.migrate import upgrade_async
+from inventory.states import NodeState
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+SECRET = b"test-secret"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def sessions(postgres_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    await upgrade_async(postgres_url, "t_inventory")
+    engine = create_engine(postgres_url, schema="t_inventory")
+    yield session_factory(engine)
+    await engine.dispose()
+
+
+def new_node(node_id: str, mac: str) -> nodes.NewNode:
+    return nodes.NewNode(
+        id=node_id, vendor="Dell Inc.", model="R760xa", macs=[mac], bmc_protocol="ipmi",
+        bmc_address="127.0.0.1:623", bmc_username="admin", bmc_password="secret",
+    )  # fmt: skip
+
+
+async def test_enroll_rejects_duplicate_id_and_mac(sessions: async_sessionmaker) -> None:
+    async with sessions.begin() as s:
+        node = await nodes.enroll(s, new_node("n-dup", "02:00:00:00:00:01"))
+        assert "secret" not in repr(node)
+    with pytest.raises(NodeConflict, match="already enrolled"):
+        async with sessions.begin() as s:
+            await nodes.enroll(s, new_node("n-dup", "02:00:00:00:00:02"))
+    with pytest.raises(NodeConflict, match="MAC"):
+        async with sessions.begin() as s:
+            await nodes.enroll(s, new_node("n-other", "02:00:00:00:00:01"))
+
+
+async def test_two_concurrent_claims_one_wins(sessions: async_sessionmaker) -> None:
+    async with sessions.begin() as s:
+        await nodes.enroll(s, new_node("n-race", "02:00:00:00:01:01"))
+
+    async def claim(workflow_id: str) -> str:
+        async with sessions.begin() as s:
+            await nodes.claim_for_provision(s, "n-race", workflow_id=workflow_id, image="lab-sim")
+        return workflow_id
+
+    results = await asyncio.gather(*(claim(f"wf-{i}") for i in range(8)), return_exceptions=True)
+    winners = [r for r in results if isinstance(r, str)]
+    assert len(winners) == 1
+    assert all(isinstance(r, NodeConflict) for r in results if not isinstance(r, str))
+    # The holder may repeat its claim (a retried activity); nobody else may.
+    async with sessions.begin() as s:
+        again = await nodes.claim_for_provision(
+            s, "n-race", workflow_id=winners[0], image="lab-sim"
+        )
+        assert again.state == NodeState.PROVISIONING
+
+
+async def test_finish_is_only_for_the_holder_and_idempotent(sessions: async_sessionmaker) -> None:
+    async with sessions.begin() as s:
+        await nodes.enroll(s, new_node("n-finish", "02:00:00:00:02:01"))
+        await nodes.claim_for_provision(s, "n-finish", workflow_id="wf-a", image="lab-sim")
+    with pytest.raises(NodeConflict):
+        async with sessions.begin() as s:
+            await nodes.finish(s, "n-finish", workflow_id="wf-b", operation="provision",
+                               to_state=NodeState.ACTIVE)  # fmt: skip
+    for _ in range(2):
+        async with sessions.begin() as s:
+            node = await nodes.finish(s, "n-finish", workflow_id="wf-a", operation="provision",
+                                      to_state=NodeState.FAILED, reason="boom")  # fmt: skip
+    assert node.state == "failed" and node.last_error == "boom"
+    with pytest.raises(NodeNotFound):
+        async with sessions.begin() as s:
+            await nodes.claim_for_release(s, "missing", workflow_id="wf-x")
+
+
+async def test_phone_home_token_is_single_use(sessions: async_sessionmaker) -> None:
+    async with sessions.begin() as s:
+        await nodes.enroll(s, new_node("n-boot", "02:00:00:00:03:01"))
+    session_id = uuid.uuid4()
+    for _ in range(2):  # opening the same session twice (a retried activity) is one session
+        async with sessions.begin() as s:
+            await boot_sessions.open_session(
+                s, session_id=session_id, node_id="n-boot", workflow_id="wf", image="lab-sim",
+                kernel_args=["iommu=pt"], kernel_sha256=None, initrd_sha256=None,
+                ttl=timedelta(minutes=5),
+            )  # fmt: skip
+    token = boot_sessions.token_for(session_id, SECRET)
+    assert boot_sessions.session_id_from_token(token, SECRET) == session_id
+    assert boot_sessions.session_id_from_token(token, b"other-secret") is None
+    assert boot_sessions.session_id_from_token(token[:-2] + "xx", SECRET) is None
+    async with sessions.begin() as s:
+        assert await boot_sessions.accept_phone_home(s, session_id) is not None
+    async with sessions.begin() as s:
+        assert await boot_sessions.accept_phone_home(s, session_id) is None
+
+
+async def test_a_new_boot_session_closes_the_old_one(sessions: async_sessionmaker) -> None:
+    async with sessions.begin() as s:
+        await nodes.enroll(s, new_node("n-reboot", "02:00:00:00:04:01"))
+    first, second = uuid.uuid4(), uuid.uuid4()
+    for session_id in (first, second):
+        async with sessions.begin() as s:
+            await boot_sessions.open_session(
+                s, session_id=session_id, node_id="n-reboot", workflow_id="wf", image="lab-sim",
+                kernel_args=[], kernel_sha256=None, initrd_sha256=None, ttl=timedelta(minutes=5),
+            )  # fmt: skip
+    async with sessions.begin() as s:
+        assert await boot_sessions.accept_phone_home(s, first) is None
+        current = await boot_sessions.open_session_of(s, "n-reboot")
+        assert current is not None and current.id == second
