@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, SecretStr, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
 from inventory.models import Node
 
@@ -28,12 +28,16 @@ NodeId = Annotated[
 
 
 class Gpu(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     vendor: str | None = None
     model: str | None = None
     count: int = Field(default=0, ge=0, le=64)
 
 
 class BmcIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     protocol: Literal["ipmi", "redfish"]
     address: str = Field(
         min_length=1, max_length=512, description="ipmi: host[:port]; redfish: System URL"
@@ -52,6 +56,8 @@ class BmcOut(BaseModel):
 
 
 class NodeEnroll(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not a silent drop
+
     id: NodeId
     vendor: str = Field(min_length=1, max_length=128)
     model: str = Field(min_length=1, max_length=128)

@@ -33,12 +33,21 @@ def up(
     data_dir: Annotated[Path | None, typer.Option(help="State dir (default .metalplane)")] = None,
     nodes: Annotated[int, typer.Option(help="Simulated lab nodes")] = 8,
     boot_delay: Annotated[float, typer.Option(help="Simulated seconds to boot")] = 2.0,
+    lab_port: Annotated[int, typer.Option(help="Lab control port; Redfish BMC is +1")] = 8100,
+    ipmi_base_port: Annotated[int, typer.Option(help="UDP port of the first IPMI BMC")] = 9001,
 ) -> None:
     """Run the whole platform on embedded defaults (Ctrl-C stops it)."""
     from .up import LabOptions, run
 
     _logging()
-    asyncio.run(run(_settings(data_dir), LabOptions(nodes=nodes, boot_delay=boot_delay)))
+    lab = LabOptions(
+        nodes=nodes,
+        boot_delay=boot_delay,
+        control_port=lab_port,
+        redfish_port=lab_port + 1,
+        ipmi_base_port=ipmi_base_port,
+    )
+    asyncio.run(run(_settings(data_dir), lab))
 
 
 @app.command()

@@ -80,7 +80,7 @@ class Platform:
             log.info("embedded PostgreSQL running in %s", self.data_dir / "postgres")
         await upgrade_async(database_url, self.settings.database_schema)
 
-        if "METALPLANE_TEMPORAL_ADDRESS" not in os.environ:
+        if self.settings.temporal_embedded:
             port = int(self.settings.temporal_address.rsplit(":", 1)[1])
             self.temporal = devstack.start_temporal(
                 self.data_dir / "temporal",

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     )
     database_schema: str = Field(default="public", description="Schema holding the inventory")
 
+    temporal_embedded: bool = Field(
+        default=True, description="`metalplane up` runs the Temporal dev server at the address"
+    )
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     temporal_ui_port: int = 8233

@@ -54,10 +54,19 @@ async def ensure_namespace(client: Client, namespace: str, retention_days: int =
             await asyncio.sleep(0.1)
 
 
-async def ensure_search_attributes(client: Client, namespace: str) -> None:
-    existing = await client.operator_service.list_search_attributes(
-        ListSearchAttributesRequest(namespace=namespace)
-    )
+async def ensure_search_attributes(client: Client, namespace: str, timeout: float = 30) -> None:
+    # A namespace registered a moment ago may not have reached every service's cache yet.
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                existing = await client.operator_service.list_search_attributes(
+                    ListSearchAttributesRequest(namespace=namespace)
+                )
+                break
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                await asyncio.sleep(0.25)
     missing = {
         name: IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{kind.upper()}")
         for name, kind in SEARCH_ATTRIBUTES.items()

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from temporalio.client import Client
 
 from cli import devstack
 
@@ -30,16 +29,16 @@ def postgres_url(peers_dir: Path) -> Iterator[str]:
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def temporal_address(peers_dir: Path) -> Iterator[str]:
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def temporal_address(peers_dir: Path) -> AsyncIterator[str]:
+    """The dev server's address, once it answers."""
     process = devstack.start_temporal(
         peers_dir / "temporal", port=TEMPORAL_PORT, ui_port=None,
         http_port=TEMPORAL_PORT + 10, metrics_port=TEMPORAL_PORT + 11,
     )  # fmt: skip
-    yield f"127.0.0.1:{TEMPORAL_PORT}"
-    devstack.stop_process(process)
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def temporal_client(temporal_address: str) -> AsyncIterator[Client]:
-    yield await devstack.wait_for_temporal(temporal_address, timeout=60)
+    address = f"127.0.0.1:{TEMPORAL_PORT}"
+    try:
+        await devstack.wait_for_temporal(address, timeout=60)
+        yield address
+    finally:
+        devstack.stop_process(process)

@@ -132,7 +132,11 @@ async def _start(
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             search_attributes=TypedSearchAttributes(
-                [NODE_ID.value_set(node.id), OPERATION.value_set(operation), *(extra or [])]
+                [
+                    SearchAttributePair(NODE_ID, node.id),
+                    SearchAttributePair(OPERATION, operation),
+                    *(extra or []),
+                ]
             ),
         )
     except WorkflowAlreadyStartedError as exc:
@@ -187,7 +191,7 @@ async def provision_node(
             phone_home_timeout_seconds=request.app.state.settings.phone_home_timeout_seconds,
         ),
         "provision",
-        [IMAGE_NAME.value_set(image.name)],
+        [SearchAttributePair(IMAGE_NAME, image.name)],
     )
 
 

@@ -1,0 +1,1 @@
+"""The hardware lab: simulated GPU servers behind BMC simulators speaking IPMI and Redfish."""

@@ -1,0 +1,165 @@
+"""What a simulated node does after power-on: boot its disk, or network-boot per the boot contract
+(docs/boot-contract.md) and phone home with the facts it derived."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from typing import Any
+
+import httpx
+import yaml
+
+from core.facts import Nic, NodeFacts
+from lab.cmdline import BootConfigError, parse_cmdline, parse_ipxe
+from lab.node import BootDev, SimNode
+
+log = logging.getLogger(__name__)
+
+KERNEL_DEFAULT_GOVERNOR = "schedutil"
+# Debian's kernel is built with CONFIG_TRANSPARENT_HUGEPAGE_MADVISE.
+KERNEL_DEFAULT_THP = "madvise"
+SOFT_OFF_SECONDS = 0.5  # an OS takes a moment to shut down after the ACPI button
+
+
+async def _get(client: httpx.AsyncClient, url: str, what: str) -> httpx.Response:
+    try:
+        response = await client.get(url)
+    except httpx.HTTPError as exc:
+        raise BootConfigError(f"{what}: GET {url} failed: {exc!r}") from exc
+    if response.status_code != 200:
+        raise BootConfigError(f"{what}: GET {url} answered {response.status_code}")
+    return response
+
+
+async def _sha256(client: httpx.AsyncClient, url: str, what: str) -> str:
+    digest = hashlib.sha256()
+    try:
+        async with client.stream("GET", url) as response:
+            if response.status_code != 200:
+                raise BootConfigError(f"{what}: GET {url} answered {response.status_code}")
+            async for chunk in response.aiter_bytes():
+                digest.update(chunk)
+    except httpx.HTTPError as exc:
+        raise BootConfigError(f"{what}: GET {url} failed: {exc!r}") from exc
+    return digest.hexdigest()
+
+
+def _metalplane_section(text: str) -> dict[str, Any]:
+    if not text.startswith("#cloud-config"):
+        raise BootConfigError("user-data is not a #cloud-config document")
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise BootConfigError(f"user-data is not valid YAML: {exc}") from exc
+    section = doc.get("metalplane") if isinstance(doc, dict) else None
+    if not isinstance(section, dict):
+        raise BootConfigError("user-data has no metalplane section")
+    phone_home = section.get("phone_home")
+    if not isinstance(phone_home, dict) or not phone_home.get("url") or not phone_home.get("token"):
+        raise BootConfigError("user-data has no metalplane.phone_home url/token")
+    return section
+
+
+async def network_boot(node: SimNode, boot_url: str, client: httpx.AsyncClient) -> NodeFacts:
+    """Run the PXE -> iPXE -> kernel -> cloud-init chain; return the facts it phoned home."""
+    mac = node.macs[0]
+    script = parse_ipxe((await _get(client, f"{boot_url}/boot/{mac}/ipxe", "iPXE script")).text)
+    kernel_sha = await _sha256(client, script.kernel_url, "kernel")
+    initrd_sha = None
+    if script.initrd_url is not None:
+        initrd_sha = await _sha256(client, script.initrd_url, "initrd")
+    kernel = parse_cmdline(script.kernel_args)
+    if kernel.nocloud_seed is None:
+        raise BootConfigError("kernel command line has no ds=nocloud-net;s=<seed>")
+    user_data = await _get(client, f"{kernel.nocloud_seed}user-data", "user-data")
+    section = _metalplane_section(user_data.text)
+    tuning = section.get("tuning") or {}
+    facts = NodeFacts(
+        kernel_cmdline=script.kernel_args,
+        kernel_sha256=kernel_sha,
+        initrd_sha256=initrd_sha,
+        cpu_governor=str(tuning.get("cpu_governor") or KERNEL_DEFAULT_GOVERNOR),
+        hugepages=kernel.hugepages,
+        transparent_hugepage=kernel.transparent_hugepage
+        or (str(tuning["transparent_hugepage"]) if tuning.get("transparent_hugepage") else None)
+        or KERNEL_DEFAULT_THP,
+        iommu_mode=kernel.iommu_mode,
+        bios=node.bios_snapshot(),
+        system_vendor=node.vendor,
+        system_model=node.model,
+        nics=[Nic(name=f"eth{i}", mac=m) for i, m in enumerate(node.macs)],
+    )
+    phone_home = section["phone_home"]
+    try:
+        response = await client.post(
+            str(phone_home["url"]),
+            json=facts.model_dump(mode="json"),
+            headers={"Authorization": f"Bearer {phone_home['token']}"},
+        )
+    except httpx.HTTPError as exc:
+        raise BootConfigError(f"phone-home POST failed: {exc!r}") from exc
+    if response.status_code >= 300:
+        raise BootConfigError(f"phone-home refused: {response.status_code} {response.text[:200]}")
+    return facts
+
+
+class BootRunner:
+    """Runs node boots as asyncio tasks on the lab's loop; BMC threads call in thread-safely."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, boot_url: str, boot_delay: float) -> None:
+        self.loop = loop
+        self.boot_url = boot_url.rstrip("/")
+        self.boot_delay = boot_delay
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+
+    # PowerListener, called from any thread with the node lock held.
+    def booting(self, node: SimNode, device: BootDev, generation: int) -> None:
+        self.loop.call_soon_threadsafe(self._start, node, device, generation)
+
+    def stopped(self, node: SimNode) -> None:
+        self.loop.call_soon_threadsafe(self._cancel, node.node_id)
+
+    def soft_off_requested(self, node: SimNode, generation: int) -> None:
+        self.loop.call_soon_threadsafe(
+            self.loop.call_later, SOFT_OFF_SECONDS, node.complete_soft_off, generation
+        )
+
+    def _cancel(self, node_id: str) -> None:
+        task = self._tasks.pop(node_id, None)
+        if task is not None:
+            task.cancel()
+
+    def _start(self, node: SimNode, device: BootDev, generation: int) -> None:
+        self._cancel(node.node_id)
+        task = self.loop.create_task(self._boot(node, device, generation))
+        self._tasks[node.node_id] = task
+        task.add_done_callback(lambda t: self._forget(node.node_id, t))
+
+    def _forget(self, node_id: str, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(node_id) is task:
+            del self._tasks[node_id]
+
+    async def _boot(self, node: SimNode, device: BootDev, generation: int) -> None:
+        await asyncio.sleep(self.boot_delay)  # POST, firmware, PXE ROM
+        if device != "network":
+            node.boot_finished(generation, error=None, phoned_home=False)
+            return
+        try:
+            facts = await network_boot(node, self.boot_url, self._client)
+        except BootConfigError as exc:
+            log.warning("%s: network boot failed: %s", node.node_id, exc)
+            node.boot_finished(generation, error=str(exc), phoned_home=False)
+            return
+        log.info("%s: phoned home (kernel %s)", node.node_id, facts.kernel_sha256)
+        node.boot_finished(generation, error=None, phoned_home=True)
+
+    async def close(self) -> None:
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._client.aclose()

@@ -1,0 +1,287 @@
+"""State of one simulated GPU server: power, boot device, BIOS, counters and injected faults.
+
+Mutations come from BMC simulator threads (pyghmi's loop, werkzeug workers) and from the lab's
+asyncio loop, so every change happens under the node's lock and is written to its JSON file.
+Power transitions are reported to a `PowerListener` (the lab's boot runner).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import uuid as uuidlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from lab.vendors import GPU_MODELS, VENDORS, profile_of
+
+Power = Literal["on", "off"]
+BootDev = Literal["network", "disk", "none"]
+FaultAction = Literal["drop", "fail"]
+
+
+@dataclass
+class Faults:
+    drop_rate: float = 0.0  # 0..1: IPMI packets dropped / Redfish requests hung then closed
+    delay_seconds: float = 0.0  # added before answering
+    fail_next: int = 0  # next N commands answer busy (IPMI 0xC0, Redfish 503)
+    ignore_soft_off: bool = False  # the OS never handles the ACPI power button
+
+
+@dataclass
+class Counters:
+    """Side-effecting commands the BMC received (a retried call must not show up twice)."""
+
+    power_on: int = 0
+    power_off: int = 0
+    soft_off: int = 0
+    reset: int = 0
+    set_boot: int = 0
+    bios_patch: int = 0
+    bios_reset: int = 0
+
+
+class PowerListener(Protocol):
+    def booting(self, node: SimNode, device: BootDev, generation: int) -> None: ...
+    def stopped(self, node: SimNode) -> None: ...
+    def soft_off_requested(self, node: SimNode, generation: int) -> None: ...
+
+
+class UnknownBiosAttribute(ValueError):
+    pass
+
+
+@dataclass
+class SimNode:
+    node_id: str
+    uuid: str
+    vendor: str
+    model: str
+    gpu_vendor: str
+    gpu_model: str
+    gpu_count: int
+    macs: list[str]
+    protocol: Literal["ipmi", "redfish"]
+    bios_defaults: dict[str, str]
+    bios: dict[str, str]
+    power: Power = "off"
+    boot_device: BootDev = "none"
+    boot_persistent: bool = False
+    counters: Counters = field(default_factory=Counters)
+    faults: Faults = field(default_factory=Faults)
+    last_boot_error: str | None = None
+    boots: int = 0  # phone-homes sent
+    boot_in_progress: bool = False  # powered on into a network boot that has not finished
+    os_up: bool = False  # an OS runs (handles ACPI soft-off)
+    generation: int = 0  # bumped at each power transition: stale boot tasks notice
+
+    def __post_init__(self) -> None:
+        self._lock = threading.RLock()
+        self._listener: PowerListener | None = None
+        self._state_file: Path | None = None
+        self._random = random.Random(self.uuid)
+
+    # -- construction and persistence -------------------------------------------------------
+
+    @classmethod
+    def create(cls, index: int, protocol: Literal["ipmi", "redfish"]) -> SimNode:
+        """Node number index (1-based), deterministic in everything but runtime state."""
+        profile = VENDORS[(index - 1) % len(VENDORS)]
+        gpu_vendor, gpu_model, gpu_count = GPU_MODELS[(index - 1) // len(VENDORS) % len(GPU_MODELS)]
+        node_id = f"lab-{index:03d}"
+        macs = [
+            f"52:54:00:{(index >> 8) & 0xFF:02x}:{index & 0xFF:02x}:{port:02x}" for port in (1, 2)
+        ]
+        return cls(
+            node_id=node_id,
+            uuid=str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, f"metalplane-lab/{node_id}")),
+            vendor=profile.vendor,
+            model=profile.model,
+            gpu_vendor=gpu_vendor,
+            gpu_model=gpu_model,
+            gpu_count=gpu_count,
+            macs=macs,
+            protocol=protocol,
+            bios_defaults=dict(profile.bios_defaults),
+            bios=dict(profile.bios_defaults),
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SimNode:
+        data = dict(data)
+        data["counters"] = Counters(**data.get("counters", {}))
+        data["faults"] = Faults(**data.get("faults", {}))
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return asdict(self)
+
+    def attach(self, listener: PowerListener | None, state_file: Path | None) -> None:
+        self._listener = listener
+        self._state_file = state_file
+
+    def _save(self) -> None:
+        # Called with the lock held, so files are written in the order changes happened.
+        if self._state_file is None:
+            return
+        tmp = self._state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=1, sort_keys=True))
+        os.replace(tmp, self._state_file)
+
+    # -- power ------------------------------------------------------------------------------
+
+    def _consume_boot_device(self) -> BootDev:
+        """What this power-on boots; a one-time override is used up (like real firmware)."""
+        device = self.boot_device
+        if not self.boot_persistent:
+            self.boot_device = "none"
+        return "disk" if device == "none" else device
+
+    def _start_boot(self) -> None:
+        device = self._consume_boot_device()
+        self.generation += 1
+        self.os_up = False
+        self.boot_in_progress = device == "network"
+        self._save()
+        if self._listener is not None:
+            self._listener.booting(self, device, self.generation)
+
+    def power_on(self) -> None:
+        with self._lock:
+            self.counters.power_on += 1
+            if self.power == "on":
+                self._save()
+                return
+            self.power = "on"
+            self._start_boot()
+
+    def power_off(self) -> None:
+        with self._lock:
+            self.counters.power_off += 1
+            self._halt()
+
+    def _halt(self) -> None:
+        was_on = self.power == "on"
+        self.power = "off"
+        self.generation += 1
+        self.os_up = False
+        self.boot_in_progress = False
+        self._save()
+        if was_on and self._listener is not None:
+            self._listener.stopped(self)
+
+    def soft_off(self) -> None:
+        """ACPI power button: only a running OS that handles it turns the node off."""
+        with self._lock:
+            self.counters.soft_off += 1
+            self._save()
+            if self.power == "on" and self.os_up and not self.faults.ignore_soft_off:
+                if self._listener is not None:
+                    self._listener.soft_off_requested(self, self.generation)
+
+    def complete_soft_off(self, generation: int) -> None:
+        with self._lock:
+            if self.generation == generation and self.power == "on":
+                self._halt()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.counters.reset += 1
+            if self.power == "on" and self._listener is not None:
+                self._listener.stopped(self)
+            self.power = "on"
+            self._start_boot()
+
+    # -- boot device ------------------------------------------------------------------------
+
+    def set_boot(self, device: BootDev, persistent: bool) -> None:
+        with self._lock:
+            self.counters.set_boot += 1
+            self.boot_device = device
+            self.boot_persistent = persistent if device != "none" else False
+            self._save()
+
+    # -- boot progress (from the boot runner) -----------------------------------------------
+
+    def boot_finished(self, generation: int, *, error: str | None, phoned_home: bool) -> None:
+        with self._lock:
+            if generation != self.generation:
+                return  # powered off or reset meanwhile
+            self.boot_in_progress = False
+            self.last_boot_error = error
+            if phoned_home:
+                self.boots += 1
+            # After a failed network boot the firmware falls back to the disk.
+            self.os_up = True
+            self._save()
+
+    # -- BIOS -------------------------------------------------------------------------------
+
+    def patch_bios(self, changes: dict[str, Any]) -> None:
+        with self._lock:
+            unknown = sorted(set(changes) - set(self.bios_defaults))
+            if unknown:
+                raise UnknownBiosAttribute(f"unknown BIOS attributes: {', '.join(unknown)}")
+            self.counters.bios_patch += 1
+            updated = self.bios | {k: str(v) for k, v in changes.items()}
+            self.bios = profile_of(self.vendor).with_presets(updated)
+            self._save()
+
+    def reset_bios(self) -> None:
+        with self._lock:
+            self.counters.bios_reset += 1
+            self.bios = dict(self.bios_defaults)
+            self._save()
+
+    def bios_snapshot(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self.bios)
+
+    # -- faults -----------------------------------------------------------------------------
+
+    def set_faults(self, faults: Faults) -> None:
+        with self._lock:
+            self.faults = faults
+            self._save()
+
+    def roll_drop(self) -> bool:
+        with self._lock:
+            rate = self.faults.drop_rate
+        return rate > 0 and self._random.random() < rate
+
+    def take_failure(self) -> bool:
+        """True if this command must answer busy (consumes one of fail_next)."""
+        with self._lock:
+            if self.faults.fail_next <= 0:
+                return False
+            self.faults.fail_next -= 1
+            self._save()
+            return True
+
+    @property
+    def delay(self) -> float:
+        with self._lock:
+            return max(0.0, self.faults.delay_seconds)
+
+    # -- views ------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "id": self.node_id,
+                "protocol": self.protocol,
+                "power": self.power,
+                "boot_device": self.boot_device,
+                "boot_persistent": self.boot_persistent,
+                "bios": dict(self.bios),
+                "counters": asdict(self.counters),
+                "faults": asdict(self.faults),
+                "last_boot_error": self.last_boot_error,
+                "boots": self.boots,
+                "boot_in_progress": self.boot_in_progress,
+                "os_up": self.os_up,
+            }

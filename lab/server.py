@@ -1,0 +1,143 @@
+"""The Lab: SimNodes, their BMC simulators, the boot runner and the control API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import uvicorn
+
+from lab.boot import BootRunner
+from lab.control import create_app
+from lab.ipmi_bmc import IpmiLab
+from lab.node import SimNode
+from lab.redfish_bmc import RedfishLab
+
+log = logging.getLogger(__name__)
+
+LAB_USERNAME = "admin"
+LAB_PASSWORD = "lab-password"
+Protocol = Literal["ipmi", "redfish"]
+
+
+@dataclass
+class LabConfig:
+    nodes: int = 4
+    state_dir: Path = Path(".metalplane/lab")
+    ipmi_base_port: int = 19001
+    redfish_port: int = 18101
+    control_port: int = 18100
+    boot_url: str = "http://127.0.0.1:8000"
+    boot_delay: float = 2.0
+    protocols: tuple[Protocol, ...] = ("ipmi", "redfish")  # node i gets protocols[i % len]
+    address: str = "127.0.0.1"
+    users: dict[str, str] = field(default_factory=lambda: {LAB_USERNAME: LAB_PASSWORD})
+
+
+class Lab:
+    def __init__(self, config: LabConfig) -> None:
+        self.config = config
+        self.nodes: dict[str, SimNode] = {}
+        self.ipmi = IpmiLab(config.users, config.address)
+        self.redfish: RedfishLab | None = None
+        self.boot: BootRunner | None = None
+        self._uvicorn: uvicorn.Server | None = None
+        self._serve_task: asyncio.Task[None] | None = None
+
+    # -- enrollment -------------------------------------------------------------------------
+
+    def ipmi_port(self, node: SimNode) -> int:
+        return self.config.ipmi_base_port + int(node.node_id.split("-")[1]) - 1
+
+    def enrollment(self, node: SimNode) -> dict[str, Any]:
+        assert self.redfish is not None
+        user, password = next(iter(self.config.users.items()))
+        redfish_url = self.redfish.system_url(node)
+        if node.protocol == "ipmi":
+            # IPMI nodes expose BIOS over the same BMC's Redfish service, like real BMCs do.
+            address = f"{self.config.address}:{self.ipmi_port(node)}"
+        else:
+            address = redfish_url
+        return {
+            "id": node.node_id,
+            "vendor": node.vendor,
+            "model": node.model,
+            "gpu": {"vendor": node.gpu_vendor, "model": node.gpu_model, "count": node.gpu_count},
+            "macs": list(node.macs),
+            "bmc": {
+                "protocol": node.protocol,
+                "address": address,
+                "username": user,
+                "password": password,
+                "redfish_address": redfish_url if node.protocol == "ipmi" else None,
+            },
+        }
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _load_nodes(self) -> None:
+        node_dir = self.config.state_dir / "nodes"
+        node_dir.mkdir(parents=True, exist_ok=True)
+        protocols = self.config.protocols
+        for index in range(1, self.config.nodes + 1):
+            node_id = f"lab-{index:03d}"
+            path = node_dir / f"{node_id}.json"
+            if path.exists():
+                node = SimNode.from_dict(json.loads(path.read_text()))
+            else:
+                node = SimNode.create(index, protocols[(index - 1) % len(protocols)])
+            node.attach(self.boot, path)
+            self.nodes[node_id] = node
+
+    async def start(self) -> None:
+        cfg = self.config
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self.boot = BootRunner(asyncio.get_running_loop(), cfg.boot_url, cfg.boot_delay)
+        self._load_nodes()
+        # Every node gets both: an IPMI port (IPMI nodes) and a Redfish System (BIOS for all).
+        self.redfish = RedfishLab(
+            self.nodes.values(), cfg.users, cfg.state_dir, cfg.redfish_port, cfg.address
+        )
+        for node in self.nodes.values():
+            if node.protocol == "ipmi":
+                self.ipmi.add(node, self.ipmi_port(node))
+        self.ipmi.start()
+        self.redfish.start()
+        self._resume_boots()
+        app = create_app(self)
+        config = uvicorn.Config(
+            app, host=cfg.address, port=cfg.control_port, log_level="warning", lifespan="off"
+        )
+        self._uvicorn = uvicorn.Server(config)
+        self._uvicorn.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._serve_task = asyncio.create_task(self._uvicorn.serve())
+        while not self._uvicorn.started:
+            if self._serve_task.done():
+                self._serve_task.result()  # bind failure: raise it
+            await asyncio.sleep(0.02)
+
+    def _resume_boots(self) -> None:
+        """A node that was mid network boot when the lab stopped boots again."""
+        assert self.boot is not None
+        for node in self.nodes.values():
+            with node._lock:
+                if node.power == "on" and node.boot_in_progress:
+                    node.generation += 1
+                    self.boot.booting(node, "network", node.generation)
+
+    async def stop(self) -> None:
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        if self._serve_task is not None:
+            await self._serve_task
+        if self.boot is not None:
+            await self.boot.close()
+        self.ipmi.stop()
+        if self.redfish is not None:
+            self.redfish.stop()
+        for node in self.nodes.values():
+            node.attach(None, None)
