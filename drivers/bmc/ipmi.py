@@ -60,6 +60,19 @@ def _install_io_wait_cap() -> None:
 
 _install_io_wait_cap()
 
+
+def _merge_session_table_locks() -> None:
+    """Guard pyghmi's two session tables with one re-entrant lock.
+
+    pyghmi takes WAITING_SESSIONS then KEEPALIVE_SESSIONS on a timeout (_timedout -> logout ->
+    send_payload) but KEEPALIVE then WAITING when sending (send_payload -> _xmit_packet): two
+    threads deadlock. Both only guard short bookkeeping, so one lock costs no concurrency.
+    """
+    ipmi_session.WAITING_SESSIONS = ipmi_session.KEEPALIVE_SESSIONS
+
+
+_merge_session_table_locks()
+
 _SessionKey = tuple[str, int, str]
 _sessions: dict[_SessionKey, tuple[str, ipmi_command.Command, float]] = {}
 IDLE_RELOGIN_SECONDS = 20.0
@@ -94,6 +107,22 @@ def _purge(sess: Any) -> None:
             ipmi_session.Session.keepalive_sessions.pop(sess, None)
     except (AttributeError, RuntimeError):
         pass  # tables changed under us: the session is unreachable either way
+
+
+def _purge_unlogged(host: str, port: int) -> None:
+    """Drop the half-open sessions a failed login to host:port left in pyghmi's tables: their
+    retransmission timers otherwise stall every other session's I/O for seconds."""
+    with ipmi_session.util.protect(ipmi_session.KEEPALIVE_SESSIONS):
+        tables = [
+            *ipmi_session.Session.waiting_sessions,
+            *ipmi_session.Session.keepalive_sessions,
+            *ipmi_session.Session.initting_sessions.values(),
+            *(s for h in ipmi_session.Session.bmc_handlers.values() for s in h.values()),
+        ]
+    for sess in {id(s): s for s in tables}.values():
+        if getattr(sess, "port", None) == port and getattr(sess, "bmc", None) == host:
+            if not getattr(sess, "logged", False):
+                _purge(sess)
 
 
 class IpmiDriver:
@@ -179,6 +208,11 @@ class IpmiDriver:
             try:
                 return self._command()
             except Exception as exc:
+                _purge_unlogged(self._host, self._port)
+                # After a failed login pyghmi stops delivering replies to sessions already
+                # open to *other* BMCs in this process (seen: ~9 s stalls, then a fresh login
+                # works). Forget them all: the next call on each logs in again (4 packets).
+                _forget_all_sessions()
                 error = classify_ipmi(exc, what=f"{what} (login)", login=True)
                 if not isinstance(error, BmcUnreachable) or time.monotonic() >= deadline:
                     raise error from exc
@@ -294,6 +328,14 @@ class IpmiDriver:
         # Sessions stay cached for the next driver of the same BMC; only Redfish has state.
         if self._bios is not None:
             await self._bios.close()
+
+
+def _forget_all_sessions() -> None:
+    with _sessions_guard:
+        entries = list(_sessions.values())
+        _sessions.clear()
+    for _, cmd, _ in entries:
+        _purge(cmd.ipmi_session)
 
 
 def drop_cached_sessions() -> None:

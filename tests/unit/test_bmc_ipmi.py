@@ -93,11 +93,13 @@ async def test_boot_once_is_consumed_and_persistent_stays(lab: LabHandle) -> Non
 async def test_bios_goes_over_redfish_address(lab: LabHandle) -> None:
     driver = ipmi(lab, "lab-003")
     bios = await driver.get_bios_attributes()
-    assert bios["PowerTechnology"] == "Energy Efficient"  # lab-003 is a Supermicro
-    await driver.apply_bios_attributes({"PowerTechnology": "Custom", "CPUC6Report": "Disabled"})
+    assert bios["PowerTechnology#2800"] == "Energy Efficient"  # lab-003 is a Supermicro
+    await driver.apply_bios_attributes(
+        {"PowerTechnology#2800": "Custom", "CPUC6Report#0840": "Disable"}
+    )
     bios = await driver.get_bios_attributes()
-    assert (bios["PowerTechnology"], bios["CPUC6Report"]) == ("Custom", "Disabled")
-    assert (await lab.reset_bios("lab-003"))["bios"]["PowerTechnology"] == "Energy Efficient"
+    assert (bios["PowerTechnology#2800"], bios["CPUC6Report#0840"]) == ("Custom", "Disable")
+    assert (await lab.reset_bios("lab-003"))["bios"]["PowerTechnology#2800"] == "Energy Efficient"
 
     without = IpmiDriver(lab.endpoint("lab-003", redfish_address=None))
     with pytest.raises(BmcUnsupported):

@@ -74,17 +74,17 @@ async def test_boot_override_once_and_continuous(lab: LabHandle) -> None:
 
 async def test_bios_read_apply_and_factory_reset(lab: LabHandle) -> None:
     driver = redfish(lab, "lab-003")  # Supermicro
-    assert (await driver.get_bios_attributes())["SNC"] == "Disabled"
+    assert (await driver.get_bios_attributes())["PowerTechnology#2800"] == "Energy Efficient"
     await driver.apply_bios_attributes(
-        {"SNC": "Enable SNC2 (2-clusters)", "CPUC6Report": "Disabled"}
+        {"PowerTechnology#2800": "Disable", "CPUC6Report#0840": "Disable"}
     )
     bios = await driver.get_bios_attributes()
-    assert (bios["SNC"], bios["CPUC6Report"]) == ("Enable SNC2 (2-clusters)", "Disabled")
+    assert (bios["PowerTechnology#2800"], bios["CPUC6Report#0840"]) == ("Disable", "Disable")
     with pytest.raises(BmcRejected) as unknown:
         await driver.apply_bios_attributes({"NoSuchKnob": "On"})
     assert not unknown.value.retryable
     await lab.reset_bios("lab-003")
-    assert (await driver.get_bios_attributes())["SNC"] == "Disabled"
+    assert (await driver.get_bios_attributes())["PowerTechnology#2800"] == "Energy Efficient"
     assert (await lab.state("lab-003"))["counters"]["bios_patch"] == 1
 
 
