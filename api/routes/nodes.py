@@ -6,7 +6,7 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.common import (
     SearchAttributeKey,
     SearchAttributePair,
@@ -61,7 +61,8 @@ async def _phase(client: Client, node: Node) -> str | None:
     try:
         handle: WorkflowHandle = client.get_workflow_handle(node.workflow_id)
         return await asyncio.wait_for(handle.query(QUERY_PHASE), timeout=2)
-    except (RPCError, TimeoutError, Exception):  # phase is best effort: the state is authoritative
+    except (RPCError, TimeoutError, WorkflowQueryFailedError):
+        # best effort (no worker may be up to answer): the state is authoritative
         return None
 
 
