@@ -110,7 +110,9 @@ async def run(nodes: int, protocols: str) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--nodes", type=int, default=200)
-    parser.add_argument("--protocols", default="redfish,ipmi")
+    # IPMI is left out by default: ~100 concurrent pyghmi sessions in one worker process
+    # stall (see README, Known limits); pass --protocols redfish,ipmi to measure it.
+    parser.add_argument("--protocols", default="redfish")
     args = parser.parse_args()
     result = asyncio.run(run(args.nodes, args.protocols))
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ import asyncio
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -89,6 +90,13 @@ def temporal_dev_server_command(
     return command
 
 
+def ensure_port_free(port: int, host: str = "127.0.0.1") -> None:
+    """Refuse to start a server whose port is taken: clients would reach the other one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        if probe.connect_ex((host, port)) == 0:
+            raise RuntimeError(f"{host}:{port} is already in use (another Temporal running?)")
+
+
 def start_temporal(
     data_dir: Path,
     *,
@@ -98,6 +106,8 @@ def start_temporal(
     metrics_port: int = 7244,
     log_file: Path | None = None,
 ) -> subprocess.Popen[bytes]:
+    for taken in (port, http_port, metrics_port, *([ui_port] if ui_port else [])):
+        ensure_port_free(taken)
     data_dir.mkdir(parents=True, exist_ok=True)
     log = open(log_file or data_dir / "temporal.log", "ab")
     return subprocess.Popen(

@@ -23,7 +23,7 @@ import flask
 from sushy_tools import error as fishy
 from sushy_tools.emulator import main as emulator
 from sushy_tools.emulator.resources.systems.base import AbstractSystemsDriver
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from lab.node import BootDev, SimNode, UnknownBiosAttribute
 
@@ -256,6 +256,12 @@ def write_htpasswd(path: Path, users: dict[str, str]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+class _KeepAliveHandler(WSGIRequestHandler):
+    # Real BMCs keep HTTP/1.1 connections open; werkzeug's default HTTP/1.0 makes every
+    # Redfish call pay a new TCP connection.
+    protocol_version = "HTTP/1.1"
+
+
 class RedfishLab:
     """The Redfish server of a lab: one port, one ComputerSystem per Redfish node."""
 
@@ -292,7 +298,9 @@ class RedfishLab:
         wsgi = FaultMiddleware(
             emulator.RedfishAuthMiddleware(emulator.app, str(auth_file)), lambda: current_driver[0]
         )
-        self._server = make_server(self.address, self.port, wsgi, threaded=True)
+        self._server = make_server(
+            self.address, self.port, wsgi, threaded=True, request_handler=_KeepAliveHandler
+        )
         # Requests hung by a drop fault must not hold up stop().
         self._server.daemon_threads = True
         self._server.block_on_close = False  # type: ignore[attr-defined]

@@ -1,7 +1,7 @@
 """IPMI (RMCP+ over UDP) power and boot-device control with pyghmi.
 
 pyghmi is synchronous and runs one process-wide I/O thread; each call here runs in a worker
-thread via asyncio.to_thread and is bounded by asyncio.wait_for. Sessions are cached per
+thread in drivers.bmc.threads and is bounded by asyncio.wait_for. Sessions are cached per
 (host, port, user) because an RMCP+ login costs four round trips.
 """
 
@@ -28,6 +28,7 @@ from drivers.bmc.base import (
 from drivers.bmc.endpoint import BmcEndpoint, split_host_port
 from drivers.bmc.errors import classify_ipmi
 from drivers.bmc.redfish import RedfishDriver
+from drivers.bmc.threads import run_blocking
 
 T = TypeVar("T")
 
@@ -244,7 +245,7 @@ class IpmiDriver:
     ) -> T:
         try:
             return await asyncio.wait_for(
-                asyncio.to_thread(self._with_session, what, op, idempotent), timeout=self.timeout
+                run_blocking(self._with_session, what, op, idempotent), timeout=self.timeout
             )
         except TimeoutError as exc:
             raise BmcUnreachable(f"{what}: no answer from {self!r} in {self.timeout}s") from exc

@@ -1,6 +1,6 @@
 """Redfish power, boot-override and BIOS control with sushy.
 
-sushy is synchronous (requests); calls run in worker threads via asyncio.to_thread and are
+sushy is synchronous (requests); calls run in worker threads in drivers.bmc.threads and are
 bounded twice: by requests' read timeout and by asyncio.wait_for. The sushy root and System
 object are cached per System URL and refreshed before each read.
 """
@@ -30,6 +30,7 @@ from drivers.bmc.base import (
     PowerState,
 )
 from drivers.bmc.endpoint import BmcEndpoint
+from drivers.bmc.threads import run_blocking
 
 T = TypeVar("T")
 
@@ -140,7 +141,7 @@ class RedfishDriver:
     async def _call(self, what: str, op: Callable[[System], T], *, fresh: bool = True) -> T:
         try:
             return await asyncio.wait_for(
-                asyncio.to_thread(self._run, what, op, fresh=fresh), timeout=self.timeout
+                run_blocking(self._run, what, op, fresh=fresh), timeout=self.timeout
             )
         except TimeoutError as exc:
             raise BmcUnreachable(f"{what}: no answer from {self!r} in {self.timeout}s") from exc
