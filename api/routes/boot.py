@@ -6,6 +6,7 @@ Nodes have no JWT: the boot path is keyed by MAC and the phone-home by a single-
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from pathlib import Path
@@ -76,14 +77,15 @@ async def meta_data(mac: Mac, db: Db) -> str:
 async def artifact(image_name: str, file_name: str, request: Request) -> FileResponse:
     if not _FILE_NAME.match(image_name) or not _FILE_NAME.match(file_name):
         raise Problem(404, "not-found", "No such artifact")
+    missing = Problem(404, "not-found", "No such artifact", f"{image_name}/{file_name}")
     try:
         path: Path = request.app.state.image_store.artifact_path(
             images.get_image(image_name), file_name
         )
-    except (images.UnknownImage, images.UnknownArtifact):
-        path = Path("/nonexistent")
-    if not path.is_file():
-        raise Problem(404, "not-found", "No such artifact", f"{image_name}/{file_name}")
+    except (images.UnknownImage, images.UnknownArtifact) as exc:
+        raise missing from exc
+    if not await asyncio.to_thread(path.is_file):
+        raise missing
     return FileResponse(path, media_type="application/octet-stream")
 
 
