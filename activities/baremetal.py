@@ -37,10 +37,53 @@ class BootDeviceRequest:
 
 
 @dataclass
-class BiosRequest:
+class PrepareNetworkBoot:
     node_id: str
     vendor: str
     tuning_profile: str
+
+
+@dataclass
+class PreparedBoot:
+    """What prepare_network_boot had to change (all False/empty on a repeat)."""
+
+    powered_off: bool
+    bios_changes: dict[str, str]
+    boot_device_set: bool
+
+
+async def _ensure_power(driver: BmcDriver, wanted: PowerState, *, soft: bool = False) -> bool:
+    if await driver.get_power_state() == wanted:
+        return False
+    if wanted == PowerState.ON:
+        await driver.power_on()
+    else:
+        await driver.power_off(soft=soft)
+    return True
+
+
+async def _ensure_boot_device(driver: BmcDriver, wanted: BootDevice, *, persistent: bool) -> bool:
+    current = await driver.get_boot_device()
+    if current.device == wanted and (wanted == BootDevice.NONE or current.persistent == persistent):
+        return False
+    await driver.set_boot_device(wanted, persistent=persistent)
+    return True
+
+
+async def _ensure_bios(driver: BmcDriver, vendor: str, tuning_profile: str) -> dict[str, str]:
+    current = await driver.get_bios_attributes()
+    try:
+        wanted = images.bios_attributes_for(
+            images.get_profile(tuning_profile), vendor, present=current
+        )
+    except images.ImagesError as exc:
+        raise bad_input(str(exc), type(exc).__name__) from exc
+    changes = {
+        name: value for name, value in wanted.items() if str(current.get(name)) != str(value)
+    }
+    if changes:
+        await driver.apply_bios_attributes(changes)
+    return changes
 
 
 class BaremetalActivities:
@@ -58,31 +101,24 @@ class BaremetalActivities:
     async def _driver(self, node_id: str) -> BmcDriver:
         try:
             async with self._sessions() as session:
-                node = await nodes.get(session, node_id)
+                bmc = await nodes.get_bmc_access(session, node_id)
         except InventoryError as exc:
             raise inventory_failure(exc) from exc
         endpoint = BmcEndpoint(
-            protocol=node.bmc_protocol,  # type: ignore[arg-type]
-            address=node.bmc_address,
-            username=node.bmc_username,
-            password=node.bmc_password,
-            redfish_address=node.bmc_redfish_address,
+            protocol=bmc.protocol,  # type: ignore[arg-type]
+            address=bmc.address,
+            username=bmc.username,
+            password=bmc.password,
+            redfish_address=bmc.redfish_address,
         )
         return driver_for(endpoint, timeout=self._timeout, max_concurrent_per_host=self._per_host)
 
     @activity.defn(name="ensure_power")
     async def ensure_power(self, request: PowerRequest) -> bool:
         """Bring the node to the power state asked for; True if a command was sent."""
-        wanted = PowerState(request.state)
         driver = await self._driver(request.node_id)
         try:
-            if await driver.get_power_state() == wanted:
-                return False
-            if wanted == PowerState.ON:
-                await driver.power_on()
-            else:
-                await driver.power_off(soft=request.soft)
-            return True
+            return await _ensure_power(driver, PowerState(request.state), soft=request.soft)
         except BmcError as exc:
             raise bmc_failure(exc) from exc
         finally:
@@ -90,42 +126,31 @@ class BaremetalActivities:
 
     @activity.defn(name="ensure_boot_device")
     async def ensure_boot_device(self, request: BootDeviceRequest) -> bool:
-        wanted = BootDevice(request.device)
+        """Set the boot device unless it is already set that way; True if a command was sent."""
         driver = await self._driver(request.node_id)
         try:
-            current = await driver.get_boot_device()
-            if current.device == wanted and (
-                wanted == BootDevice.NONE or current.persistent == request.persistent
-            ):
-                return False
-            await driver.set_boot_device(wanted, persistent=request.persistent)
-            return True
+            return await _ensure_boot_device(
+                driver, BootDevice(request.device), persistent=request.persistent
+            )
         except BmcError as exc:
             raise bmc_failure(exc) from exc
         finally:
             await driver.close()
 
-    @activity.defn(name="ensure_bios")
-    async def ensure_bios(self, request: BiosRequest) -> dict[str, str]:
-        """Apply only the attributes whose current value differs; return what was changed."""
+    @activity.defn(name="prepare_network_boot")
+    async def prepare_network_boot(self, request: PrepareNetworkBoot) -> PreparedBoot:
+        """Power off, apply the BIOS attributes of the tuning profile that differ, and set a
+        one-time network boot. Each step compares before it acts, and none undoes another, so
+        a retry after any partial run only finishes the job."""
         driver = await self._driver(request.node_id)
         try:
-            current = await driver.get_bios_attributes()
-            try:
-                wanted = images.bios_attributes_for(
-                    images.get_profile(request.tuning_profile), request.vendor, present=current
-                )
-            except images.ImagesError as exc:
-                raise bad_input(str(exc), type(exc).__name__) from exc
-            changes = {
-                name: value
-                for name, value in wanted.items()
-                if str(current.get(name)) != str(value)
-            }
-            if changes:
-                await driver.apply_bios_attributes(changes)
-            return changes
+            powered_off = await _ensure_power(driver, PowerState.OFF)
+            bios_changes = await _ensure_bios(driver, request.vendor, request.tuning_profile)
+            boot_device_set = await _ensure_boot_device(
+                driver, BootDevice.NETWORK, persistent=False
+            )
         except BmcError as exc:
             raise bmc_failure(exc) from exc
         finally:
             await driver.close()
+        return PreparedBoot(powered_off, bios_changes, boot_device_set)

@@ -29,6 +29,7 @@ class ClaimProvision:
     node_id: str
     workflow_id: str
     image: str
+    boot_session_id: str
 
 
 @dataclass
@@ -46,16 +47,9 @@ class ClaimRelease:
 
 
 @dataclass
-class OpenBootSession:
-    node_id: str
-    workflow_id: str
-    session_id: str
-    image: str
-
-
-@dataclass
 class VerifyNode:
     node_id: str
+    workflow_id: str
     session_id: str
     facts: dict[str, Any]
 
@@ -94,30 +88,17 @@ class InventoryActivities:
 
     @activity.defn(name="claim_node_for_provision")
     async def claim_node_for_provision(self, request: ClaimProvision) -> ProvisionPlan:
+        """Claim the node for this workflow and open the boot session its network boot will
+        use, in one transaction. A repeat by the same workflow changes nothing."""
         image = self._image(request.image)
         try:
             async with self._sessions.begin() as session:
                 node = await nodes.claim_for_provision(
                     session, request.node_id, workflow_id=request.workflow_id, image=image.name
                 )
-        except InventoryError as exc:
-            raise inventory_failure(exc) from exc
-        return ProvisionPlan(
-            node_id=node.id,
-            vendor=node.vendor,
-            image=image.name,
-            tuning_profile=image.tuning_profile,
-        )
-
-    @activity.defn(name="open_boot_session")
-    async def open_boot_session(self, request: OpenBootSession) -> None:
-        image = self._image(request.image)
-        try:
-            async with self._sessions.begin() as session:
-                node = await nodes.get(session, request.node_id)
                 await boot_sessions.open_session(
                     session,
-                    session_id=uuid.UUID(request.session_id),
+                    session_id=uuid.UUID(request.boot_session_id),
                     node_id=node.id,
                     workflow_id=request.workflow_id,
                     image=image.name,
@@ -130,32 +111,53 @@ class InventoryActivities:
                 )
         except InventoryError as exc:
             raise inventory_failure(exc) from exc
+        return ProvisionPlan(
+            node_id=node.id,
+            vendor=node.vendor,
+            image=image.name,
+            tuning_profile=image.tuning_profile,
+        )
 
-    @activity.defn(name="verify_node")
-    async def verify_node(self, request: VerifyNode) -> list[str]:
-        """Compare the node's reported facts with its image's profile; return the mismatches."""
+    @activity.defn(name="verify_and_activate")
+    async def verify_and_activate(self, request: VerifyNode) -> list[str]:
+        """Compare the node's reported facts with its image's profile. Without mismatches the
+        node becomes `active` in the same transaction; the mismatches are returned otherwise
+        (the workflow then compensates)."""
         try:
             facts = NodeFacts.model_validate(request.facts)
         except ValidationError as exc:
             return [f"phone-home facts are malformed: {exc.error_count()} errors"]
-        async with self._sessions.begin() as session:
-            node = await nodes.get(session, request.node_id)
-            boot = await boot_sessions.get_session(session, uuid.UUID(request.session_id))
-            if boot is None:
-                raise bad_input(
-                    f"boot session {request.session_id} does not exist", "NoBootSession"
+        try:
+            async with self._sessions.begin() as session:
+                node = await nodes.get(session, request.node_id)
+                boot = await boot_sessions.get_session(session, uuid.UUID(request.session_id))
+                if boot is None:
+                    raise bad_input(
+                        f"boot session {request.session_id} does not exist", "NoBootSession"
+                    )
+                node.facts = facts.model_dump(mode="json")
+                image = images.get_image(boot.image)
+                mismatches = images.verify(
+                    image,
+                    image.profile,
+                    facts,
+                    vendor=node.vendor,
+                    expected_kernel_sha256=boot.kernel_sha256,
+                    expected_initrd_sha256=boot.initrd_sha256,
                 )
-            node.facts = facts.model_dump(mode="json")
-        image = images.get_image(boot.image)
-        mismatches = images.verify(
-            image,
-            image.profile,
-            facts,
-            vendor=node.vendor,
-            expected_kernel_sha256=boot.kernel_sha256,
-            expected_initrd_sha256=boot.initrd_sha256,
-        )
-        return [m.message for m in mismatches]
+                if mismatches:
+                    return [m.message for m in mismatches]
+                await boot_sessions.close_sessions(session, request.node_id)
+                await nodes.finish(
+                    session,
+                    request.node_id,
+                    workflow_id=request.workflow_id,
+                    operation="provision",
+                    to_state=NodeState.ACTIVE,
+                )
+        except InventoryError as exc:
+            raise inventory_failure(exc) from exc
+        return []
 
     @activity.defn(name="claim_node_for_release")
     async def claim_node_for_release(self, request: ClaimRelease) -> None:

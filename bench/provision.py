@@ -2,8 +2,9 @@
 stack and write nodes/s, control-plane CPU seconds per node and p50/p95 per-node duration to
 bench/results/provision-<N>.json.
 
-The control plane is this process (API and both workers, in-process), the Temporal dev server
-and PostgreSQL; the lab (simulated BMCs and nodes) runs in its own process and is not counted.
+Deployed as `metalplane up` deploys it: the API in this process, one process per worker, the
+Temporal dev server and PostgreSQL; together they are the control plane. The lab (simulated BMCs
+and nodes) runs in its own process on the same cores; its CPU is reported but not counted.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import asyncio
 import json
 import os
 import platform as host
+import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import psutil
+from temporalio.client import WorkflowFailureError
 
 from cli import devstack
 from tests.platform import Ports, running_platform
@@ -28,19 +31,41 @@ PORTS = Ports(api=18900, lab_control=18901, redfish=18902, ipmi_base=20000)
 TEMPORAL_PORT = 17900
 
 
-def _cpu_seconds(processes: list[psutil.Process]) -> float:
-    total = 0.0
-    for process in processes:
+def _reference_cpu_seconds() -> float:
+    """CPU seconds of a fixed pure-Python loop: this VM's speed drifts by a third from run to
+    run, so results carry it to be compared fairly."""
+    started = time.process_time()
+    total = 0
+    for i in range(5_000_000):
+        total += i
+    return round(time.process_time() - started, 3)
+
+
+def _cpu_seconds(roots: dict[str, tuple[psutil.Process, bool]]) -> dict[str, float]:
+    """CPU seconds per named process (optionally with its descendants), each process once."""
+    seen: set[int] = set()
+    totals: dict[str, float] = {}
+    for name, (root, with_children) in roots.items():
+        total = 0.0
         try:
-            for p in [process, *process.children(recursive=True)]:
-                times = p.cpu_times()
-                total += times.user + times.system
+            family = [root, *root.children(recursive=True)] if with_children else [root]
         except psutil.NoSuchProcess:
-            continue
-    return total
+            family = []
+        for process in family:
+            if process.pid in seen:
+                continue
+            seen.add(process.pid)
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        totals[name] = total
+    return totals
 
 
 async def run(nodes: int, protocols: str) -> dict[str, object]:
+    reference = _reference_cpu_seconds()
     work = Path(tempfile.mkdtemp(prefix="metalplane-bench-"))
     postgres = devstack.start_postgres(work / "postgres")
     temporal = devstack.start_temporal(
@@ -53,44 +78,48 @@ async def run(nodes: int, protocols: str) -> dict[str, object]:
             name="bench", postgres_url=postgres.url,
             temporal_address=f"127.0.0.1:{TEMPORAL_PORT}", data_dir=work / "platform",
             ports=PORTS, nodes=nodes, boot_delay=0.0, protocols=protocols,
-            phone_home_timeout=600,
+            phone_home_timeout=600, in_process_workers=(),
         ) as platform:  # fmt: skip
             ids = await platform.enroll_lab()
+            workers = {q: platform.start_worker_process(q) for q in ("baremetal", "inventory")}
             pg_pid = postgres.server.get_pid()  # type: ignore[attr-defined]
-            control_plane = [psutil.Process(), psutil.Process(temporal.pid)]
-            if pg_pid:
-                control_plane.append(psutil.Process(pg_pid))
-            cpu_before = _cpu_seconds(control_plane)
+            assert platform.lab_process is not None and pg_pid
+            processes = {
+                "lab": (psutil.Process(platform.lab_process.pid), True),
+                "temporal": (psutil.Process(temporal.pid), False),
+                "postgres": (psutil.Process(pg_pid), True),
+                "worker_baremetal": (psutil.Process(workers["baremetal"].pid), False),
+                "worker_inventory": (psutil.Process(workers["inventory"].pid), False),
+                "api_and_bench_client": (psutil.Process(), False),
+            }
+            cpu_before = _cpu_seconds(processes)
             started = time.monotonic()
             durations: dict[str, float] = {}
+            failed: list[str] = []
             async with platform.api() as api:
-                starts: dict[str, float] = {}
 
-                async def start(node_id: str) -> None:
-                    starts[node_id] = time.monotonic()
+                async def provision(node_id: str) -> None:
+                    begun = time.monotonic()
                     reply = await api.post(
                         f"/v1/nodes/{node_id}/provision", json={"image": "lab-sim"}
                     )
                     reply.raise_for_status()
+                    handle = platform.client.get_workflow_handle(reply.json()["workflow_id"])
+                    try:
+                        await handle.result()
+                    except WorkflowFailureError as error:
+                        failed.append(f"{node_id}: {error.cause}")
+                    durations[node_id] = time.monotonic() - begun
 
-                await asyncio.gather(*(start(n) for n in ids))
-                pending = set(ids)
-                failed: list[str] = []
-                while pending:
-                    listing = (await api.get("/v1/nodes", params={"limit": 1000})).json()
-                    now = time.monotonic()
-                    for node in listing["items"]:
-                        if node["id"] in pending and node["state"] in ("active", "failed"):
-                            pending.discard(node["id"])
-                            durations[node["id"]] = now - starts[node["id"]]
-                            if node["state"] == "failed":
-                                failed.append(f"{node['id']}: {node['last_error']}")
-                    await asyncio.sleep(0.1)
+                await asyncio.gather(*(provision(n) for n in ids))
             elapsed = time.monotonic() - started
-            cpu = _cpu_seconds(control_plane) - cpu_before
+            cpu_after = _cpu_seconds(processes)
+            cpu = {name: cpu_after[name] - cpu_before[name] for name in processes}
+            control_plane_cpu = sum(v for name, v in cpu.items() if name != "lab")
     finally:
         devstack.stop_process(temporal)
         postgres.stop()
+        shutil.rmtree(work, ignore_errors=True)
     values = sorted(durations.values())
     return {
         "scenario": "provision",
@@ -99,10 +128,15 @@ async def run(nodes: int, protocols: str) -> dict[str, object]:
         "failed": failed,
         "elapsed_seconds": round(elapsed, 2),
         "nodes_per_second": round(nodes / elapsed, 2),
-        "control_plane_cpu_seconds_per_node": round(cpu / nodes, 4),
+        "control_plane_cpu_seconds_per_node": round(control_plane_cpu / nodes, 4),
+        "cpu_seconds_per_node_by_process": {k: round(v / nodes, 4) for k, v in cpu.items()},
         "per_node_seconds_p50": round(statistics.median(values), 2),
         "per_node_seconds_p95": round(values[int(0.95 * (len(values) - 1))], 2),
-        "machine": {"cpus": os.cpu_count(), "python": host.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": host.python_version(),
+            "reference_loop_cpu_seconds": reference,
+        },
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

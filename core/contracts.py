@@ -17,6 +17,9 @@ RELEASE_NODE = "ReleaseNode"
 SIGNAL_PHONE_HOME = "phone_home"
 QUERY_PHASE = "phase"
 
+# The Phase a node workflow starts in; the starter sets it as the initial search attribute.
+FIRST_PHASE = {PROVISION_NODE: "preparing", RELEASE_NODE: "cleaning"}
+
 # Custom search attributes the Temporal namespace must have (name -> indexed value type).
 SEARCH_ATTRIBUTES: dict[str, str] = {
     "NodeId": "Keyword",

@@ -13,11 +13,11 @@ import hmac
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, and_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from inventory.models import BootSession
+from inventory.models import BootSession, Nic
 
 
 def token_for(session_id: uuid.UUID, secret: bytes) -> str:
@@ -48,13 +48,10 @@ async def open_session(
     kernel_sha256: str | None,
     initrd_sha256: str | None,
     ttl: timedelta,
-) -> BootSession:
+) -> None:
     """Open boot session `session_id` for the node, closing any other open one. Opening the same
     id again (a retried activity) changes nothing."""
-    existing = await session.get(BootSession, session_id)
-    if existing is not None:
-        return existing
-    await close_sessions(session, node_id)
+    await close_sessions(session, node_id, keep=session_id)
     await session.execute(
         insert(BootSession)
         .values(
@@ -69,24 +66,36 @@ async def open_session(
         )
         .on_conflict_do_nothing(index_elements=["id"])
     )
-    return await session.get_one(BootSession, session_id)
 
 
-async def close_sessions(session: AsyncSession, node_id: str) -> None:
-    await session.execute(
-        update(BootSession)
-        .where(BootSession.node_id == node_id, BootSession.closed_at.is_(None))
-        .values(closed_at=datetime.now(UTC))
+async def close_sessions(
+    session: AsyncSession, node_id: str, *, keep: uuid.UUID | None = None
+) -> None:
+    """Close the node's open boot sessions (all but `keep`)."""
+    query = update(BootSession).where(
+        BootSession.node_id == node_id, BootSession.closed_at.is_(None)
     )
+    if keep is not None:
+        query = query.where(BootSession.id != keep)
+    await session.execute(query.values(closed_at=datetime.now(UTC)))
+
+
+def _is_open() -> ColumnElement[bool]:
+    return and_(BootSession.closed_at.is_(None), BootSession.expires_at > datetime.now(UTC))
 
 
 async def open_session_of(session: AsyncSession, node_id: str) -> BootSession | None:
     return await session.scalar(
-        select(BootSession).where(
-            BootSession.node_id == node_id,
-            BootSession.closed_at.is_(None),
-            BootSession.expires_at > datetime.now(UTC),
-        )
+        select(BootSession).where(BootSession.node_id == node_id, _is_open())
+    )
+
+
+async def open_session_by_mac(session: AsyncSession, mac: str) -> BootSession | None:
+    """The open boot session of the node that has NIC `mac` (one query: the boot hot path)."""
+    return await session.scalar(
+        select(BootSession)
+        .join(Nic, Nic.node_id == BootSession.node_id)
+        .where(Nic.mac == mac.lower(), _is_open())
     )
 
 
@@ -96,17 +105,9 @@ async def get_session(session: AsyncSession, session_id: uuid.UUID) -> BootSessi
 
 async def accept_phone_home(session: AsyncSession, session_id: uuid.UUID) -> BootSession | None:
     """Mark the session's token used; None when it is unknown, used, closed or expired."""
-    accepted = await session.scalar(
+    return await session.scalar(
         update(BootSession)
-        .where(
-            BootSession.id == session_id,
-            BootSession.used_at.is_(None),
-            BootSession.closed_at.is_(None),
-            BootSession.expires_at > datetime.now(UTC),
-        )
+        .where(BootSession.id == session_id, BootSession.used_at.is_(None), _is_open())
         .values(used_at=datetime.now(UTC))
-        .returning(BootSession.id)
+        .returning(BootSession)
     )
-    if accepted is None:
-        return None
-    return await session.get(BootSession, session_id)

@@ -72,7 +72,7 @@ class Node(Base):
         back_populates="node",
         cascade="all, delete-orphan",
         order_by="Nic.position",
-        lazy="selectin",
+        lazy="raise",  # load explicitly (nodes.find, nodes.list_nodes) where NICs are shown
     )
 
     def __repr__(self) -> str:  # never show BMC credentials

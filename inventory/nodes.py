@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
 
 from inventory.errors import NodeConflict, NodeNotFound
 from inventory.models import Nic, Node, NodeEvent
@@ -74,14 +75,44 @@ async def get(session: AsyncSession, node_id: str) -> Node:
     return node
 
 
+@dataclass(frozen=True)
+class BmcAccess:
+    protocol: str
+    address: str
+    username: str
+    password: str = field(repr=False)
+    redfish_address: str | None
+
+
+async def get_bmc_access(session: AsyncSession, node_id: str) -> BmcAccess:
+    """The node's BMC address and credentials: one row, no ORM objects (a hot path)."""
+    row = (
+        await session.execute(
+            select(
+                Node.bmc_protocol,
+                Node.bmc_address,
+                Node.bmc_username,
+                Node.bmc_password,
+                Node.bmc_redfish_address,
+            ).where(Node.id == node_id)
+        )
+    ).one_or_none()
+    if row is None:
+        raise NodeNotFound(node_id)
+    return BmcAccess(*row)
+
+
 async def find(session: AsyncSession, node_id: str) -> Node | None:
-    return await session.get(Node, node_id)
+    """The node with its NICs (what the API shows), or None."""
+    return await session.scalar(
+        select(Node).where(Node.id == node_id).options(selectinload(Node.nics))
+    )
 
 
 async def list_nodes(
     session: AsyncSession, *, state: str | None = None, limit: int = 1000, after: str | None = None
 ) -> Sequence[Node]:
-    query = select(Node).order_by(Node.id).limit(limit)
+    query = select(Node).order_by(Node.id).limit(limit).options(selectinload(Node.nics))
     if state:
         query = query.where(Node.state == state)
     if after:
@@ -89,8 +120,8 @@ async def list_nodes(
     return (await session.scalars(query)).all()
 
 
-async def by_mac(session: AsyncSession, mac: str) -> Node | None:
-    return await session.scalar(select(Node).join(Nic).where(Nic.mac == mac.lower()))
+async def id_by_mac(session: AsyncSession, mac: str) -> str | None:
+    return await session.scalar(select(Nic.node_id).where(Nic.mac == mac.lower()))
 
 
 async def _transition(
@@ -149,9 +180,8 @@ async def _transition(
                 reason=reason,
             )
         )
-    node = await get(session, node_id)
-    await session.refresh(node)
-    return node
+    # populate_existing: the UPDATE above bypassed any copy already in the session.
+    return await session.get_one(Node, node_id, populate_existing=True)
 
 
 async def claim_for_provision(

@@ -8,7 +8,7 @@ import hashlib
 import logging
 from typing import Any
 
-import httpx
+import aiohttp
 import yaml
 
 from core.facts import Nic, NodeFacts
@@ -23,25 +23,25 @@ KERNEL_DEFAULT_THP = "madvise"
 SOFT_OFF_SECONDS = 0.5  # an OS takes a moment to shut down after the ACPI button
 
 
-async def _get(client: httpx.AsyncClient, url: str, what: str) -> httpx.Response:
+async def _get(client: aiohttp.ClientSession, url: str, what: str) -> str:
     try:
-        response = await client.get(url)
-    except httpx.HTTPError as exc:
+        async with client.get(url) as response:
+            if response.status != 200:
+                raise BootConfigError(f"{what}: GET {url} answered {response.status}")
+            return await response.text()
+    except (aiohttp.ClientError, TimeoutError) as exc:
         raise BootConfigError(f"{what}: GET {url} failed: {exc!r}") from exc
-    if response.status_code != 200:
-        raise BootConfigError(f"{what}: GET {url} answered {response.status_code}")
-    return response
 
 
-async def _sha256(client: httpx.AsyncClient, url: str, what: str) -> str:
+async def _sha256(client: aiohttp.ClientSession, url: str, what: str) -> str:
     digest = hashlib.sha256()
     try:
-        async with client.stream("GET", url) as response:
-            if response.status_code != 200:
-                raise BootConfigError(f"{what}: GET {url} answered {response.status_code}")
-            async for chunk in response.aiter_bytes():
+        async with client.get(url) as response:
+            if response.status != 200:
+                raise BootConfigError(f"{what}: GET {url} answered {response.status}")
+            async for chunk in response.content.iter_chunked(1 << 16):
                 digest.update(chunk)
-    except httpx.HTTPError as exc:
+    except (aiohttp.ClientError, TimeoutError) as exc:
         raise BootConfigError(f"{what}: GET {url} failed: {exc!r}") from exc
     return digest.hexdigest()
 
@@ -62,10 +62,10 @@ def _metalplane_section(text: str) -> dict[str, Any]:
     return section
 
 
-async def network_boot(node: SimNode, boot_url: str, client: httpx.AsyncClient) -> NodeFacts:
+async def network_boot(node: SimNode, boot_url: str, client: aiohttp.ClientSession) -> NodeFacts:
     """Run the PXE -> iPXE -> kernel -> cloud-init chain; return the facts it phoned home."""
     mac = node.macs[0]
-    script = parse_ipxe((await _get(client, f"{boot_url}/boot/{mac}/ipxe", "iPXE script")).text)
+    script = parse_ipxe(await _get(client, f"{boot_url}/boot/{mac}/ipxe", "iPXE script"))
     kernel_sha = await _sha256(client, script.kernel_url, "kernel")
     initrd_sha = None
     if script.initrd_url is not None:
@@ -74,7 +74,7 @@ async def network_boot(node: SimNode, boot_url: str, client: httpx.AsyncClient) 
     if kernel.nocloud_seed is None:
         raise BootConfigError("kernel command line has no ds=nocloud-net;s=<seed>")
     user_data = await _get(client, f"{kernel.nocloud_seed}user-data", "user-data")
-    section = _metalplane_section(user_data.text)
+    section = _metalplane_section(user_data)
     tuning = section.get("tuning") or {}
     facts = NodeFacts(
         kernel_cmdline=script.kernel_args,
@@ -93,15 +93,16 @@ async def network_boot(node: SimNode, boot_url: str, client: httpx.AsyncClient) 
     )
     phone_home = section["phone_home"]
     try:
-        response = await client.post(
+        async with client.post(
             str(phone_home["url"]),
             json=facts.model_dump(mode="json"),
             headers={"Authorization": f"Bearer {phone_home['token']}"},
-        )
-    except httpx.HTTPError as exc:
+        ) as response:
+            if response.status >= 300:
+                text = (await response.text())[:200]
+                raise BootConfigError(f"phone-home refused: {response.status} {text}")
+    except (aiohttp.ClientError, TimeoutError) as exc:
         raise BootConfigError(f"phone-home POST failed: {exc!r}") from exc
-    if response.status_code >= 300:
-        raise BootConfigError(f"phone-home refused: {response.status_code} {response.text[:200]}")
     return facts
 
 
@@ -113,7 +114,7 @@ class BootRunner:
         self.boot_url = boot_url.rstrip("/")
         self.boot_delay = boot_delay
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+        self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30.0, connect=5.0))
 
     # PowerListener, called from any thread with the node lock held.
     def booting(self, node: SimNode, device: BootDev, generation: int) -> None:
@@ -162,4 +163,4 @@ class BootRunner:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._client.aclose()
+        await self._client.close()

@@ -25,6 +25,7 @@ from api.app import create_app
 from cli import devstack
 from core.settings import Settings
 from core.temporal_setup import ensure_namespace, ensure_search_attributes
+from drivers.bmc.redfish import close_pooled_sessions
 from identity import dev_issuer
 from inventory.db import create_engine, session_factory
 from inventory.migrate import upgrade_async
@@ -228,6 +229,7 @@ async def running_platform(
             devstack.stop_process(process)
         for worker in workers:
             await worker.shutdown()
+        await close_pooled_sessions()
         for task in worker_tasks:
             with contextlib.suppress(Exception):
                 await task

@@ -33,8 +33,7 @@ def build_worker(
         task_queue=task_queue,
         activities=[
             activities.claim_node_for_provision,
-            activities.open_boot_session,
-            activities.verify_node,
+            activities.verify_and_activate,
             activities.claim_node_for_release,
             activities.finish_operation,
         ],

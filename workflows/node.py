@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import ClassVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
@@ -16,19 +17,19 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.baremetal import (
         BaremetalActivities,
-        BiosRequest,
         BootDeviceRequest,
         PowerRequest,
+        PrepareNetworkBoot,
     )
     from activities.inventory import (
         ClaimProvision,
         ClaimRelease,
         FinishOperation,
         InventoryActivities,
-        OpenBootSession,
         VerifyNode,
     )
     from core.contracts import (
+        FIRST_PHASE,
         PROVISION_NODE,
         QUERY_PHASE,
         RELEASE_NODE,
@@ -68,18 +69,29 @@ def _reason(error: BaseException) -> str:
 
 
 class _NodeOperation:
-    """Phase tracking and activity helpers shared by the node workflows."""
+    """Phase tracking and activity helpers shared by the node workflows.
+
+    The phase is coarse on purpose: each change is a search-attribute write (operators filter
+    on it in the UI), while the current step is in the UI's current details for free.
+    """
+
+    initial_phase: ClassVar[str]
 
     def __init__(self) -> None:
-        self._phase = "pending"
+        self._phase = self.initial_phase
 
     @workflow.query(name=QUERY_PHASE)
     def phase(self) -> str:
         return self._phase
 
-    def _enter(self, phase: str) -> None:
-        self._phase = phase
-        workflow.upsert_search_attributes([PHASE.value_set(phase)])
+    def _enter(self, phase: str, step: str | None = None) -> None:
+        if phase != self._phase:
+            self._phase = phase
+            workflow.upsert_search_attributes([PHASE.value_set(phase)])
+        self._step(step or phase)
+
+    def _step(self, step: str) -> None:
+        workflow.set_current_details(f"**{self._phase}**: {step}")
 
     async def _bmc(self, activity, request, *, timeout: float = 120) -> object:  # type: ignore[no-untyped-def]
         return await workflow.execute_activity_method(
@@ -101,6 +113,10 @@ class _NodeOperation:
 
 @workflow.defn(name=PROVISION_NODE)
 class ProvisionNode(_NodeOperation):
+    """Phases: preparing -> booting -> verifying -> active, or compensating -> failed."""
+
+    initial_phase = FIRST_PHASE[PROVISION_NODE]
+
     def __init__(self) -> None:
         super().__init__()
         self._boot_session_id: str | None = None
@@ -116,66 +132,48 @@ class ProvisionNode(_NodeOperation):
     async def run(self, request: ProvisionNodeInput) -> OperationResult:
         workflow_id = workflow.info().workflow_id
         node_id = request.node_id
-        self._enter("claiming")
+        self._boot_session_id = str(workflow.uuid4())
+        self._step("claiming the node and opening its boot session")
         plan = await self._inventory(
             InventoryActivities.claim_node_for_provision,
-            ClaimProvision(node_id=node_id, workflow_id=workflow_id, image=request.image),
+            ClaimProvision(node_id, workflow_id, request.image, self._boot_session_id),
         )
         try:
-            self._enter("powering-off")
-            await self._bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "off"))
-
-            self._enter("configuring-bios")
+            self._step("power off, BIOS profile where it differs, network boot once")
             await self._bmc(
-                BaremetalActivities.ensure_bios,
-                BiosRequest(node_id, plan.vendor, plan.tuning_profile),
+                BaremetalActivities.prepare_network_boot,
+                PrepareNetworkBoot(node_id, plan.vendor, plan.tuning_profile),
             )
-
-            self._enter("preparing-boot")
-            self._boot_session_id = str(workflow.uuid4())
-            self._facts = None
-            await self._inventory(
-                InventoryActivities.open_boot_session,
-                OpenBootSession(node_id, workflow_id, self._boot_session_id, request.image),
-            )
-            await self._bmc(
-                BaremetalActivities.ensure_boot_device,
-                BootDeviceRequest(node_id, "network", persistent=False),
-            )
-
-            self._enter("powering-on")
+            self._step("power on")
             await self._bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "on"))
 
-            self._enter("waiting-for-phone-home")
+            timeout = request.phone_home_timeout_seconds
+            self._enter("booting", f"waiting up to {timeout:g} s for the node to phone home")
             try:
                 await workflow.wait_condition(
-                    lambda: self._facts is not None,
-                    timeout=timedelta(seconds=request.phone_home_timeout_seconds),
+                    lambda: self._facts is not None, timeout=timedelta(seconds=timeout)
                 )
             except TimeoutError as exc:
                 raise OperationFailed(
-                    f"node did not phone home within {request.phone_home_timeout_seconds:g} s"
-                    " of power-on (check its boot configuration and console)"
+                    f"node did not phone home within {timeout:g} s of power-on"
+                    " (check its boot configuration and console)"
                 ) from exc
 
-            self._enter("verifying")
-            assert self._facts is not None
-            mismatches = await self._inventory(
-                InventoryActivities.verify_node,
-                VerifyNode(node_id, self._boot_session_id, self._facts),
-            )
-            if mismatches:
-                raise OperationFailed("tuning verification failed: " + "; ".join(mismatches))
-
-            self._enter("finalizing")
+            # Disk boot first: verification then marks the node active in one step, and a
+            # failed verification is compensated (boot override cleared) like any failure.
+            self._enter("verifying", "boot device disk (persistent)")
             await self._bmc(
                 BaremetalActivities.ensure_boot_device,
                 BootDeviceRequest(node_id, "disk", persistent=True),
             )
-            await self._inventory(
-                InventoryActivities.finish_operation,
-                FinishOperation(node_id, workflow_id, "provision", "active"),
+            self._step("comparing the reported facts with the tuning profile")
+            assert self._facts is not None
+            mismatches = await self._inventory(
+                InventoryActivities.verify_and_activate,
+                VerifyNode(node_id, workflow_id, self._boot_session_id, self._facts),
             )
+            if mismatches:
+                raise OperationFailed("tuning verification failed: " + "; ".join(mismatches))
         except (ActivityError, OperationFailed, asyncio.CancelledError) as error:
             cancelled = isinstance(error, asyncio.CancelledError)
             reason = "cancelled" if cancelled else f"{self._phase}: {_reason(error)}"
@@ -188,36 +186,42 @@ class ProvisionNode(_NodeOperation):
 
     async def _compensate(self, node_id: str, workflow_id: str, reason: str) -> None:
         """Leave the node powered off, with no boot override, `failed` with the reason."""
-        self._enter("compensating")
+        self._enter("compensating", "power off")
         await self._bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "off"))
+        self._step("clearing the boot override")
         await self._bmc(BaremetalActivities.ensure_boot_device, BootDeviceRequest(node_id, "none"))
+        self._step(f"marking the node failed: {reason}")
         await self._inventory(
             InventoryActivities.finish_operation,
             FinishOperation(node_id, workflow_id, "provision", "failed", reason),
         )
-        self._enter("failed")
+        self._enter("failed", reason)
 
 
 @workflow.defn(name=RELEASE_NODE)
 class ReleaseNode(_NodeOperation):
+    """Phases: cleaning -> available, or failed."""
+
+    initial_phase = FIRST_PHASE[RELEASE_NODE]
+
     @workflow.run
     async def run(self, request: ReleaseNodeInput) -> OperationResult:
         workflow_id = workflow.info().workflow_id
         node_id = request.node_id
-        self._enter("claiming")
+        self._step("claiming the node")
         await self._inventory(
             InventoryActivities.claim_node_for_release, ClaimRelease(node_id, workflow_id)
         )
         try:
-            self._enter("powering-off")
+            self._step("soft power off (hard after a grace period)")
             await self._bmc(
                 BaremetalActivities.ensure_power, PowerRequest(node_id, "off", soft=True)
             )
-            self._enter("clearing-boot-config")
+            self._step("clearing the boot override")
             await self._bmc(
                 BaremetalActivities.ensure_boot_device, BootDeviceRequest(node_id, "none")
             )
-            self._enter("clearing-tenant-state")
+            self._step("clearing tenant state")
             await self._inventory(
                 InventoryActivities.finish_operation,
                 FinishOperation(node_id, workflow_id, "release", "available"),
@@ -228,7 +232,7 @@ class ReleaseNode(_NodeOperation):
                 InventoryActivities.finish_operation,
                 FinishOperation(node_id, workflow_id, "release", "failed", reason),
             )
-            self._enter("failed")
+            self._enter("failed", reason)
             raise ApplicationError(reason, type="ReleaseFailed", non_retryable=True) from error
         self._enter("available")
         return OperationResult(node_id=node_id, state="available")

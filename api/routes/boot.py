@@ -20,7 +20,7 @@ import images
 from core.contracts import SIGNAL_PHONE_HOME, PhoneHomeSignal
 from core.facts import NodeFacts
 from inventory import boot_sessions, nodes
-from inventory.models import BootSession, Node
+from inventory.models import BootSession
 
 from ..deps import Db, Temporal
 from ..problems import Problem
@@ -31,19 +31,19 @@ router = APIRouter(prefix="/boot", tags=["boot"])
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-async def _open_boot(db: Db, mac: str) -> tuple[Node, BootSession]:
-    node = await nodes.by_mac(db, mac)
-    if node is None:
-        raise Problem(404, "unknown-mac", "Unknown MAC", f"no node has MAC {mac}")
-    boot = await boot_sessions.open_session_of(db, node.id)
+async def _open_boot(db: Db, mac: str) -> BootSession:
+    boot = await boot_sessions.open_session_by_mac(db, mac)
     if boot is None:
-        raise Problem(404, "no-boot-session", "Nothing to boot", f"node {node.id} has no boot")
-    return node, boot
+        node_id = await nodes.id_by_mac(db, mac)
+        if node_id is None:
+            raise Problem(404, "unknown-mac", "Unknown MAC", f"no node has MAC {mac}")
+        raise Problem(404, "no-boot-session", "Nothing to boot", f"node {node_id} has no boot")
+    return boot
 
 
 @router.get("/{mac}/ipxe", response_class=PlainTextResponse, summary="iPXE script of a node")
 async def ipxe_script(mac: Mac, request: Request, db: Db) -> str:
-    _, boot = await _open_boot(db, mac)
+    boot = await _open_boot(db, mac)
     image = images.get_image(boot.image)
     return images.render_ipxe_with_args(
         image,
@@ -55,13 +55,13 @@ async def ipxe_script(mac: Mac, request: Request, db: Db) -> str:
 
 @router.get("/{mac}/user-data", response_class=PlainTextResponse, summary="cloud-init user-data")
 async def user_data(mac: Mac, request: Request, db: Db) -> str:
-    node, boot = await _open_boot(db, mac)
+    boot = await _open_boot(db, mac)
     image = images.get_image(boot.image)
     return images.render_user_data(
         image,
         image.profile,
         public_url=request.app.state.settings.public_url,
-        node_id=node.id,
+        node_id=boot.node_id,
         boot_session_id=str(boot.id),
         token=boot_sessions.token_for(boot.id, request.app.state.boot_secret),
     )
@@ -69,8 +69,8 @@ async def user_data(mac: Mac, request: Request, db: Db) -> str:
 
 @router.get("/{mac}/meta-data", response_class=PlainTextResponse, summary="cloud-init meta-data")
 async def meta_data(mac: Mac, db: Db) -> str:
-    node, boot = await _open_boot(db, mac)
-    return f"instance-id: {boot.id}\nlocal-hostname: {node.id}\n"
+    boot = await _open_boot(db, mac)
+    return f"instance-id: {boot.id}\nlocal-hostname: {boot.node_id}\n"
 
 
 @router.get("/artifacts/{image_name}/{file_name}", summary="Kernel or initrd of an image")
@@ -112,10 +112,11 @@ async def phone_home(
     session_id = boot_sessions.session_id_from_token(token.strip(), request.app.state.boot_secret)
     if session_id is None:
         raise refused("token is malformed or not signed by this platform")
+    # The token is spent only if the signal gets through: the UPDATE (which locks the row
+    # against a concurrent phone-home) commits after the signal, and rolls back if it fails.
     boot = await boot_sessions.accept_phone_home(db, session_id)
     if boot is None:
         raise refused("token was already used, or its boot session is closed or expired")
-    await db.commit()
     try:
         await client.get_workflow_handle(boot.workflow_id).signal(
             SIGNAL_PHONE_HOME,
@@ -130,5 +131,6 @@ async def phone_home(
                 f"workflow {boot.workflow_id} is not running",
             ) from exc
         raise
+    await db.commit()
     log.info("phone-home accepted for node %s (boot %s)", boot.node_id, boot.id)
     return {"node_id": boot.node_id, "boot_session": str(boot.id)}

@@ -19,6 +19,7 @@ from temporalio.service import RPCError
 
 import images
 from core.contracts import (
+    FIRST_PHASE,
     PROVISION_NODE,
     QUERY_PHASE,
     RELEASE_NODE,
@@ -136,6 +137,7 @@ async def _start(
                 [
                     SearchAttributePair(NODE_ID, node.id),
                     SearchAttributePair(OPERATION, operation),
+                    SearchAttributePair(PHASE, FIRST_PHASE[workflow]),
                     *(extra or []),
                 ]
             ),

@@ -92,7 +92,7 @@ def test_up_provision_stop_and_resume(tmp_path: Path) -> None:
         assert cli.returncode == 0, cli.stdout + cli.stderr
         _wait_node(
             data_dir, "lab-001",
-            lambda n: (n.get("operation") or {}).get("phase") == "waiting-for-phone-home",
+            lambda n: (n.get("operation") or {}).get("phase") == "booting",
         )  # fmt: skip
     finally:
         _stop(up)

@@ -39,7 +39,7 @@ async def test_worker_killed_mid_provision_resumes_without_repeating(
                         )
                         for n in ("lab-001", "lab-002")
                     ]
-                    if phases == ["waiting-for-phone-home"] * 2:
+                    if phases == ["booting"] * 2:
                         break
                     await asyncio.sleep(0.1)
         os.kill(worker.pid, signal.SIGKILL)

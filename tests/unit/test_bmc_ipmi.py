@@ -20,6 +20,7 @@ from drivers.bmc.base import (
 )
 from drivers.bmc.factory import driver_for
 from drivers.bmc.ipmi import IpmiDriver
+from drivers.bmc.redfish import close_pooled_sessions
 from tests.lab_fixtures import LabHandle, lab_process
 
 IPMI_BASE_PORT = 19101
@@ -40,6 +41,7 @@ async def lab(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LabHand
         boot_delay=0.2,
     ) as handle:
         yield handle
+    await close_pooled_sessions()  # BIOS calls go over the nodes' Redfish addresses
 
 
 def ipmi(lab: LabHandle, node_id: str, **kwargs: float) -> IpmiDriver:

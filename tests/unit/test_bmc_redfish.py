@@ -16,7 +16,7 @@ from drivers.bmc.base import (
     PowerState,
 )
 from drivers.bmc.factory import driver_for
-from drivers.bmc.redfish import RedfishDriver
+from drivers.bmc.redfish import RedfishDriver, close_pooled_sessions
 from tests.lab_fixtures import LabHandle, lab_process
 
 REDFISH_PORT = 18121
@@ -36,6 +36,7 @@ async def lab(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LabHand
         boot_delay=0.2,
     ) as handle:
         yield handle
+    await close_pooled_sessions()
 
 
 def redfish(lab: LabHandle, node_id: str, **kwargs: float) -> RedfishDriver:
