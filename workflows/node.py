@@ -161,7 +161,7 @@ class ProvisionNode(_NodeOperation):
 
             # Disk boot first: verification then marks the node active in one step, and a
             # failed verification is compensated (boot override cleared) like any failure.
-            self._enter("verifying", "boot device disk (persistent)")
+            self._step("boot device disk (persistent)")
             await self._bmc(
                 BaremetalActivities.ensure_boot_device,
                 BootDeviceRequest(node_id, "disk", persistent=True),

@@ -33,6 +33,8 @@ from drivers.bmc.threads import run_blocking
 T = TypeVar("T")
 
 IO_WAIT_CAP_SECONDS = 0.01
+IO_WAIT_FLOOR_SECONDS = 0.005  # pyghmi loops on 0 s waits when a deadline passed: a spin
+IO_WAKEUPS_PER_SECOND = 400  # the cap grows with the waiters so their polls stay under this
 
 _BOOT_FROM_PYGHMI = {"network": BootDevice.NETWORK, "hd": BootDevice.DISK}
 _BOOT_TO_PYGHMI = {BootDevice.NETWORK: "network", BootDevice.DISK: "hd", BootDevice.NONE: "default"}
@@ -42,18 +44,33 @@ _CHASSIS_OFF, _CHASSIS_ON, _CHASSIS_RESET, _CHASSIS_SOFT_OFF = 0, 1, 3, 5
 
 
 def _install_io_wait_cap() -> None:
-    """Cap pyghmi's session I/O wait at 10 ms.
+    """Bound pyghmi's session I/O wait: 5 ms to 10 ms, or longer when many threads wait.
 
     pyghmi's waiters sometimes miss the I/O thread's wake-up and sleep until their full
-    timeout (0.5-1.9 s stalls on ~10% of calls); polling at 10 ms bounds that (p99 ~25 ms).
-    Installed once; the wrapped function keeps pyghmi's own semantics otherwise.
+    timeout (0.5-1.9 s stalls on ~10% of calls); polling bounds that (p99 ~25 ms). Every poll
+    wakes pyghmi's I/O thread, which then walks all waiters, so a fixed 10 ms cap costs CPU
+    with the square of the waiting threads (a BMC that drops packets keeps dozens waiting):
+    the cap grows so that all waiters together poll at most IO_WAKEUPS_PER_SECOND. Busy
+    sessions are woken by each other's packets anyway. The 5 ms floor stops the loops that
+    pyghmi runs with a zero wait once a session's deadline has passed, which otherwise spin a
+    core until the command's overall timeout. Installed once.
     """
     original = ipmi_session._io_wait
     if getattr(original, "_metalplane_capped", False):
         return
+    waiting = 0
+    guard = threading.Lock()
 
     def capped(timeout: float, myaddr: Any = None, evq: Any = None) -> None:
-        original(min(timeout, IO_WAIT_CAP_SECONDS), myaddr, evq)
+        nonlocal waiting
+        with guard:
+            waiting += 1
+            cap = max(IO_WAIT_CAP_SECONDS, waiting / IO_WAKEUPS_PER_SECOND)
+        try:
+            original(max(IO_WAIT_FLOOR_SECONDS, min(timeout, cap)), myaddr, evq)
+        finally:
+            with guard:
+                waiting -= 1
 
     capped._metalplane_capped = True  # type: ignore[attr-defined]
     ipmi_session._io_wait = capped
@@ -95,6 +112,14 @@ def _purge(sess: Any) -> None:
     """Remove a dead session from pyghmi's tables, or the next Command() would adopt it."""
     try:
         sess.broken = True
+        # A thread still inside pyghmi on this session (logging in, awaiting a response) loops
+        # while the session looks alive, and with the session gone from the tables nothing
+        # times it out: it would spin. These make it give up at once.
+        sess.logged = 0
+        sess.logging = False
+        sess.onlogpayload = None
+        if not getattr(sess, "errormsg", None):
+            sess.errormsg = "session dropped by metalplane (BMC unreachable)"
         for handlers in list(ipmi_session.Session.bmc_handlers.values()):
             for port, candidate in list(handlers.items()):
                 if candidate is sess:
@@ -212,8 +237,8 @@ class IpmiDriver:
                 _purge_unlogged(self._host, self._port)
                 # After a failed login pyghmi stops delivering replies to sessions already
                 # open to *other* BMCs in this process (seen: ~9 s stalls, then a fresh login
-                # works). Forget them all: the next call on each logs in again (4 packets).
-                _forget_all_sessions()
+                # works). Forget the idle ones: the next call on each logs in again (4 packets).
+                _forget_idle_sessions()
                 error = classify_ipmi(exc, what=f"{what} (login)", login=True)
                 if not isinstance(error, BmcUnreachable) or time.monotonic() >= deadline:
                     raise error from exc
@@ -331,11 +356,18 @@ class IpmiDriver:
             await self._bios.close()
 
 
-def _forget_all_sessions() -> None:
+def _forget_idle_sessions() -> None:
+    """Forget every cached session not in a command right now (those in one finish or fail
+    on their own; purging them mid-command would fail that command too)."""
     with _sessions_guard:
-        entries = list(_sessions.values())
-        _sessions.clear()
-    for _, cmd, _ in entries:
+        idle = {
+            key: entry
+            for key, entry in _sessions.items()
+            if not entry[1].ipmi_session._isincommand()
+        }
+        for key in idle:
+            del _sessions[key]
+    for _, cmd, _ in idle.values():
         _purge(cmd.ipmi_session)
 
 
