@@ -113,7 +113,8 @@ class _NodeOperation:
 
 @workflow.defn(name=PROVISION_NODE)
 class ProvisionNode(_NodeOperation):
-    """Phases: preparing -> booting -> verifying -> active, or compensating -> failed."""
+    """Phases: preparing -> booting (until the node is verified) -> active, or compensating ->
+    failed. Each phase change is a search-attribute write; the steps within are details."""
 
     initial_phase = FIRST_PHASE[PROVISION_NODE]
 
