@@ -12,13 +12,15 @@ from temporalio.client import Client
 
 import images
 from core.contracts import TASK_QUEUE_BAREMETAL
-from core.secrets import boot_token_secret, token_public_key
+from core.secrets import boot_token_secret
 from core.settings import Settings, get_settings
-from identity.tokens import TokenValidator
+from identity import dev_issuer
+from identity.oidc import ClaimNames, OidcValidator
 from inventory.db import create_engine, session_factory
 
 from . import problems
 from .routes import boot, health
+from .routes import dev_issuer as dev_issuer_routes
 from .routes import images as images_routes
 from .routes import nodes as nodes_routes
 
@@ -64,9 +66,19 @@ def create_app(
     app.state.baremetal_task_queue = baremetal_task_queue or TASK_QUEUE_BAREMETAL
     app.state.image_store = images.ImageStore(settings.images_dir)
     app.state.boot_secret = boot_token_secret(settings)
-    app.state.token_validator = TokenValidator(
-        token_public_key(settings), issuer=settings.jwt_issuer, audience=settings.jwt_audience
+    app.state.token_validator = OidcValidator(
+        settings.issuer_url,
+        audience=settings.jwt_audience,
+        claims=ClaimNames(
+            roles=settings.oidc_roles_claim,
+            tenant=settings.oidc_tenant_claim,
+            groups=settings.oidc_groups_claim,
+        ),
+        refresh_interval=settings.oidc_jwks_refresh_seconds,
     )
+    if settings.dev_issuer_enabled:
+        dev_issuer.ensure_keypair(settings.dev_issuer_key_file)
+        app.include_router(dev_issuer_routes.router)
     problems.install(app)
     app.include_router(health.router)
     app.include_router(nodes_routes.router)

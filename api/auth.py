@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from identity.tokens import InvalidToken, Principal, TokenValidator
+from identity.oidc import InvalidToken, IssuerUnavailable, OidcValidator, Principal
 
 from .problems import Problem
 
+log = logging.getLogger("metalplane.auth")
 _bearer = HTTPBearer(auto_error=False)
 OPERATOR_ROLES = frozenset({"operator", "platform-admin"})
 
@@ -31,11 +33,20 @@ async def principal(
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _unauthorized("missing bearer token")
-    validator: TokenValidator = request.app.state.token_validator
+    validator: OidcValidator = request.app.state.token_validator
     try:
-        return validator.validate(credentials.credentials)
+        return await validator.validate(credentials.credentials)
     except InvalidToken as exc:
         raise _unauthorized(f"invalid token: {exc}") from exc
+    except IssuerUnavailable as exc:
+        log.warning("token issuer unavailable: %s", exc)
+        raise Problem(
+            503,
+            "issuer-unavailable",
+            "Token issuer unavailable",
+            "the token issuer's keys cannot be fetched right now; retry shortly",
+            headers={"Retry-After": "5"},
+        ) from exc
 
 
 async def operator(who: Annotated[Principal, Depends(principal)]) -> Principal:

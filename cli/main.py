@@ -103,7 +103,7 @@ def token(
     typer.echo(
         mint(
             settings.dev_issuer_key_file,
-            issuer=settings.jwt_issuer,
+            issuer=settings.issuer_url,
             audience=settings.jwt_audience,
             subject=subject,
             roles=role,

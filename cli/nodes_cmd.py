@@ -33,7 +33,7 @@ def _token() -> str:
 
         return mint(
             settings.dev_issuer_key_file,
-            issuer=settings.jwt_issuer,
+            issuer=settings.issuer_url,
             audience=settings.jwt_audience,
             subject="metalplane-cli",
             roles=["operator"],

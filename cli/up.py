@@ -135,7 +135,7 @@ class Platform:
         await self._wait_http(lab_url)
         token = dev_issuer.mint(
             self.settings.dev_issuer_key_file,
-            issuer=self.settings.jwt_issuer,
+            issuer=self.settings.issuer_url,
             audience=self.settings.jwt_audience,
             subject="metalplane-up",
             roles=["operator"],

@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 
 from core.settings import Settings
-from identity.dev_issuer import ensure_keypair
 
 
 def boot_token_secret(settings: Settings) -> bytes:
@@ -17,9 +16,3 @@ def boot_token_secret(settings: Settings) -> bytes:
         path.touch(mode=0o600)
         path.write_text(secrets.token_urlsafe(32))
     return path.read_text().strip().encode()
-
-
-def token_public_key(settings: Settings) -> bytes:
-    if settings.jwt_public_key_file is not None:
-        return settings.jwt_public_key_file.read_bytes()
-    return ensure_keypair(settings.dev_issuer_key_file).read_bytes()

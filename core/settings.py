@@ -37,10 +37,17 @@ class Settings(BaseSettings):
         description="Base URL under which booting nodes reach the boot service",
     )
 
-    jwt_issuer: str = "metalplane-dev"
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="OIDC issuer URL (discovery at /.well-known/openid-configuration);"
+        " unset: the dev issuer the API serves at <public_url>/dev-issuer",
+    )
     jwt_audience: str = "metalplane"
-    jwt_public_key_file: Path | None = Field(
-        default=None, description="PEM public key of the token issuer; unset: the dev issuer's"
+    oidc_roles_claim: str = "roles"
+    oidc_tenant_claim: str = "tenant"
+    oidc_groups_claim: str = "groups"
+    oidc_jwks_refresh_seconds: float = Field(
+        default=30.0, description="Least time between JWKS refetches for an unknown key id"
     )
 
     boot_token_secret: SecretStr | None = Field(
@@ -62,6 +69,14 @@ class Settings(BaseSettings):
     @property
     def images_dir(self) -> Path:
         return self.image_store_dir or self.data_dir / "images"
+
+    @property
+    def dev_issuer_enabled(self) -> bool:
+        return self.oidc_issuer is None
+
+    @property
+    def issuer_url(self) -> str:
+        return (self.oidc_issuer or f"{self.public_url.rstrip('/')}/dev-issuer").rstrip("/")
 
     @property
     def dev_issuer_key_file(self) -> Path:

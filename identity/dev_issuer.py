@@ -1,20 +1,25 @@
 """The local development token issuer of `metalplane up`: an RSA key pair in the data dir.
 
-`metalplane token --role operator` signs with the private key; the API only ever reads the
-public key, exactly as it would trust a production issuer's key.
+It is a real OIDC issuer as far as token validation goes: the API serves its discovery
+document and JWKS (api/routes/dev_issuer.py) and validates its tokens through discovery like
+any other issuer's. `metalplane token --role operator` signs with the private key. The key id
+is the key's RFC 7638 thumbprint, so a new key is a new `kid` (rotation).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-
-KEY_ID = "metalplane-dev-1"
+from jwt.algorithms import RSAAlgorithm
 
 
 def ensure_keypair(private_key_file: Path) -> Path:
@@ -50,6 +55,7 @@ def mint(
     ttl_seconds: int = 3600,
 ) -> str:
     ensure_keypair(private_key_file)
+    private_pem = private_key_file.read_bytes()
     now = int(time.time())
     claims: dict[str, object] = {
         "iss": issuer,
@@ -63,6 +69,37 @@ def mint(
     }
     if tenant:
         claims["tenant"] = tenant
-    return jwt.encode(
-        claims, private_key_file.read_bytes(), algorithm="RS256", headers={"kid": KEY_ID}
-    )
+    kid = _thumbprint(serialization.load_pem_private_key(private_pem, None).public_key())
+    return jwt.encode(claims, private_pem, algorithm="RS256", headers={"kid": kid})
+
+
+def _public_jwk(public_key: Any) -> dict[str, Any]:
+    jwk: dict[str, Any] = json.loads(RSAAlgorithm.to_jwk(public_key))
+    return {"kty": jwk["kty"], "n": jwk["n"], "e": jwk["e"]}
+
+
+def _thumbprint(public_key: Any) -> str:
+    """RFC 7638: SHA-256 over the required members in lexicographic order, no whitespace."""
+    canonical = json.dumps(_public_jwk(public_key), sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def jwks(private_key_file: Path) -> dict[str, Any]:
+    """The issuer's JSON Web Key Set: its one public key."""
+    public = serialization.load_pem_public_key(ensure_keypair(private_key_file).read_bytes())
+    jwk = _public_jwk(public)
+    return {"keys": [{**jwk, "kid": _thumbprint(public), "use": "sig", "alg": "RS256"}]}
+
+
+def discovery(issuer: str, jwks_uri: str) -> dict[str, Any]:
+    """The discovery document (OpenID Connect Discovery 1.0): what a validator needs. Tokens
+    come from `metalplane token`; this issuer has no authorization or token endpoint."""
+    return {
+        "issuer": issuer,
+        "jwks_uri": jwks_uri,
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "subject_types_supported": ["public"],
+        "response_types_supported": ["token"],
+        "claims_supported": ["sub", "aud", "exp", "iat", "nbf", "iss", "roles", "tenant"],
+    }

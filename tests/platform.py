@@ -201,7 +201,7 @@ async def running_platform(
     client = await Client.connect(temporal_address, namespace=name)
     images.materialize_lab_artifacts(settings.images_dir)
     token = dev_issuer.mint(
-        settings.dev_issuer_key_file, issuer=settings.jwt_issuer,
+        settings.dev_issuer_key_file, issuer=settings.issuer_url,
         audience=settings.jwt_audience, subject="test-operator", roles=["operator"],
     )  # fmt: skip
     engine = create_engine(postgres_url, schema=name)

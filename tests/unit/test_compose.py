@@ -58,16 +58,13 @@ def _compose_binary() -> Path:
 def compose_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A clean environment: only PATH, a scratch HOME and the variables the file requires."""
     home = tmp_path_factory.mktemp("compose-home")
-    key = home / "jwt-public.pem"
-    key.write_text("-----BEGIN PUBLIC KEY-----\n-----END PUBLIC KEY-----\n")
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
         "DOCKER_CONFIG": str(home / ".docker"),
         **SECRET_ENV,
         "METALPLANE_PUBLIC_URL": "http://192.0.2.10:8000",
-        "METALPLANE_JWT_ISSUER": "https://issuer.example.test",
-        "METALPLANE_JWT_PUBLIC_KEY_PATH": str(key),
+        "METALPLANE_OIDC_ISSUER": "https://issuer.example.test",
     }
 
 
