@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
+OIDC_LAB := lab/oidc
+OIDC_STAMP := $(OIDC_LAB)/node_modules/.package-lock.json
 
 .PHONY: run test lint bench clean
 
@@ -16,6 +18,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# A real OpenID provider (npm oidc-provider) for the identity tests; Node from apt if missing.
+$(OIDC_STAMP): $(OIDC_LAB)/package-lock.json
+	command -v npm >/dev/null || { test "$$(id -u)" = 0 && apt-get update -q && apt-get install -y -q nodejs npm; }
+	npm ci --prefix $(OIDC_LAB) --no-audit --no-fund --loglevel=error
+
 run: $(STAMP)
 	$(BIN)/metalplane up $(ARGS)
 
@@ -23,7 +30,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(STAMP) lint
+test: $(STAMP) $(OIDC_STAMP) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

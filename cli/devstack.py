@@ -96,7 +96,7 @@ def ensure_port_free(port: int, host: str = "127.0.0.1") -> None:
     """Refuse to start a server whose port is taken: clients would reach the other one."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         if probe.connect_ex((host, port)) == 0:
-            raise RuntimeError(f"{host}:{port} is already in use (another Temporal running?)")
+            raise RuntimeError(f"{host}:{port} is already in use (another instance running?)")
 
 
 def start_temporal(

@@ -182,6 +182,8 @@ async def running_platform(
     protocols: str | None = None,
     phone_home_timeout: float = 60,
     in_process_workers: tuple[str, ...] = ("baremetal", "inventory"),
+    oidc_issuer: str | None = None,
+    jwt_audience: str = "metalplane",
 ) -> AsyncIterator[Platform]:
     settings = Settings(
         data_dir=data_dir,
@@ -193,6 +195,8 @@ async def running_platform(
         public_url=f"http://127.0.0.1:{ports.api}",
         phone_home_timeout_seconds=phone_home_timeout,
         bmc_timeout_seconds=15,
+        oidc_issuer=oidc_issuer,
+        jwt_audience=jwt_audience,
     )
     await upgrade_async(postgres_url, name)
     admin = await Client.connect(temporal_address)

@@ -15,7 +15,7 @@ from drivers.bmc.base import BmcAuthError, BmcRejected, PowerState
 from drivers.bmc.endpoint import BmcEndpoint
 from drivers.bmc.redfish import RedfishDriver, close_pooled_sessions
 
-PORT = 18131
+PORT = 18161
 SYSTEM = "/redfish/v1/Systems/1"
 
 
