@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from temporalio.client import Client
 
 import images
@@ -19,6 +21,7 @@ from identity.oidc import ClaimNames, OidcValidator
 from inventory.db import create_engine, session_factory
 
 from . import problems
+from .routes import audit as audit_routes
 from .routes import boot, health
 from .routes import dev_issuer as dev_issuer_routes
 from .routes import images as images_routes
@@ -39,6 +42,9 @@ async def _connect_temporal(settings: Settings) -> Client:
                 raise
             await asyncio.sleep(1)
     raise AssertionError("unreachable")
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def create_app(
@@ -84,4 +90,17 @@ def create_app(
     app.include_router(nodes_routes.router)
     app.include_router(images_routes.router)
     app.include_router(boot.router)
+    app.include_router(audit_routes.router)
+
+    @app.middleware("http")
+    async def request_id(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        # The caller's X-Request-ID if it sent a sane one, else ours: in the audit log and reply.
+        given = request.headers.get("x-request-id", "")
+        request.state.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = request.state.request_id
+        return response
+
     return app

@@ -1,20 +1,22 @@
-"""Bearer JWT authentication; issue 2 requires the operator role for every node call."""
+"""Bearer JWT authentication and authorization by the policy (identity.policy), audited."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from identity.oidc import InvalidToken, IssuerUnavailable, OidcValidator, Principal
+from identity.policy import Action, Resource, decide
+from inventory import audit
 
 from .problems import Problem
 
 log = logging.getLogger("metalplane.auth")
 _bearer = HTTPBearer(auto_error=False)
-OPERATOR_ROLES = frozenset({"operator", "platform-admin"})
 
 
 def _unauthorized(detail: str) -> Problem:
@@ -49,10 +51,32 @@ async def principal(
         ) from exc
 
 
-async def operator(who: Annotated[Principal, Depends(principal)]) -> Principal:
-    if not who.roles & OPERATOR_ROLES:
-        raise Problem(403, "forbidden", "Operator role required", f"{who.subject} lacks it")
-    return who
+def authorize(kind: str, action: Action) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: decide `action` on `kind` (the resource id from the path) by the policy,
+    record the decision in the audit log, and refuse with 403, or 404 when hidden."""
 
+    async def dependency(
+        request: Request, who: Annotated[Principal, Depends(principal)]
+    ) -> Principal:
+        resource_id = next(iter(request.path_params.values()), None)
+        decision = decide(who, action, Resource(kind=kind, id=resource_id))
+        async with request.app.state.sessions.begin() as session:
+            await audit.record(
+                session,
+                subject=who.subject,
+                tenant=who.tenant,
+                roles=sorted(who.roles),
+                action=str(action),
+                resource_kind=kind,
+                resource_id=resource_id,
+                allowed=decision.allowed,
+                reason=decision.reason,
+                request_id=getattr(request.state, "request_id", None),
+            )
+        if decision.hidden:
+            raise Problem(404, "not-found", "Not found", f"no {kind} {resource_id!r}")
+        if not decision.allowed:
+            raise Problem(403, "forbidden", "Forbidden", decision.reason)
+        return who
 
-Operator = Annotated[Principal, Depends(operator)]
+    return dependency

@@ -141,3 +141,22 @@ class ImageOut(BaseModel):
 
 class ImageList(BaseModel):
     items: list[ImageOut]
+
+
+class AuditEntryOut(BaseModel):
+    id: int
+    at: datetime
+    subject: str
+    tenant: str | None
+    roles: list[str]
+    action: str
+    resource_kind: str
+    resource_id: str | None
+    allowed: bool
+    reason: str
+    request_id: str | None
+
+
+class AuditList(BaseModel):
+    items: list[AuditEntryOut]
+    next: str | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, status
 from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.common import (
     SearchAttributeKey,
@@ -27,17 +27,21 @@ from core.contracts import (
     ReleaseNodeInput,
     node_workflow_id,
 )
+from identity.oidc import Principal
+from identity.policy import Action
 from inventory import nodes
 from inventory.errors import NodeConflict
 from inventory.models import Node
 from inventory.states import PROVISION_FROM, RELEASE_FROM
 
-from ..auth import Operator
+from ..auth import authorize
 from ..deps import Db, Temporal
 from ..problems import Problem
 from ..schemas import NodeEnroll, NodeList, NodeOut, OperationAccepted, ProvisionRequest
 
 router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
+NodeReader = Annotated[Principal, Depends(authorize("node", Action.READ))]
+NodeOperator = Annotated[Principal, Depends(authorize("node", Action.OPERATE))]
 
 NODE_ID = SearchAttributeKey.for_keyword("NodeId")
 OPERATION = SearchAttributeKey.for_keyword("Operation")
@@ -70,7 +74,7 @@ async def _phase(client: Client, node: Node) -> str | None:
 @router.get("", response_model=NodeList, summary="List nodes")
 async def list_nodes(
     db: Db,
-    _: Operator,
+    _: NodeReader,
     state: Annotated[str | None, Query(description="Only nodes in this state")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
     cursor: Annotated[str | None, Query(description="`next` of the previous page")] = None,
@@ -81,13 +85,15 @@ async def list_nodes(
 
 
 @router.get("/{node_id}", response_model=NodeOut, summary="One node, with its current phase")
-async def get_node(node_id: str, db: Db, client: Temporal, _: Operator) -> NodeOut:
+async def get_node(node_id: str, db: Db, client: Temporal, _: NodeReader) -> NodeOut:
     node = await _node(db, node_id)
     return NodeOut.of(node, phase=await _phase(client, node), with_facts=True)
 
 
 @router.post("", response_model=NodeOut, status_code=status.HTTP_201_CREATED, summary="Enroll")
-async def enroll_node(body: NodeEnroll, db: Db, _: Operator) -> NodeOut:
+async def enroll_node(
+    body: NodeEnroll, db: Db, _: Annotated[Principal, Depends(authorize("node", Action.CREATE))]
+) -> NodeOut:
     try:
         node = await nodes.enroll(
             db,
@@ -161,7 +167,12 @@ async def _start(
     summary="Provision the node with a golden image",
 )
 async def provision_node(
-    node_id: str, body: ProvisionRequest, request: Request, db: Db, client: Temporal, _: Operator
+    node_id: str,
+    body: ProvisionRequest,
+    request: Request,
+    db: Db,
+    client: Temporal,
+    _: NodeOperator,
 ) -> OperationAccepted:
     node = await _node(db, node_id)
     try:
@@ -205,7 +216,7 @@ async def provision_node(
     summary="Power off the node, clear tenant state and make it available",
 )
 async def release_node(
-    node_id: str, request: Request, db: Db, client: Temporal, _: Operator
+    node_id: str, request: Request, db: Db, client: Temporal, _: NodeOperator
 ) -> OperationAccepted:
     node = await _node(db, node_id)
     if node.state not in RELEASE_FROM:
