@@ -26,6 +26,7 @@ from .routes import boot, health
 from .routes import dev_issuer as dev_issuer_routes
 from .routes import images as images_routes
 from .routes import nodes as nodes_routes
+from .routes import tenants as tenants_routes
 
 log = logging.getLogger("metalplane.api")
 
@@ -91,6 +92,7 @@ def create_app(
     app.include_router(images_routes.router)
     app.include_router(boot.router)
     app.include_router(audit_routes.router)
+    app.include_router(tenants_routes.router)
 
     @app.middleware("http")
     async def request_id(

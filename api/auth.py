@@ -51,15 +51,19 @@ async def principal(
         ) from exc
 
 
-def authorize(kind: str, action: Action) -> Callable[..., Awaitable[Principal]]:
-    """A dependency: decide `action` on `kind` (the resource id from the path) by the policy,
-    record the decision in the audit log, and refuse with 403, or 404 when hidden."""
+def authorize(
+    kind: str, action: Action, *, tenant_param: str | None = None
+) -> Callable[..., Awaitable[Principal]]:
+    """A dependency: decide `action` on `kind` (the resource id from the path; its tenant from
+    path parameter `tenant_param`) by the policy, record the decision in the audit log, and
+    refuse with 403, or 404 when hidden."""
 
     async def dependency(
         request: Request, who: Annotated[Principal, Depends(principal)]
     ) -> Principal:
         resource_id = next(iter(request.path_params.values()), None)
-        decision = decide(who, action, Resource(kind=kind, id=resource_id))
+        tenant = request.path_params.get(tenant_param) if tenant_param else None
+        decision = decide(who, action, Resource(kind=kind, id=resource_id, tenant=tenant))
         async with request.app.state.sessions.begin() as session:
             await audit.record(
                 session,

@@ -160,3 +160,54 @@ class AuditEntryOut(BaseModel):
 class AuditList(BaseModel):
     items: list[AuditEntryOut]
     next: str | None = None
+
+
+TenantId = Annotated[
+    str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+]  # a DNS label: it names networks and directories later
+
+
+class Quotas(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gpus: int = Field(default=0, ge=0, le=1_000_000)
+    nodes: int = Field(default=0, ge=0, le=1_000_000)
+    storage_gib: int = Field(default=0, ge=0, le=10**12)
+
+
+class TenantCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: TenantId
+    display_name: str = Field(min_length=1, max_length=255)
+    quotas: Quotas = Field(default_factory=Quotas)
+
+
+class TenantChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    display_name: str | None = Field(default=None, min_length=1, max_length=255)
+    state: Literal["active", "suspended"] | None = None
+    quotas: Quotas | None = None
+
+
+class TenantUsage(BaseModel):
+    """What the tenant holds now. Storage is not metered until storage is built (issue 5)."""
+
+    gpus: int
+    nodes: int
+
+
+class TenantOut(BaseModel):
+    id: str
+    display_name: str
+    state: str
+    quotas: Quotas
+    usage: TenantUsage
+    created_at: datetime
+    updated_at: datetime
+
+
+class TenantList(BaseModel):
+    items: list[TenantOut]
+    next: str | None = None

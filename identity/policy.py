@@ -49,10 +49,15 @@ RULES: dict[tuple[str, Action], frozenset[Role]] = {
     ("node", Action.OPERATE): frozenset({ADMIN, OPS}),
     ("image", Action.READ): EVERYONE,
     ("audit", Action.READ): frozenset({ADMIN}),
+    ("tenant", Action.READ): frozenset({ADMIN, T_ADMIN, MEMBER, VIEWER}),
+    ("tenant", Action.CREATE): frozenset({ADMIN}),
+    ("tenant", Action.UPDATE): frozenset({ADMIN}),
+    ("tenant", Action.DELETE): frozenset({ADMIN}),
 }
 
-# Kinds whose records belong to a tenant (operators never act on them).
-TENANT_SCOPED: frozenset[str] = frozenset()
+# Kinds whose records belong to a tenant (operators never act on them); a tenant belongs to
+# itself.
+TENANT_SCOPED: frozenset[str] = frozenset({"tenant"})
 
 
 @dataclass(frozen=True)

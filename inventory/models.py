@@ -61,7 +61,9 @@ class Node(Base):
     extra_kernel_args: Mapped[list[str]] = mapped_column(
         ARRAY(Text), default=list, server_default=text("'{}'")
     )
-    tenant_id: Mapped[str | None] = mapped_column(String(63))
+    tenant_id: Mapped[str | None] = mapped_column(
+        ForeignKey("tenants.id", ondelete="RESTRICT")  # a tenant holding nodes stays
+    )
     labels: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict, server_default="{}")
     facts: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
@@ -149,3 +151,27 @@ class AuditEntry(Base):
     allowed: Mapped[bool] = mapped_column(Boolean)
     reason: Mapped[str] = mapped_column(Text)
     request_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class Tenant(Base):
+    """A customer: its state and quotas. Usage is counted from what it holds (nodes.tenant_id)."""
+
+    __tablename__ = "tenants"
+    __table_args__ = (
+        CheckConstraint("state IN ('active', 'suspended')", name="ck_tenants_state"),
+        CheckConstraint(
+            "quota_gpus >= 0 AND quota_nodes >= 0 AND quota_storage_gib >= 0",
+            name="ck_tenants_quotas",
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16), server_default="active")
+    quota_gpus: Mapped[int] = mapped_column(Integer, server_default="0")
+    quota_nodes: Mapped[int] = mapped_column(Integer, server_default="0")
+    quota_storage_gib: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from identity import dev_issuer
 from tests.platform import Platform, Ports, running_platform
 
 PORTS = Ports(api=18260, lab_control=18360, redfish=18361, ipmi_base=19660)
@@ -26,23 +25,15 @@ async def platform(
         yield running
 
 
-def token(platform: Platform, *roles: str, subject: str) -> str:
-    settings = platform.settings
-    return dev_issuer.mint(
-        settings.dev_issuer_key_file, issuer=settings.issuer_url,
-        audience=settings.jwt_audience, subject=subject, roles=list(roles),
-    )  # fmt: skip
-
-
 async def test_roles_decide_and_every_decision_is_audited(platform: Platform) -> None:
-    viewer = token(platform, "viewer", subject="vera")
-    admin = token(platform, "platform-admin", subject="pat")
+    viewer = platform.mint("viewer", subject="vera")
+    admin = platform.mint("platform-admin", subject="pat")
     calls = [  # (token, method, path, request id, expected status)
         (viewer, "GET", "/v1/nodes", "authz-1", 200),
         (viewer, "GET", "/v1/nodes/lab-001", "authz-2", 200),
         (viewer, "POST", "/v1/nodes/lab-001/release", "authz-3", 403),
         (platform.token, "GET", "/v1/audit", "authz-4", 403),  # an operator
-        (token(platform, "tenant-member", subject="tim"), "GET", "/v1/nodes", "authz-5", 403),
+        (platform.mint("tenant-member", subject="tim"), "GET", "/v1/nodes", "authz-5", 403),
     ]
     for bearer, method, path, request_id, expected in calls:
         async with platform.api(bearer) as api:

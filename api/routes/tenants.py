@@ -1,0 +1,138 @@
+"""Tenants: platform admins create, change (suspend, quotas) and delete them; a tenant's own
+principals read it. Another tenant answers 404."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response, status
+
+from identity.oidc import Principal
+from identity.policy import Action, Role
+from inventory import tenants
+from inventory.models import Tenant
+
+from ..auth import authorize
+from ..deps import Db
+from ..problems import Problem
+from ..schemas import Quotas, TenantChange, TenantCreate, TenantList, TenantOut, TenantUsage
+
+router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
+
+
+def _allow(action: Action) -> object:
+    return Depends(authorize("tenant", action, tenant_param="tenant_id"))
+
+
+def _not_found(tenant_id: str) -> Problem:
+    return Problem(404, "not-found", "Not found", f"no tenant {tenant_id!r}")
+
+
+async def _out(db: Db, tenant: Tenant) -> TenantOut:
+    used = await tenants.usage(db, tenant.id)
+    return TenantOut(
+        id=tenant.id,
+        display_name=tenant.display_name,
+        state=tenant.state,
+        quotas=Quotas(
+            gpus=tenant.quota_gpus,
+            nodes=tenant.quota_nodes,
+            storage_gib=tenant.quota_storage_gib,
+        ),
+        usage=TenantUsage(gpus=used.gpus, nodes=used.nodes),
+        created_at=tenant.created_at,
+        updated_at=tenant.updated_at,
+    )
+
+
+async def _get(db: Db, tenant_id: str) -> Tenant:
+    try:
+        return await tenants.get(db, tenant_id)
+    except tenants.TenantNotFound as exc:
+        raise _not_found(tenant_id) from exc
+
+
+@router.post("", response_model=TenantOut, status_code=status.HTTP_201_CREATED)
+async def create_tenant(
+    body: TenantCreate, db: Db, _: Annotated[Principal, _allow(Action.CREATE)]
+) -> TenantOut:
+    """Create a tenant with its quotas (platform admins)."""
+    tenant = Tenant(
+        id=body.id,
+        display_name=body.display_name,
+        state="active",
+        quota_gpus=body.quotas.gpus,
+        quota_nodes=body.quotas.nodes,
+        quota_storage_gib=body.quotas.storage_gib,
+    )
+    try:
+        await tenants.create(db, tenant)
+    except tenants.TenantConflict as exc:
+        raise Problem(409, "tenant-exists", "Tenant exists", str(exc)) from exc
+    await db.commit()
+    await db.refresh(tenant)
+    return await _out(db, tenant)
+
+
+@router.get("", response_model=TenantList)
+async def list_tenants(
+    db: Db,
+    who: Annotated[Principal, _allow(Action.READ)],
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(description="`next` of the previous page")] = None,
+) -> TenantList:
+    """All tenants for platform admins; a tenant's principals see only their own."""
+    if Role.PLATFORM_ADMIN in who.roles:
+        only = None
+    elif who.tenant is None:
+        return TenantList(items=[])
+    else:
+        only = who.tenant
+    found = await tenants.listing(db, only=only, after=cursor, limit=limit)
+    return TenantList(
+        items=[await _out(db, t) for t in found],
+        next=found[-1].id if len(found) == limit else None,
+    )
+
+
+@router.get("/{tenant_id}", response_model=TenantOut)
+async def get_tenant(
+    tenant_id: str, db: Db, _: Annotated[Principal, _allow(Action.READ)]
+) -> TenantOut:
+    """A tenant with its quotas and current usage."""
+    return await _out(db, await _get(db, tenant_id))
+
+
+@router.patch("/{tenant_id}", response_model=TenantOut)
+async def change_tenant(
+    tenant_id: str, body: TenantChange, db: Db, _: Annotated[Principal, _allow(Action.UPDATE)]
+) -> TenantOut:
+    """Rename, suspend or resume, or change quotas (platform admins). Lowering a quota below
+    current usage is allowed: nothing is taken away, new requests are refused."""
+    tenant = await _get(db, tenant_id)
+    if body.display_name is not None:
+        tenant.display_name = body.display_name
+    if body.state is not None:
+        tenant.state = body.state
+    if body.quotas is not None:
+        tenant.quota_gpus = body.quotas.gpus
+        tenant.quota_nodes = body.quotas.nodes
+        tenant.quota_storage_gib = body.quotas.storage_gib
+    await db.commit()
+    await db.refresh(tenant)
+    return await _out(db, tenant)
+
+
+@router.delete("/{tenant_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_tenant(
+    tenant_id: str, db: Db, _: Annotated[Principal, _allow(Action.DELETE)]
+) -> Response:
+    """Delete a tenant that holds nothing (platform admins)."""
+    try:
+        await tenants.remove(db, tenant_id)
+    except tenants.TenantNotFound as exc:
+        raise _not_found(tenant_id) from exc
+    except tenants.TenantConflict as exc:
+        raise Problem(409, "tenant-in-use", "Tenant holds resources", str(exc)) from exc
+    await db.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,85 @@
+"""Tenants through the API: platform admins manage them; a tenant's principals read only
+their own (another tenant is 404); usage counts what the tenant holds."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import update
+
+from inventory.models import Node
+from tests.platform import Platform, Ports, running_platform
+
+PORTS = Ports(api=18270, lab_control=18370, redfish=18371, ipmi_base=19670)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def platform(
+    postgres_url: str, temporal_address: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Platform]:
+    async with running_platform(
+        name="t_tenants", postgres_url=postgres_url, temporal_address=temporal_address,
+        data_dir=tmp_path_factory.mktemp("tenants"), ports=PORTS, nodes=1,
+    ) as running:  # fmt: skip
+        await running.enroll_lab()
+        yield running
+
+
+async def test_tenant_lifecycle_isolation_and_usage(platform: Platform) -> None:
+    admin = platform.mint("platform-admin")
+    acme_admin = platform.mint("tenant-admin", tenant="acme")
+    acme_member = platform.mint("tenant-member", tenant="acme")
+    async with platform.api(admin) as api:
+        for tenant_id in ("acme", "globex"):
+            created = await api.post(
+                "/v1/tenants",
+                json={"id": tenant_id, "display_name": tenant_id.title(),
+                      "quotas": {"gpus": 16, "nodes": 2, "storage_gib": 10240}},
+            )  # fmt: skip
+            assert created.status_code == 201, created.text
+        assert (
+            await api.post("/v1/tenants", json={"id": "acme", "display_name": "x"})
+        ).status_code == 409
+        bad = await api.post("/v1/tenants", json={"id": "Not_A_Label", "display_name": "x"})
+        assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
+        listed = (await api.get("/v1/tenants", params={"limit": 1})).json()
+        assert [t["id"] for t in listed["items"]] == ["acme"] and listed["next"] == "acme"
+        page2 = (await api.get("/v1/tenants", params={"limit": 1, "cursor": "acme"})).json()
+        assert [t["id"] for t in page2["items"]] == ["globex"]
+
+    async with platform.api(acme_admin) as api:
+        acme = (await api.get("/v1/tenants/acme")).json()
+        assert acme["quotas"] == {"gpus": 16, "nodes": 2, "storage_gib": 10240}
+        assert acme["usage"] == {"gpus": 0, "nodes": 0}
+        hidden = await api.get("/v1/tenants/globex")
+        assert hidden.status_code == 404  # exists, but not for acme
+        assert (await api.get("/v1/tenants/nope")).status_code == 404  # same answer
+        assert [t["id"] for t in (await api.get("/v1/tenants")).json()["items"]] == ["acme"]
+        assert (await api.patch("/v1/tenants/acme", json={"state": "suspended"})).status_code == 403
+    async with platform.api(acme_member) as api:
+        assert (await api.get("/v1/tenants/acme")).status_code == 200
+        assert (await api.delete("/v1/tenants/acme")).status_code == 403
+    async with platform.api() as api:  # an operator: hardware, not tenant data
+        assert (await api.get("/v1/tenants/acme")).status_code == 403
+
+    # Usage counts what the tenant holds; a tenant holding nodes cannot be deleted.
+    async with platform.sessions.begin() as session:
+        await session.execute(update(Node).where(Node.id == "lab-001").values(tenant_id="acme"))
+    async with platform.api(admin) as api:
+        acme = (await api.get("/v1/tenants/acme")).json()
+        assert acme["usage"]["nodes"] == 1 and acme["usage"]["gpus"] > 0
+        in_use = await api.delete("/v1/tenants/acme")
+        assert in_use.status_code == 409 and in_use.json()["type"].endswith("tenant-in-use")
+        suspended = await api.patch(
+            "/v1/tenants/globex", json={"state": "suspended", "quotas": {"gpus": 8}}
+        )
+        assert suspended.json()["state"] == "suspended"
+        assert suspended.json()["quotas"] == {"gpus": 8, "nodes": 0, "storage_gib": 0}
+        assert (await api.patch("/v1/tenants/globex", json={"state": "gone"})).status_code == 422
+        assert (await api.delete("/v1/tenants/globex")).status_code == 204
+        assert (await api.get("/v1/tenants/globex")).status_code == 404
+        assert (await api.delete("/v1/tenants/globex")).status_code == 404
+    async with platform.sessions.begin() as session:
+        await session.execute(update(Node).where(Node.id == "lab-001").values(tenant_id=None))
