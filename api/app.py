@@ -21,6 +21,7 @@ from identity.oidc import ClaimNames, OidcValidator
 from inventory.db import create_engine, session_factory
 
 from . import problems
+from .idempotency import idempotent_post
 from .routes import audit as audit_routes
 from .routes import boot, health
 from .routes import dev_issuer as dev_issuer_routes
@@ -93,6 +94,8 @@ def create_app(
     app.include_router(boot.router)
     app.include_router(audit_routes.router)
     app.include_router(tenants_routes.router)
+
+    app.middleware("http")(idempotent_post)
 
     @app.middleware("http")
     async def request_id(

@@ -3,6 +3,7 @@ their own (another tenant is 404); usage counts what the tenant holds."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -83,3 +84,37 @@ async def test_tenant_lifecycle_isolation_and_usage(platform: Platform) -> None:
         assert (await api.delete("/v1/tenants/globex")).status_code == 404
     async with platform.sessions.begin() as session:
         await session.execute(update(Node).where(Node.id == "lab-001").values(tenant_id=None))
+
+
+async def test_idempotency_key_makes_one_resource_and_replays(platform: Platform) -> None:
+    admin = platform.mint("platform-admin", subject="ida")
+    body = {"id": "initech", "display_name": "Initech", "quotas": {"gpus": 4}}
+    async with platform.api(admin) as api:
+        replies = await asyncio.gather(
+            *(
+                api.post("/v1/tenants", json=body, headers={"Idempotency-Key": "create-initech"})
+                for _ in range(5)
+            )
+        )
+        assert [r.status_code for r in replies] == [201] * 5, [r.text for r in replies]
+        assert len({r.content for r in replies}) == 1  # the same answer, byte for byte
+        assert sum(r.headers.get("Idempotent-Replayed") == "true" for r in replies) == 4
+        listed = (await api.get("/v1/tenants", params={"limit": 1000})).json()["items"]
+        assert [t["id"] for t in listed].count("initech") == 1
+        other_body = await api.post(
+            "/v1/tenants", json={**body, "display_name": "Initrode"},
+            headers={"Idempotency-Key": "create-initech"},
+        )  # fmt: skip
+        assert other_body.status_code == 422
+        assert other_body.json()["type"].endswith("idempotency-key-reused")
+        bad_key = await api.post("/v1/tenants", json=body, headers={"Idempotency-Key": "a b"})
+        assert bad_key.status_code == 400
+        without_key = await api.post("/v1/tenants", json=body)
+        assert without_key.status_code == 409  # a plain retry is a conflict, as before
+    # Keys are per subject: another admin's same key is another request.
+    async with platform.api(platform.mint("platform-admin", subject="other")) as api:
+        fresh = await api.post(
+            "/v1/tenants", json={"id": "hooli", "display_name": "Hooli"},
+            headers={"Idempotency-Key": "create-initech"},
+        )  # fmt: skip
+        assert fresh.status_code == 201 and "Idempotent-Replayed" not in fresh.headers
