@@ -22,6 +22,7 @@ from inventory.db import create_engine, session_factory
 
 from . import problems
 from .idempotency import idempotent_post
+from .ratelimit import TokenBuckets
 from .routes import audit as audit_routes
 from .routes import boot, health
 from .routes import dev_issuer as dev_issuer_routes
@@ -84,6 +85,7 @@ def create_app(
         ),
         refresh_interval=settings.oidc_jwks_refresh_seconds,
     )
+    app.state.rate_limiter = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)
     if settings.dev_issuer_enabled:
         dev_issuer.ensure_keypair(settings.dev_issuer_key_file)
         app.include_router(dev_issuer_routes.router)

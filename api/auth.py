@@ -14,6 +14,7 @@ from identity.policy import Action, Resource, decide
 from inventory import audit
 
 from .problems import Problem
+from .ratelimit import TokenBuckets
 
 log = logging.getLogger("metalplane.auth")
 _bearer = HTTPBearer(auto_error=False)
@@ -37,7 +38,7 @@ async def principal(
         raise _unauthorized("missing bearer token")
     validator: OidcValidator = request.app.state.token_validator
     try:
-        return await validator.validate(credentials.credentials)
+        who = await validator.validate(credentials.credentials)
     except InvalidToken as exc:
         raise _unauthorized(f"invalid token: {exc}") from exc
     except IssuerUnavailable as exc:
@@ -49,6 +50,17 @@ async def principal(
             "the token issuer's keys cannot be fetched right now; retry shortly",
             headers={"Retry-After": "5"},
         ) from exc
+    limiter: TokenBuckets = request.app.state.rate_limiter
+    wait = limiter.take(who.subject)
+    if wait is not None:
+        raise Problem(
+            429,
+            "rate-limited",
+            "Too many requests",
+            f"{who.subject} exceeded {limiter.rate:g} requests/s (burst {limiter.burst})",
+            headers={"Retry-After": limiter.retry_after_header(wait)},
+        )
+    return who
 
 
 def authorize(

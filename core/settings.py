@@ -50,6 +50,9 @@ class Settings(BaseSettings):
         default=30.0, description="Least time between JWKS refetches for an unknown key id"
     )
 
+    rate_limit_per_second: float = Field(default=50.0, gt=0, description="per principal")
+    rate_limit_burst: int = Field(default=200, ge=1, description="requests above the rate")
+
     boot_token_secret: SecretStr | None = Field(
         default=None,
         description="Signs phone-home tokens; every API replica needs the same; unset: data_dir's",

@@ -50,6 +50,7 @@ class Platform:
     ports: Ports
     data_dir: Path
     token: str
+    api_app: Any = None  # the FastAPI app served in this process
     lab_process: subprocess.Popen[bytes] | None = None
     worker_processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -203,6 +204,8 @@ async def running_platform(
         public_url=f"http://127.0.0.1:{ports.api}",
         phone_home_timeout_seconds=phone_home_timeout,
         bmc_timeout_seconds=15,
+        rate_limit_per_second=1000.0,  # tests and benchmarks drive many calls as one subject
+        rate_limit_burst=10_000,
         oidc_issuer=oidc_issuer,
         jwt_audience=jwt_audience,
     )
@@ -222,6 +225,7 @@ async def running_platform(
         ports=ports, data_dir=data_dir, token=token,
     )  # fmt: skip
     server, server_task = await _serve_api(settings)
+    platform.api_app = server.config.app
     workers: list[Worker] = []
     if "baremetal" in in_process_workers:
         activities = baremetal_worker.make_activities(settings, platform.sessions)

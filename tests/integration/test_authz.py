@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from api.ratelimit import TokenBuckets
 from tests.platform import Platform, Ports, running_platform
 
 PORTS = Ports(api=18260, lab_control=18360, redfish=18361, ipmi_base=19660)
@@ -63,3 +64,21 @@ async def test_roles_decide_and_every_decision_is_audited(platform: Platform) ->
     async with platform.api(admin) as api:
         later = (await api.get("/v1/audit", params={"limit": 1000})).json()["items"]
     assert any(e["subject"] == "pat" and e["resource_kind"] == "audit" for e in later)
+
+
+async def test_rate_limit_answers_429_with_retry_after(platform: Platform) -> None:
+    app = platform.api_app
+    saved = app.state.rate_limiter
+    app.state.rate_limiter = TokenBuckets(rate_per_second=0.5, burst=2)
+    try:
+        async with platform.api(platform.mint("viewer", subject="rita")) as api:
+            codes = [(await api.get("/v1/images")).status_code for _ in range(3)]
+            assert codes == [200, 200, 429]
+            limited = await api.get("/v1/images")
+            assert limited.status_code == 429
+            assert limited.headers["Retry-After"] == "2"
+            assert limited.json()["type"].endswith("rate-limited")
+        async with platform.api(platform.mint("viewer", subject="other")) as api:
+            assert (await api.get("/v1/images")).status_code == 200  # per principal
+    finally:
+        app.state.rate_limiter = saved
