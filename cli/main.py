@@ -13,9 +13,11 @@ import typer
 from core.settings import Settings
 
 from . import nodes_cmd
+from .login import login
 
 app = typer.Typer(no_args_is_help=True, help="metalplane: bare-metal GPU cloud control plane")
 app.add_typer(nodes_cmd.app, name="nodes")
+app.command()(login)
 
 
 def _settings(data_dir: Path | None) -> Settings:

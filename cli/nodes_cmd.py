@@ -16,6 +16,8 @@ from rich.table import Table
 
 from core.settings import Settings
 
+from .login import stored_token
+
 app = typer.Typer(no_args_is_help=True, help="List, enroll, provision and release nodes")
 console = Console()
 
@@ -24,7 +26,8 @@ TERMINAL_STATES = {"active", "failed", "available", "maintenance"}
 
 
 def _token() -> str:
-    token = os.environ.get("METALPLANE_TOKEN")
+    """METALPLANE_TOKEN, else the token `metalplane login` stored, else a local dev token."""
+    token = os.environ.get("METALPLANE_TOKEN") or stored_token()
     if token:
         return token
     settings = Settings()
@@ -38,7 +41,7 @@ def _token() -> str:
             subject="metalplane-cli",
             roles=["operator"],
         )
-    raise typer.BadParameter("set METALPLANE_TOKEN (no local dev issuer found)")
+    raise typer.BadParameter("run `metalplane login` or set METALPLANE_TOKEN")
 
 
 def _client(api_url: str) -> httpx.Client:

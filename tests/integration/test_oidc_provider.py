@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -90,6 +92,9 @@ async def platform(
         data_dir=tmp_path_factory.mktemp("oidc-platform"), ports=PLATFORM_PORTS, nodes=1,
         oidc_issuer=provider, jwt_audience=AUDIENCE,
     ) as running:  # fmt: skip
+        async with running.api(await client_credentials_token("ops")) as api:
+            for record in await running.lab_nodes():
+                assert (await api.post("/v1/nodes", json=record)).status_code == 201
         yield running
 
 
@@ -106,3 +111,38 @@ async def test_the_api_accepts_the_providers_tokens_by_role(platform: Platform) 
     async with platform.api() as api:
         assert (await api.get("/v1/nodes")).status_code == 401
         assert (await api.get("/dev-issuer/jwks.json")).status_code == 404
+
+
+async def test_cli_login_stores_a_token_the_other_commands_use(
+    platform: Platform, tmp_path: Path
+) -> None:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "METALPLANE_DATA_DIR": str(tmp_path / "no-dev-issuer"),  # no local dev token to fall on
+        "METALPLANE_API_URL": platform.api_url,
+    }
+    metalplane = devstack.venv_bin("metalplane")
+
+    async def run(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        # In a thread: the API under test serves on this event loop.
+        return await asyncio.to_thread(
+            subprocess.run, [metalplane, *args], capture_output=True, text=True, timeout=60,
+            **{"env": env, **kwargs},
+        )  # fmt: skip
+
+    refused = await run("nodes", "list")
+    assert refused.returncode != 0 and "metalplane login" in refused.stderr
+    wrong = await run("login", "--issuer", ISSUER, "--client-id", "ops", "--client-secret", "x")
+    assert wrong.returncode == 1 and "login failed" in wrong.stderr
+    secret = next(c["client_secret"] for c in CLIENTS if c["client_id"] == "ops")
+    login = await run(
+        "login", "--issuer", ISSUER, "--client-id", "ops",
+        env={**env, "METALPLANE_CLIENT_SECRET": str(secret)},
+    )  # fmt: skip
+    assert login.returncode == 0, login.stderr
+    stored = tmp_path / "config" / "metalplane" / "credentials.json"
+    assert stored.stat().st_mode & 0o777 == 0o600
+    listed = await run("nodes", "list")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert "lab-001" in listed.stdout
