@@ -110,11 +110,18 @@ async def find(session: AsyncSession, node_id: str) -> Node | None:
 
 
 async def list_nodes(
-    session: AsyncSession, *, state: str | None = None, limit: int = 1000, after: str | None = None
+    session: AsyncSession,
+    *,
+    state: str | None = None,
+    labels: dict[str, str] | None = None,
+    limit: int = 1000,
+    after: str | None = None,
 ) -> Sequence[Node]:
     query = select(Node).order_by(Node.id).limit(limit).options(selectinload(Node.nics))
     if state:
         query = query.where(Node.state == state)
+    if labels:
+        query = query.where(Node.labels.contains(labels))  # JSONB @>: has all of them
     if after:
         query = query.where(Node.id > after)
     return (await session.scalars(query)).all()

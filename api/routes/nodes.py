@@ -76,10 +76,20 @@ async def list_nodes(
     db: Db,
     _: NodeReader,
     state: Annotated[str | None, Query(description="Only nodes in this state")] = None,
+    label: Annotated[
+        list[str] | None,
+        Query(description="Only nodes with this label, as key=value; repeat to require all"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
     cursor: Annotated[str | None, Query(description="`next` of the previous page")] = None,
 ) -> NodeList:
-    found = await nodes.list_nodes(db, state=state, limit=limit, after=cursor)
+    wanted: dict[str, str] = {}
+    for pair in label or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise Problem(422, "invalid-label-filter", "Invalid label filter", f"{pair!r}")
+        wanted[key] = value
+    found = await nodes.list_nodes(db, state=state, labels=wanted, limit=limit, after=cursor)
     next_cursor = found[-1].id if len(found) == limit else None
     return NodeList(items=[NodeOut.of(n) for n in found], next=next_cursor)
 

@@ -118,3 +118,23 @@ async def test_idempotency_key_makes_one_resource_and_replays(platform: Platform
             headers={"Idempotency-Key": "create-initech"},
         )  # fmt: skip
         assert fresh.status_code == 201 and "Idempotent-Replayed" not in fresh.headers
+
+
+async def test_nodes_filter_by_labels(platform: Platform) -> None:
+    async with platform.sessions.begin() as session:
+        await session.execute(
+            update(Node).where(Node.id == "lab-001").values(labels={"rack": "r12", "gpu": "h100"})
+        )
+    async with platform.api() as api:
+
+        async def ids(*labels: str) -> list[str]:
+            reply = await api.get("/v1/nodes", params={"label": list(labels)})
+            assert reply.status_code == 200, reply.text
+            return [n["id"] for n in reply.json()["items"]]
+
+        assert await ids("rack=r12") == ["lab-001"]
+        assert await ids("rack=r12", "gpu=h100") == ["lab-001"]
+        assert await ids("rack=r12", "gpu=a100") == []
+        assert await ids("rack=r7") == []
+        bad = await api.get("/v1/nodes", params={"label": "no-equals-sign"})
+        assert bad.status_code == 422 and bad.json()["type"].endswith("invalid-label-filter")
