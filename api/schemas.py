@@ -22,6 +22,18 @@ def _normalize_mac(value: str) -> str:
 
 
 Mac = Annotated[str, AfterValidator(_normalize_mac)]
+
+# Text stored in PostgreSQL: no control characters (NUL cannot be stored at all).
+Text = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$")]
+
+
+def _no_control_characters(secret: SecretStr) -> SecretStr:
+    if re.search(r"[\x00-\x1f\x7f]", secret.get_secret_value()):
+        raise ValueError("must not contain control characters")
+    return secret
+
+
+Secret = Annotated[SecretStr, AfterValidator(_no_control_characters)]
 NodeId = Annotated[
     str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length=63)
 ]
@@ -30,8 +42,8 @@ NodeId = Annotated[
 class Gpu(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    vendor: str | None = None
-    model: str | None = None
+    vendor: Text | None = Field(default=None, max_length=64)
+    model: Text | None = Field(default=None, max_length=128)
     count: int = Field(default=0, ge=0, le=64)
 
 
@@ -39,12 +51,12 @@ class BmcIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     protocol: Literal["ipmi", "redfish"]
-    address: str = Field(
+    address: Text = Field(
         min_length=1, max_length=512, description="ipmi: host[:port]; redfish: System URL"
     )
-    username: str = Field(min_length=1, max_length=128)
-    password: SecretStr = Field(min_length=1, max_length=256)
-    redfish_address: str | None = Field(
+    username: Text = Field(min_length=1, max_length=128)
+    password: Secret = Field(min_length=1, max_length=256)
+    redfish_address: Text | None = Field(
         default=None, description="For IPMI nodes: Redfish System URL used for BIOS settings"
     )
 
@@ -59,12 +71,14 @@ class NodeEnroll(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not a silent drop
 
     id: NodeId
-    vendor: str = Field(min_length=1, max_length=128)
-    model: str = Field(min_length=1, max_length=128)
+    vendor: Text = Field(min_length=1, max_length=128)
+    model: Text = Field(min_length=1, max_length=128)
     gpu: Gpu = Field(default_factory=Gpu)
     macs: list[Mac] = Field(min_length=1, max_length=16)
     bmc: BmcIn
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[Annotated[Text, Field(max_length=63)], Annotated[Text, Field(max_length=255)]] = (
+        Field(default_factory=dict)
+    )
 
 
 class OperationOut(BaseModel):
@@ -121,7 +135,7 @@ class NodeList(BaseModel):
 
 
 class ProvisionRequest(BaseModel):
-    image: str = Field(min_length=1, max_length=128)
+    image: Text = Field(min_length=1, max_length=128)
 
 
 class OperationAccepted(BaseModel):
@@ -179,14 +193,14 @@ class TenantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: TenantId
-    display_name: str = Field(min_length=1, max_length=255)
+    display_name: Text = Field(min_length=1, max_length=255)
     quotas: Quotas = Field(default_factory=Quotas)
 
 
 class TenantChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    display_name: str | None = Field(default=None, min_length=1, max_length=255)
+    display_name: Text | None = Field(default=None, min_length=1, max_length=255)
     state: Literal["active", "suspended"] | None = None
     quotas: Quotas | None = None
 

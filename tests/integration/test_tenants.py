@@ -138,3 +138,14 @@ async def test_nodes_filter_by_labels(platform: Platform) -> None:
         assert await ids("rack=r7") == []
         bad = await api.get("/v1/nodes", params={"label": "no-equals-sign"})
         assert bad.status_code == 422 and bad.json()["type"].endswith("invalid-label-filter")
+
+
+async def test_control_characters_are_a_422_not_a_500(platform: Platform) -> None:
+    # Found by schemathesis: PostgreSQL cannot store NUL, so it must not get that far.
+    async with platform.api(platform.mint("platform-admin")) as api:
+        for name in ("nul\u0000inside", "bell\u0007"):
+            reply = await api.post("/v1/tenants", json={"id": "ctl", "display_name": name})
+            assert reply.status_code == 422, reply.text
+        node = (await platform.lab_nodes())[0]
+        reply = await api.post("/v1/nodes", json={**node, "id": "ctl-1", "vendor": "x\u0000"})
+        assert reply.status_code == 422, reply.text
