@@ -84,12 +84,6 @@ def _is_open() -> ColumnElement[bool]:
     return and_(BootSession.closed_at.is_(None), BootSession.expires_at > datetime.now(UTC))
 
 
-async def open_session_of(session: AsyncSession, node_id: str) -> BootSession | None:
-    return await session.scalar(
-        select(BootSession).where(BootSession.node_id == node_id, _is_open())
-    )
-
-
 async def open_session_by_mac(session: AsyncSession, mac: str) -> BootSession | None:
     """The open boot session of the node that has NIC `mac` (one query: the boot hot path)."""
     return await session.scalar(

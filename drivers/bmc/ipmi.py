@@ -18,7 +18,6 @@ from pyghmi.ipmi import command as ipmi_command
 from pyghmi.ipmi.private import session as ipmi_session
 
 from drivers.bmc.base import (
-    BmcError,
     BmcUnreachable,
     BmcUnsupported,
     BootDevice,
@@ -369,15 +368,3 @@ def _forget_idle_sessions() -> None:
             del _sessions[key]
     for _, cmd, _ in idle.values():
         _purge(cmd.ipmi_session)
-
-
-def drop_cached_sessions() -> None:
-    """Log out every cached IPMI session (process shutdown, tests)."""
-    with _sessions_guard:
-        entries = list(_sessions.values())
-        _sessions.clear()
-    for _, cmd, _ in entries:
-        try:
-            cmd.ipmi_session.logout()
-        except (pyghmi_exc.PyghmiException, OSError, BmcError):
-            pass
