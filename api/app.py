@@ -21,11 +21,13 @@ from identity.oidc import ClaimNames, OidcValidator
 from inventory.db import create_engine, session_factory
 
 from . import problems
+from .event_hub import EventHub
 from .idempotency import idempotent_post
 from .ratelimit import TokenBuckets
 from .routes import audit as audit_routes
 from .routes import boot, health
 from .routes import dev_issuer as dev_issuer_routes
+from .routes import events as events_routes
 from .routes import images as images_routes
 from .routes import nodes as nodes_routes
 from .routes import tenants as tenants_routes
@@ -62,7 +64,12 @@ def create_app(
         engine = create_engine(settings.database_url, schema=settings.database_schema)
         app.state.sessions = session_factory(engine)
         app.state.temporal = await _connect_temporal(settings)
+        app.state.event_hub = EventHub(
+            settings.database_url, settings.database_schema, app.state.sessions
+        )
+        await app.state.event_hub.start()
         yield
+        await app.state.event_hub.stop()
         await engine.dispose()
 
     app = FastAPI(
@@ -96,6 +103,7 @@ def create_app(
     app.include_router(boot.router)
     app.include_router(audit_routes.router)
     app.include_router(tenants_routes.router)
+    app.include_router(events_routes.router)
 
     app.middleware("http")(idempotent_post)
 

@@ -6,11 +6,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from identity.oidc import InvalidToken, IssuerUnavailable, OidcValidator, Principal
-from identity.policy import Action, Resource, decide
+from identity.policy import Action, Decision, Resource, decide
 from inventory import audit
 
 from .problems import Problem
@@ -30,15 +30,13 @@ def _unauthorized(detail: str) -> Problem:
     )
 
 
-async def principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    if credentials is None or credentials.scheme.lower() != "bearer":
+async def authenticate(app: FastAPI, token: str | None) -> Principal:
+    """The principal of a bearer token, charged against its rate limit; a Problem otherwise."""
+    if not token:
         raise _unauthorized("missing bearer token")
-    validator: OidcValidator = request.app.state.token_validator
+    validator: OidcValidator = app.state.token_validator
     try:
-        who = await validator.validate(credentials.credentials)
+        who = await validator.validate(token)
     except InvalidToken as exc:
         raise _unauthorized(f"invalid token: {exc}") from exc
     except IssuerUnavailable as exc:
@@ -50,7 +48,7 @@ async def principal(
             "the token issuer's keys cannot be fetched right now; retry shortly",
             headers={"Retry-After": "5"},
         ) from exc
-    limiter: TokenBuckets = request.app.state.rate_limiter
+    limiter: TokenBuckets = app.state.rate_limiter
     wait = limiter.take(who.subject)
     if wait is not None:
         raise Problem(
@@ -61,6 +59,45 @@ async def principal(
             headers={"Retry-After": limiter.retry_after_header(wait)},
         )
     return who
+
+
+async def principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is not None and credentials.scheme.lower() != "bearer":
+        credentials = None
+    return await authenticate(request.app, credentials.credentials if credentials else None)
+
+
+async def decide_and_record(
+    app: FastAPI, who: Principal, action: Action, resource: Resource, request_id: str | None
+) -> Decision:
+    """Decide by the policy and write the decision to the audit log."""
+    decision = decide(who, action, resource)
+    async with app.state.sessions.begin() as session:
+        await audit.record(
+            session,
+            subject=who.subject,
+            tenant=who.tenant,
+            roles=sorted(who.roles),
+            action=str(action),
+            resource_kind=resource.kind,
+            resource_id=resource.id,
+            allowed=decision.allowed,
+            reason=decision.reason,
+            request_id=request_id,
+        )
+    return decision
+
+
+def refusal(decision: Decision, resource: Resource) -> Problem | None:
+    """The answer to a denied decision: 404 when the resource must stay hidden, else 403."""
+    if decision.hidden:
+        return Problem(404, "not-found", "Not found", f"no {resource.kind} {resource.id!r}")
+    if not decision.allowed:
+        return Problem(403, "forbidden", "Forbidden", decision.reason)
+    return None
 
 
 def authorize(
@@ -75,24 +112,11 @@ def authorize(
     ) -> Principal:
         resource_id = next(iter(request.path_params.values()), None)
         tenant = request.path_params.get(tenant_param) if tenant_param else None
-        decision = decide(who, action, Resource(kind=kind, id=resource_id, tenant=tenant))
-        async with request.app.state.sessions.begin() as session:
-            await audit.record(
-                session,
-                subject=who.subject,
-                tenant=who.tenant,
-                roles=sorted(who.roles),
-                action=str(action),
-                resource_kind=kind,
-                resource_id=resource_id,
-                allowed=decision.allowed,
-                reason=decision.reason,
-                request_id=getattr(request.state, "request_id", None),
-            )
-        if decision.hidden:
-            raise Problem(404, "not-found", "Not found", f"no {kind} {resource_id!r}")
-        if not decision.allowed:
-            raise Problem(403, "forbidden", "Forbidden", decision.reason)
+        resource = Resource(kind=kind, id=resource_id, tenant=tenant)
+        request_id = getattr(request.state, "request_id", None)
+        decision = await decide_and_record(request.app, who, action, resource, request_id)
+        if problem := refusal(decision, resource):
+            raise problem
         return who
 
     return dependency

@@ -36,6 +36,7 @@ class Principal:
     roles: frozenset[str] = field(default_factory=frozenset)
     tenant: str | None = None
     groups: frozenset[str] = field(default_factory=frozenset)
+    expires_at: float | None = None  # the token's `exp` (Unix time): long streams end there
 
 
 @dataclass(frozen=True)
@@ -157,4 +158,5 @@ class OidcValidator:
             roles=_strings(claims, self.claims.roles),
             tenant=tenant,
             groups=_strings(claims, self.claims.groups),
+            expires_at=float(claims["exp"]),
         )

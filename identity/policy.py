@@ -49,6 +49,7 @@ RULES: dict[tuple[str, Action], frozenset[Role]] = {
     ("node", Action.OPERATE): frozenset({ADMIN, OPS}),
     ("image", Action.READ): EVERYONE,
     ("audit", Action.READ): frozenset({ADMIN}),
+    ("event", Action.READ): EVERYONE,  # the stream; each event then by its resource's rule
     ("tenant", Action.READ): frozenset({ADMIN, T_ADMIN, MEMBER, VIEWER}),
     ("tenant", Action.CREATE): frozenset({ADMIN}),
     ("tenant", Action.UPDATE): frozenset({ADMIN}),

@@ -122,18 +122,23 @@ class BootSession(Base):
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
-class NodeEvent(Base):
-    """Every state change of a node, with the operation and reason that caused it."""
+class Event(Base):
+    """A state change of any resource (node, tenant, ...), with the operation and reason that
+    caused it. A trigger (migration 0005) announces each row to the API's event streams."""
 
-    __tablename__ = "node_events"
+    __tablename__ = "events"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    kind: Mapped[str] = mapped_column(String(32))
+    resource_id: Mapped[str] = mapped_column(String(255))
+    tenant_id: Mapped[str | None] = mapped_column(String(63))
     from_state: Mapped[str | None] = mapped_column(String(32))
     to_state: Mapped[str] = mapped_column(String(32))
     workflow_id: Mapped[str | None] = mapped_column(String(255))
     reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_events_resource", "kind", "resource_id", "id"),)
 
 
 class AuditEntry(Base):

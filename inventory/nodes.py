@@ -14,8 +14,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
+from inventory import events
 from inventory.errors import NodeConflict, NodeNotFound
-from inventory.models import Nic, Node, NodeEvent
+from inventory.models import Nic, Node
 from inventory.states import PROVISION_FROM, RELEASE_FROM, NodeState
 
 
@@ -63,7 +64,7 @@ async def enroll(session: AsyncSession, new: NewNode) -> Node:
         if taken:
             raise NodeConflict(f"node {new.id!r} is already enrolled") from exc
         raise NodeConflict("a MAC address of this node belongs to another node") from exc
-    session.add(NodeEvent(node_id=new.id, to_state=node.state, reason="enrolled"))
+    events.record(session, kind="node", resource_id=new.id, to_state=node.state, reason="enrolled")
     await session.flush()
     return node
 
@@ -155,9 +156,12 @@ async def _transition(
         )
     if require_holder:
         condition = condition & (Node.workflow_id == workflow_id) & (Node.operation == operation)
-    before = await session.scalar(select(Node.state).where(Node.id == node_id))
-    if before is None:
+    found = (
+        await session.execute(select(Node.state, Node.tenant_id).where(Node.id == node_id))
+    ).one_or_none()
+    if found is None:
         raise NodeNotFound(node_id)
+    before, tenant = found
     changed = await session.scalar(
         update(Node)
         .where(Node.id == node_id, condition)
@@ -178,14 +182,15 @@ async def _transition(
             + f"; {operation or 'this operation'} needs one of: {', '.join(allowed_from)}"
         )
     if before != to_state.value:
-        session.add(
-            NodeEvent(
-                node_id=node_id,
-                from_state=before,
-                to_state=to_state.value,
-                workflow_id=workflow_id,
-                reason=reason,
-            )
+        events.record(
+            session,
+            kind="node",
+            resource_id=node_id,
+            tenant_id=tenant,
+            from_state=before,
+            to_state=to_state.value,
+            workflow_id=workflow_id,
+            reason=reason,
         )
     # populate_existing: the UPDATE above bypassed any copy already in the session.
     return await session.get_one(Node, node_id, populate_existing=True)

@@ -9,6 +9,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from inventory import events
 from inventory.errors import InventoryError
 from inventory.models import Node, Tenant
 
@@ -34,7 +35,22 @@ async def create(session: AsyncSession, tenant: Tenant) -> Tenant:
             await session.flush()
     except IntegrityError as exc:
         raise TenantConflict(f"tenant {tenant.id!r} exists") from exc
+    events.record(
+        session, kind="tenant", resource_id=tenant.id, tenant_id=tenant.id,
+        to_state=tenant.state, reason="created",
+    )  # fmt: skip
     return tenant
+
+
+def change_state(session: AsyncSession, tenant: Tenant, state: str) -> None:
+    """Suspend or resume: recorded as an event when it changes anything."""
+    if tenant.state == state:
+        return
+    events.record(
+        session, kind="tenant", resource_id=tenant.id, tenant_id=tenant.id,
+        from_state=tenant.state, to_state=state,
+    )  # fmt: skip
+    tenant.state = state
 
 
 async def get(session: AsyncSession, tenant_id: str) -> Tenant:
@@ -74,3 +90,7 @@ async def remove(session: AsyncSession, tenant_id: str) -> None:
         raise TenantConflict(f"tenant {tenant_id!r} still holds nodes; release them first") from exc
     if deleted.rowcount == 0:  # type: ignore[attr-defined]
         raise TenantNotFound(tenant_id)
+    events.record(
+        session, kind="tenant", resource_id=tenant_id, tenant_id=tenant_id,
+        to_state="deleted", reason="deleted",
+    )  # fmt: skip

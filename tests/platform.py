@@ -66,12 +66,18 @@ class Platform:
         headers = {"Authorization": f"Bearer {token or self.token}"}
         return httpx.AsyncClient(base_url=self.api_url, headers=headers, timeout=30)
 
-    def mint(self, *roles: str, tenant: str | None = None, subject: str = "test-user") -> str:
+    def mint(
+        self,
+        *roles: str,
+        tenant: str | None = None,
+        subject: str = "test-user",
+        ttl_seconds: int = 3600,
+    ) -> str:
         """A dev-issuer token with these roles (and tenant)."""
         return dev_issuer.mint(
             self.settings.dev_issuer_key_file, issuer=self.settings.issuer_url,
             audience=self.settings.jwt_audience, subject=subject, roles=list(roles),
-            tenant=tenant,
+            tenant=tenant, ttl_seconds=ttl_seconds,
         )  # fmt: skip
 
     def child_env(self) -> dict[str, str]:

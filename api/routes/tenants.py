@@ -113,7 +113,7 @@ async def change_tenant(
     if body.display_name is not None:
         tenant.display_name = body.display_name
     if body.state is not None:
-        tenant.state = body.state
+        tenants.change_state(db, tenant, body.state)
     if body.quotas is not None:
         tenant.quota_gpus = body.quotas.gpus
         tenant.quota_nodes = body.quotas.nodes

@@ -16,7 +16,7 @@ from inventory import boot_sessions, nodes
 from inventory.db import create_engine, session_factory
 from inventory.errors import NodeConflict, NodeNotFound
 from inventory.migrate import upgrade_async
-from inventory.models import BootSession
+from inventory.models import BootSession, Event
 from inventory.states import NodeState
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -87,6 +87,29 @@ async def test_finish_is_only_for_the_holder_and_idempotent(sessions: async_sess
     with pytest.raises(NodeNotFound):
         async with sessions.begin() as s:
             await nodes.claim_for_release(s, "missing", workflow_id="wf-x")
+
+
+async def test_each_state_change_is_one_event_even_when_retried(
+    sessions: async_sessionmaker,
+) -> None:
+    async with sessions.begin() as s:
+        await nodes.enroll(s, new_node("n-events", "02:00:00:00:09:01"))
+    for _ in range(2):  # a retried activity changes nothing and records nothing
+        async with sessions.begin() as s:
+            await nodes.claim_for_provision(s, "n-events", workflow_id="wf-e", image="lab-sim")
+    with pytest.raises(NodeConflict):  # a refused change records nothing either
+        async with sessions.begin() as s:
+            await nodes.claim_for_provision(s, "n-events", workflow_id="wf-f", image="lab-sim")
+    async with sessions() as s:
+        history = (
+            await s.scalars(
+                select(Event).where(Event.kind == "node", Event.resource_id == "n-events")
+            )
+        ).all()
+    assert [(e.from_state, e.to_state, e.workflow_id) for e in history] == [
+        (None, "available", None),
+        ("available", "provisioning", "wf-e"),
+    ]
 
 
 async def test_phone_home_token_is_single_use(sessions: async_sessionmaker) -> None:
