@@ -30,6 +30,7 @@ from .routes import dev_issuer as dev_issuer_routes
 from .routes import events as events_routes
 from .routes import images as images_routes
 from .routes import nodes as nodes_routes
+from .routes import ssh_keys as ssh_keys_routes
 from .routes import tenants as tenants_routes
 
 log = logging.getLogger("metalplane.api")
@@ -103,6 +104,7 @@ def create_app(
     app.include_router(boot.router)
     app.include_router(audit_routes.router)
     app.include_router(tenants_routes.router)
+    app.include_router(ssh_keys_routes.router)
     app.include_router(events_routes.router)
 
     app.middleware("http")(idempotent_post)

@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from identity.oidc import InvalidToken, IssuerUnavailable, OidcValidator, Principal
 from identity.policy import Action, Decision, Resource, decide
-from inventory import audit
+from inventory import audit, tenants
 
 from .problems import Problem
 from .ratelimit import TokenBuckets
@@ -74,8 +74,11 @@ async def decide_and_record(
     app: FastAPI, who: Principal, action: Action, resource: Resource, request_id: str | None
 ) -> Decision:
     """Decide by the policy and write the decision to the audit log."""
-    decision = decide(who, action, resource)
     async with app.state.sessions.begin() as session:
+        tenant_active = True
+        if who.tenant is not None and action != Action.READ:
+            tenant_active = await tenants.is_active(session, who.tenant)
+        decision = decide(who, action, resource, tenant_active=tenant_active)
         await audit.record(
             session,
             subject=who.subject,
@@ -96,8 +99,16 @@ def refusal(decision: Decision, resource: Resource) -> Problem | None:
     if decision.hidden:
         return Problem(404, "not-found", "Not found", f"no {resource.kind} {resource.id!r}")
     if not decision.allowed:
-        return Problem(403, "forbidden", "Forbidden", decision.reason)
+        return Problem(403, decision.problem, "Forbidden", decision.reason)
     return None
+
+
+async def require(request: Request, who: Principal, action: Action, resource: Resource) -> None:
+    """Decide `action` on an already loaded `resource`, audited; raise 403/404 if denied."""
+    request_id = getattr(request.state, "request_id", None)
+    decision = await decide_and_record(request.app, who, action, resource, request_id)
+    if problem := refusal(decision, resource):
+        raise problem
 
 
 def authorize(
@@ -112,11 +123,7 @@ def authorize(
     ) -> Principal:
         resource_id = next(iter(request.path_params.values()), None)
         tenant = request.path_params.get(tenant_param) if tenant_param else None
-        resource = Resource(kind=kind, id=resource_id, tenant=tenant)
-        request_id = getattr(request.state, "request_id", None)
-        decision = await decide_and_record(request.app, who, action, resource, request_id)
-        if problem := refusal(decision, resource):
-            raise problem
+        await require(request, who, action, Resource(kind=kind, id=resource_id, tenant=tenant))
         return who
 
     return dependency

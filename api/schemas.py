@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
+from inventory import ssh_keys
 from inventory.models import Node
 
 _MAC = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
@@ -224,4 +226,40 @@ class TenantOut(BaseModel):
 
 class TenantList(BaseModel):
     items: list[TenantOut]
+    next: str | None = None
+
+
+def _public_key(value: str) -> str:
+    return ssh_keys.parse_public_key(value).text
+
+
+# Tenant-owned resources take their tenant and owner from the token, never from the body:
+# fields a client adds (`tenant_id`, `owner`) are ignored (no mass assignment).
+class SshKeyCreate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: Text = Field(min_length=1, max_length=128)
+    public_key: Annotated[Text, AfterValidator(_public_key)] = Field(
+        max_length=16_384, description="An OpenSSH public key line: `<type> <base64> [comment]`"
+    )
+
+
+class SshKeyChange(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: Text = Field(min_length=1, max_length=128)
+
+
+class SshKeyOut(BaseModel):
+    id: uuid.UUID
+    tenant_id: str
+    owner: str
+    name: str
+    public_key: str
+    fingerprint: str = Field(description="SHA256 fingerprint, as `ssh-keygen -l` prints it")
+    created_at: datetime
+
+
+class SshKeyList(BaseModel):
+    items: list[SshKeyOut]
     next: str | None = None

@@ -1,11 +1,13 @@
 """The one authorization policy: roles plus attributes, deny by default.
 
-`decide` first finds the rule for (resource kind, action): the roles that may act. Then the
-attribute rules, in order:
-  1. a tenant-scoped resource belongs to one tenant: only a principal of that tenant acts on
-     it (platform admins excepted), and to anyone else it is `hidden` (the API answers 404);
-  2. operators act on hardware, not on tenant data;
-  3. a tenant member acts only on what it owns; a tenant admin on all of its tenant's.
+`decide` checks, in order:
+  1. a tenant-scoped resource belongs to one tenant: to anyone but that tenant's principals
+     and platform admins it is `hidden` (the API answers 404 whatever the action and roles),
+     so its existence does not leak;
+  2. the rule for (resource kind, action): the roles that may act;
+  3. operators act on hardware, not on tenant data;
+  4. a tenant member acts only on what it owns; a tenant admin on all of its tenant's;
+  5. a principal whose tenant is suspended (or gone) may only read.
 Anything without a rule is denied.
 """
 
@@ -50,6 +52,10 @@ RULES: dict[tuple[str, Action], frozenset[Role]] = {
     ("image", Action.READ): EVERYONE,
     ("audit", Action.READ): frozenset({ADMIN}),
     ("event", Action.READ): EVERYONE,  # the stream; each event then by its resource's rule
+    ("ssh-key", Action.READ): frozenset({ADMIN, T_ADMIN, MEMBER, VIEWER}),
+    ("ssh-key", Action.CREATE): frozenset({T_ADMIN, MEMBER}),
+    ("ssh-key", Action.UPDATE): frozenset({T_ADMIN, MEMBER}),
+    ("ssh-key", Action.DELETE): frozenset({ADMIN, T_ADMIN, MEMBER}),
     ("tenant", Action.READ): frozenset({ADMIN, T_ADMIN, MEMBER, VIEWER}),
     ("tenant", Action.CREATE): frozenset({ADMIN}),
     ("tenant", Action.UPDATE): frozenset({ADMIN}),
@@ -58,7 +64,7 @@ RULES: dict[tuple[str, Action], frozenset[Role]] = {
 
 # Kinds whose records belong to a tenant (operators never act on them); a tenant belongs to
 # itself.
-TENANT_SCOPED: frozenset[str] = frozenset({"tenant"})
+TENANT_SCOPED: frozenset[str] = frozenset({"tenant", "ssh-key"})
 
 
 @dataclass(frozen=True)
@@ -74,14 +80,25 @@ class Decision:
     allowed: bool
     reason: str
     hidden: bool = False  # deny as "not found": the resource's existence must not leak
+    problem: str = "forbidden"  # the API's problem type when denied
 
 
 def _roles(principal: Principal) -> frozenset[Role]:
     return frozenset(Role(r) for r in principal.roles if r in Role._value2member_map_)
 
 
-def decide(principal: Principal, action: Action, resource: Resource) -> Decision:
+def decide(
+    principal: Principal, action: Action, resource: Resource, *, tenant_active: bool = True
+) -> Decision:
+    """`tenant_active`: whether the principal's tenant exists and is not suspended."""
     roles = _roles(principal)
+    if (
+        resource.kind in TENANT_SCOPED
+        and resource.tenant is not None
+        and principal.tenant != resource.tenant
+        and ADMIN not in roles
+    ):  # first: whatever the roles, another tenant's resource must not be seen to exist
+        return Decision(False, "resource of another tenant", hidden=True)
     allowed_roles = RULES.get((resource.kind, action))
     if allowed_roles is None:
         return Decision(False, f"no rule allows {action} on {resource.kind}")
@@ -90,14 +107,18 @@ def decide(principal: Principal, action: Action, resource: Resource) -> Decision
         wanted = ", ".join(sorted(allowed_roles))
         return Decision(False, f"{action} on {resource.kind} needs one of: {wanted}")
     if resource.kind in TENANT_SCOPED and ADMIN not in granted:
-        if resource.tenant is not None and principal.tenant != resource.tenant:
-            return Decision(False, "resource of another tenant", hidden=True)
         if granted <= {OPS}:
             return Decision(False, "operators act on hardware, not on tenant data")
         if (
             resource.owner is not None
-            and T_ADMIN not in granted
+            and granted.isdisjoint({T_ADMIN, VIEWER})  # viewers read the whole tenant
             and resource.owner != principal.subject
         ):
             return Decision(False, "members act only on what they own")
+    if principal.tenant is not None and not tenant_active and action != Action.READ:
+        return Decision(
+            False,
+            f"tenant {principal.tenant!r} is suspended: read only",
+            problem="tenant-suspended",
+        )
     return Decision(True, f"granted by role {sorted(granted)[0]}")

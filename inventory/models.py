@@ -17,6 +17,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -195,4 +196,23 @@ class IdempotentRequest(Base):
     status: Mapped[int | None] = mapped_column(Integer)  # None while the first one runs
     response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
     content_type: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class SshKey(Base):
+    """A tenant's SSH public key, put on the nodes of its clusters. `owner` is the subject that
+    added it (members manage their own)."""
+
+    __tablename__ = "ssh_keys"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name", name="uq_ssh_keys_tenant_name"),
+        UniqueConstraint("tenant_id", "fingerprint", name="uq_ssh_keys_tenant_fingerprint"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    owner: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(128))
+    public_key: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

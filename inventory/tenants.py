@@ -60,6 +60,11 @@ async def get(session: AsyncSession, tenant_id: str) -> Tenant:
     return tenant
 
 
+async def is_active(session: AsyncSession, tenant_id: str) -> bool:
+    """Whether the tenant exists and is not suspended."""
+    return await session.scalar(select(Tenant.state).where(Tenant.id == tenant_id)) == "active"
+
+
 async def listing(
     session: AsyncSession, *, only: str | None, after: str | None, limit: int
 ) -> Sequence[Tenant]:

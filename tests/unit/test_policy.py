@@ -64,3 +64,24 @@ def test_operators_do_not_touch_tenant_data_but_platform_admins_may(tenant_kind:
     acmes = Resource(tenant_kind, "v1", tenant="acme")
     assert not decide(who("operator", tenant="acme"), Action.UPDATE, acmes).allowed
     assert decide(who("platform-admin"), Action.UPDATE, acmes).allowed
+
+
+def test_viewers_read_their_whole_tenant_and_change_nothing() -> None:
+    bobs = Resource("ssh-key", "k1", tenant="acme", owner="bob")
+    viewer = who("viewer", tenant="acme")
+    assert decide(viewer, Action.READ, bobs).allowed
+    assert not decide(viewer, Action.DELETE, bobs).allowed
+    assert not decide(who("tenant-member", tenant="acme"), Action.READ, bobs).allowed
+
+
+def test_a_suspended_tenant_reads_but_does_not_create_or_change() -> None:
+    bob = who("tenant-member", tenant="acme", subject="bob")
+    new_key = Resource("ssh-key", tenant="acme")
+    bobs = Resource("ssh-key", "k1", tenant="acme", owner="bob")
+    refused = decide(bob, Action.CREATE, new_key, tenant_active=False)
+    assert (refused.allowed, refused.problem) == (False, "tenant-suspended")
+    assert not decide(bob, Action.DELETE, bobs, tenant_active=False).allowed
+    assert decide(bob, Action.READ, bobs, tenant_active=False).allowed
+    assert decide(bob, Action.CREATE, new_key, tenant_active=True).allowed
+    # Platform admins belong to no tenant: a tenant's suspension does not bind them.
+    assert decide(who("platform-admin"), Action.DELETE, bobs, tenant_active=False).allowed
