@@ -20,7 +20,7 @@ from identity import dev_issuer
 from identity.oidc import ClaimNames, OidcValidator
 from inventory.db import create_engine, session_factory
 
-from . import problems
+from . import openapi, problems
 from .event_hub import EventHub
 from .idempotency import idempotent_post
 from .ratelimit import TokenBuckets
@@ -98,6 +98,7 @@ def create_app(
         dev_issuer.ensure_keypair(settings.dev_issuer_key_file)
         app.include_router(dev_issuer_routes.router)
     problems.install(app)
+    openapi.install(app)
     app.include_router(health.router)
     app.include_router(nodes_routes.router)
     app.include_router(images_routes.router)

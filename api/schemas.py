@@ -23,7 +23,11 @@ def _normalize_mac(value: str) -> str:
     return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
 
 
-Mac = Annotated[str, AfterValidator(_normalize_mac)]
+Mac = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}$"),  # for the schema
+    AfterValidator(_normalize_mac),  # one separator style throughout
+]
 
 # Text stored in PostgreSQL: no control characters (NUL cannot be stored at all).
 Text = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$")]
@@ -42,7 +46,7 @@ NodeId = Annotated[
 
 
 class Gpu(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no true/false as numbers
 
     vendor: Text | None = Field(default=None, max_length=64)
     model: Text | None = Field(default=None, max_length=128)
@@ -184,7 +188,7 @@ TenantId = Annotated[
 
 
 class Quotas(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # no true/false as numbers
 
     gpus: int = Field(default=0, ge=0, le=1_000_000)
     nodes: int = Field(default=0, ge=0, le=1_000_000)

@@ -23,7 +23,9 @@ async def list_audit(
     db: Db,
     _: Annotated[Principal, Depends(authorize("audit", Action.READ))],
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: Annotated[str | None, Query(description="`next` of the previous page")] = None,
+    cursor: Annotated[
+        str | None, Query(pattern=r"^[0-9]{1,18}$", description="`next` of the previous page")
+    ] = None,
 ) -> AuditList:
     try:
         after = int(cursor) if cursor is not None else None

@@ -23,11 +23,13 @@ from inventory import boot_sessions, nodes
 from inventory.models import BootSession
 
 from ..deps import Db, Temporal
+from ..openapi import errors
 from ..problems import Problem
 from ..schemas import Mac
 
 log = logging.getLogger("metalplane.boot")
 router = APIRouter(prefix="/boot", tags=["boot"])
+_BINARY = {"type": "string", "format": "binary"}
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -41,7 +43,12 @@ async def _open_boot(db: Db, mac: str) -> BootSession:
     return boot
 
 
-@router.get("/{mac}/ipxe", response_class=PlainTextResponse, summary="iPXE script of a node")
+@router.get(
+    "/{mac}/ipxe",
+    response_class=PlainTextResponse,
+    summary="iPXE script of a node",
+    responses=errors(404),
+)
 async def ipxe_script(mac: Mac, request: Request, db: Db) -> str:
     boot = await _open_boot(db, mac)
     image = images.get_image(boot.image)
@@ -53,7 +60,12 @@ async def ipxe_script(mac: Mac, request: Request, db: Db) -> str:
     )
 
 
-@router.get("/{mac}/user-data", response_class=PlainTextResponse, summary="cloud-init user-data")
+@router.get(
+    "/{mac}/user-data",
+    response_class=PlainTextResponse,
+    summary="cloud-init user-data",
+    responses=errors(404),
+)
 async def user_data(mac: Mac, request: Request, db: Db) -> str:
     boot = await _open_boot(db, mac)
     image = images.get_image(boot.image)
@@ -67,13 +79,30 @@ async def user_data(mac: Mac, request: Request, db: Db) -> str:
     )
 
 
-@router.get("/{mac}/meta-data", response_class=PlainTextResponse, summary="cloud-init meta-data")
+@router.get(
+    "/{mac}/meta-data",
+    response_class=PlainTextResponse,
+    summary="cloud-init meta-data",
+    responses=errors(404),
+)
 async def meta_data(mac: Mac, db: Db) -> str:
     boot = await _open_boot(db, mac)
     return f"instance-id: {boot.id}\nlocal-hostname: {boot.node_id}\n"
 
 
-@router.get("/artifacts/{image_name}/{file_name}", summary="Kernel or initrd of an image")
+@router.get(
+    "/artifacts/{image_name}/{file_name}",
+    summary="Kernel or initrd of an image",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            }
+        },
+        **errors(404),
+    },
+)
 async def artifact(image_name: str, file_name: str, request: Request) -> FileResponse:
     if not _FILE_NAME.match(image_name) or not _FILE_NAME.match(file_name):
         raise Problem(404, "not-found", "No such artifact")
@@ -89,7 +118,12 @@ async def artifact(image_name: str, file_name: str, request: Request) -> FileRes
     return FileResponse(path, media_type="application/octet-stream")
 
 
-@router.post("/phone-home", status_code=status.HTTP_202_ACCEPTED, summary="A booted node reports")
+@router.post(
+    "/phone-home",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="A booted node reports",
+    responses=errors(401, 409),
+)
 async def phone_home(
     facts: NodeFacts,
     request: Request,

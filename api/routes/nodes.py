@@ -36,8 +36,16 @@ from inventory.states import PROVISION_FROM, RELEASE_FROM
 
 from ..auth import authorize
 from ..deps import Db, Temporal
+from ..openapi import errors
 from ..problems import Problem
-from ..schemas import NodeEnroll, NodeList, NodeOut, OperationAccepted, ProvisionRequest
+from ..schemas import (
+    NodeEnroll,
+    NodeId,
+    NodeList,
+    NodeOut,
+    OperationAccepted,
+    ProvisionRequest,
+)
 
 router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
 NodeReader = Annotated[Principal, Depends(authorize("node", Action.READ))]
@@ -94,13 +102,24 @@ async def list_nodes(
     return NodeList(items=[NodeOut.of(n) for n in found], next=next_cursor)
 
 
-@router.get("/{node_id}", response_model=NodeOut, summary="One node, with its current phase")
-async def get_node(node_id: str, db: Db, client: Temporal, _: NodeReader) -> NodeOut:
+@router.get(
+    "/{node_id}",
+    response_model=NodeOut,
+    summary="One node, with its current phase",
+    responses=errors(404),
+)
+async def get_node(node_id: NodeId, db: Db, client: Temporal, _: NodeReader) -> NodeOut:
     node = await _node(db, node_id)
     return NodeOut.of(node, phase=await _phase(client, node), with_facts=True)
 
 
-@router.post("", response_model=NodeOut, status_code=status.HTTP_201_CREATED, summary="Enroll")
+@router.post(
+    "",
+    response_model=NodeOut,
+    status_code=status.HTTP_201_CREATED,
+    summary="Enroll",
+    responses=errors(409),
+)
 async def enroll_node(
     body: NodeEnroll, db: Db, _: Annotated[Principal, Depends(authorize("node", Action.CREATE))]
 ) -> NodeOut:
@@ -175,9 +194,10 @@ async def _start(
     response_model=OperationAccepted,
     status_code=status.HTTP_202_ACCEPTED,
     summary="Provision the node with a golden image",
+    responses=errors(404, 409),
 )
 async def provision_node(
-    node_id: str,
+    node_id: NodeId,
     body: ProvisionRequest,
     request: Request,
     db: Db,
@@ -224,9 +244,10 @@ async def provision_node(
     response_model=OperationAccepted,
     status_code=status.HTTP_202_ACCEPTED,
     summary="Power off the node, clear tenant state and make it available",
+    responses=errors(404, 409),
 )
 async def release_node(
-    node_id: str, request: Request, db: Db, client: Temporal, _: NodeOperator
+    node_id: NodeId, request: Request, db: Db, client: Temporal, _: NodeOperator
 ) -> OperationAccepted:
     node = await _node(db, node_id)
     if node.state not in RELEASE_FROM:

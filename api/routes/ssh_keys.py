@@ -15,6 +15,7 @@ from inventory.models import SshKey
 
 from ..auth import principal, require
 from ..deps import Db
+from ..openapi import errors
 from ..problems import Problem
 from ..schemas import SshKeyChange, SshKeyCreate, SshKeyList, SshKeyOut
 
@@ -41,7 +42,9 @@ async def _authorized(
     return key
 
 
-@router.post("", response_model=SshKeyOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "", response_model=SshKeyOut, status_code=status.HTTP_201_CREATED, responses=errors(409)
+)
 async def add_ssh_key(request: Request, body: SshKeyCreate, db: Db, who: Caller) -> SshKeyOut:
     """Add a public key to the caller's tenant, owned by the caller."""
     await require(request, who, Action.CREATE, Resource(KIND, tenant=who.tenant))
@@ -91,12 +94,12 @@ async def list_ssh_keys(
     )
 
 
-@router.get("/{key_id}", response_model=SshKeyOut)
+@router.get("/{key_id}", response_model=SshKeyOut, responses=errors(404))
 async def get_ssh_key(request: Request, key_id: uuid.UUID, db: Db, who: Caller) -> SshKeyOut:
     return _out(await _authorized(request, db, who, key_id, Action.READ))
 
 
-@router.patch("/{key_id}", response_model=SshKeyOut)
+@router.patch("/{key_id}", response_model=SshKeyOut, responses=errors(404, 409))
 async def rename_ssh_key(
     request: Request, key_id: uuid.UUID, body: SshKeyChange, db: Db, who: Caller
 ) -> SshKeyOut:
@@ -109,7 +112,7 @@ async def rename_ssh_key(
     return _out(key)
 
 
-@router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404))
 async def delete_ssh_key(request: Request, key_id: uuid.UUID, db: Db, who: Caller) -> Response:
     await _authorized(request, db, who, key_id, Action.DELETE)
     await ssh_keys.remove(db, key_id)

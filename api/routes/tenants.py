@@ -14,8 +14,17 @@ from inventory.models import Tenant
 
 from ..auth import authorize
 from ..deps import Db
+from ..openapi import errors
 from ..problems import Problem
-from ..schemas import Quotas, TenantChange, TenantCreate, TenantList, TenantOut, TenantUsage
+from ..schemas import (
+    Quotas,
+    TenantChange,
+    TenantCreate,
+    TenantId,
+    TenantList,
+    TenantOut,
+    TenantUsage,
+)
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 
@@ -52,7 +61,9 @@ async def _get(db: Db, tenant_id: str) -> Tenant:
         raise _not_found(tenant_id) from exc
 
 
-@router.post("", response_model=TenantOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "", response_model=TenantOut, status_code=status.HTTP_201_CREATED, responses=errors(409)
+)
 async def create_tenant(
     body: TenantCreate, db: Db, _: Annotated[Principal, _allow(Action.CREATE)]
 ) -> TenantOut:
@@ -95,17 +106,17 @@ async def list_tenants(
     )
 
 
-@router.get("/{tenant_id}", response_model=TenantOut)
+@router.get("/{tenant_id}", response_model=TenantOut, responses=errors(404))
 async def get_tenant(
-    tenant_id: str, db: Db, _: Annotated[Principal, _allow(Action.READ)]
+    tenant_id: TenantId, db: Db, _: Annotated[Principal, _allow(Action.READ)]
 ) -> TenantOut:
     """A tenant with its quotas and current usage."""
     return await _out(db, await _get(db, tenant_id))
 
 
-@router.patch("/{tenant_id}", response_model=TenantOut)
+@router.patch("/{tenant_id}", response_model=TenantOut, responses=errors(404))
 async def change_tenant(
-    tenant_id: str, body: TenantChange, db: Db, _: Annotated[Principal, _allow(Action.UPDATE)]
+    tenant_id: TenantId, body: TenantChange, db: Db, _: Annotated[Principal, _allow(Action.UPDATE)]
 ) -> TenantOut:
     """Rename, suspend or resume, or change quotas (platform admins). Lowering a quota below
     current usage is allowed: nothing is taken away, new requests are refused."""
@@ -123,9 +134,9 @@ async def change_tenant(
     return await _out(db, tenant)
 
 
-@router.delete("/{tenant_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{tenant_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404, 409))
 async def delete_tenant(
-    tenant_id: str, db: Db, _: Annotated[Principal, _allow(Action.DELETE)]
+    tenant_id: TenantId, db: Db, _: Annotated[Principal, _allow(Action.DELETE)]
 ) -> Response:
     """Delete a tenant that holds nothing (platform admins)."""
     try:
