@@ -20,7 +20,7 @@ from identity import dev_issuer
 from identity.oidc import ClaimNames, OidcValidator
 from inventory.db import create_engine, session_factory
 
-from . import openapi, problems
+from . import openapi, problems, request_log
 from .event_hub import EventHub
 from .idempotency import idempotent_post
 from .ratelimit import TokenBuckets
@@ -57,6 +57,7 @@ def create_app(
     settings: Settings | None = None, *, baremetal_task_queue: str | None = None
 ) -> FastAPI:
     settings = settings or get_settings()
+    request_log.install_record_factory()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -117,7 +118,7 @@ def create_app(
         # The caller's X-Request-ID if it sent a sane one, else ours: in the audit log and reply.
         given = request.headers.get("x-request-id", "")
         request.state.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
-        response = await call_next(request)
+        response = await request_log.log_request(request, request.state.request_id, call_next)
         response.headers["X-Request-ID"] = request.state.request_id
         return response
 

@@ -26,8 +26,12 @@ def _settings(data_dir: Path | None) -> Settings:
     return Settings()
 
 
-def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+def _logging(request_ids: bool = False) -> None:
+    """`request_ids`: the API's records carry the id of the request they were made in."""
+    detail = " [%(request_id)s]" if request_ids else ""
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s %(name)s %(levelname)s{detail} %(message)s"
+    )
 
 
 @app.command()
@@ -69,8 +73,10 @@ def api() -> None:
     import uvicorn
 
     from api.app import create_app
+    from api.request_log import install_record_factory
 
-    _logging()
+    install_record_factory()
+    _logging(request_ids=True)
     settings = Settings()
     uvicorn.run(
         create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning"

@@ -6,6 +6,7 @@ A peer that cannot start fails the tests that need it; nothing is skipped.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import pytest_asyncio
 
 from cli import devstack
 
-TEMPORAL_PORT = 17233
+# Pinned; another port lets a second test session run beside the first.
+TEMPORAL_PORT = int(os.environ.get("METALPLANE_TEST_TEMPORAL_PORT", "17233"))
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ is in the audit log with the request id, and only platform admins read that log.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -82,3 +83,18 @@ async def test_rate_limit_answers_429_with_retry_after(platform: Platform) -> No
             assert (await api.get("/v1/images")).status_code == 200  # per principal
     finally:
         app.state.rate_limiter = saved
+
+
+async def test_log_records_carry_the_request_id(
+    platform: Platform, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="metalplane")
+    async with platform.api() as api:
+        reply = await api.get("/v1/nodes/lab-001", headers={"X-Request-ID": "trace-me-1"})
+        assert reply.status_code == 200
+        bad = await api.post("/v1/nodes/lab-001/provision", json={"image": "nope"})
+    access = [r for r in caplog.records if r.name == "metalplane.access"]
+    mine = [r for r in access if getattr(r, "request_id", None) == "trace-me-1"]
+    assert len(mine) == 1 and mine[0].getMessage().startswith("GET /v1/nodes/lab-001 200 ")
+    assigned = bad.headers["X-Request-ID"]  # none sent: one was assigned, and logged
+    assert any(r.request_id == assigned and " 422 " in r.getMessage() for r in access)
