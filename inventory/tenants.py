@@ -66,9 +66,16 @@ async def is_active(session: AsyncSession, tenant_id: str) -> bool:
 
 
 async def listing(
-    session: AsyncSession, *, only: str | None, after: str | None, limit: int
+    session: AsyncSession,
+    *,
+    only: str | None,
+    after: str | None,
+    limit: int,
+    state: str | None = None,
 ) -> Sequence[Tenant]:
     query = select(Tenant).order_by(Tenant.id).limit(limit)
+    if state is not None:
+        query = query.where(Tenant.state == state)
     if only is not None:
         query = query.where(Tenant.id == only)
     if after is not None:

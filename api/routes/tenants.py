@@ -3,7 +3,7 @@ principals read it. Another tenant answers 404."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
@@ -91,6 +91,7 @@ async def list_tenants(
     who: Annotated[Principal, _allow(Action.READ)],
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(description="`next` of the previous page")] = None,
+    state: Annotated[Literal["active", "suspended"] | None, Query()] = None,
 ) -> TenantList:
     """All tenants for platform admins; a tenant's principals see only their own."""
     if Role.PLATFORM_ADMIN in who.roles:
@@ -99,7 +100,7 @@ async def list_tenants(
         return TenantList(items=[])
     else:
         only = who.tenant
-    found = await tenants.listing(db, only=only, after=cursor, limit=limit)
+    found = await tenants.listing(db, only=only, after=cursor, limit=limit, state=state)
     return TenantList(
         items=[await _out(db, t) for t in found],
         next=found[-1].id if len(found) == limit else None,

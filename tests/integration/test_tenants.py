@@ -78,6 +78,8 @@ async def test_tenant_lifecycle_isolation_and_usage(platform: Platform) -> None:
         )
         assert suspended.json()["state"] == "suspended"
         assert suspended.json()["quotas"] == {"gpus": 8, "nodes": 0, "storage_gib": 0}
+        only_suspended = (await api.get("/v1/tenants", params={"state": "suspended"})).json()
+        assert [t["id"] for t in only_suspended["items"]] == ["globex"]
         assert (await api.patch("/v1/tenants/globex", json={"state": "gone"})).status_code == 422
         assert (await api.delete("/v1/tenants/globex")).status_code == 204
         assert (await api.get("/v1/tenants/globex")).status_code == 404
