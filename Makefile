@@ -9,6 +9,10 @@ ARGS ?=
 PYTEST_ARGS ?=
 OIDC_LAB := lab/oidc
 OIDC_STAMP := $(OIDC_LAB)/node_modules/.package-lock.json
+# Debian packages of the network lab: FRR and sshd in namespaces (the Ethernet fabric), ibsim
+# and OpenSM (an InfiniBand subnet), tcpdump (isolation checks).
+LAB_APT := frr openssh-server ibsim-utils libumad2sim0 opensm infiniband-diags tcpdump
+LAB_APT_STAMP := $(VENV)/.lab-apt-stamp
 
 .PHONY: run test lint bench clean
 
@@ -23,6 +27,15 @@ $(OIDC_STAMP): $(OIDC_LAB)/package-lock.json
 	command -v npm >/dev/null || { test "$$(id -u)" = 0 && apt-get update -q && apt-get install -y -q nodejs npm; }
 	npm ci --prefix $(OIDC_LAB) --no-audit --no-fund --loglevel=error
 
+# Installed when missing (as root: the lab needs root for namespaces anyway).
+$(LAB_APT_STAMP): Makefile | $(STAMP)
+	missing=$$(for p in $(LAB_APT); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  test "$$(id -u)" = 0 || { echo "need root to apt-get install $$missing" >&2; exit 1; }; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+	touch $(LAB_APT_STAMP)
+
 run: $(STAMP)
 	$(BIN)/metalplane up $(ARGS)
 
@@ -30,7 +43,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(STAMP) $(OIDC_STAMP) lint
+test: $(STAMP) $(OIDC_STAMP) $(LAB_APT_STAMP) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
