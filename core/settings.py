@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -68,6 +69,22 @@ class Settings(BaseSettings):
     inventory_max_concurrent_activities: int = 100
     phone_home_timeout_seconds: float = 900.0
     boot_session_ttl_seconds: float = 3600.0
+
+    # Tenant networks: pools (inclusive ranges) the inventory allocates from.
+    pool_vlan: tuple[int, int] = (100, 3999)
+    vlan_scope: Literal["fabric", "switch"] = Field(
+        default="fabric", description="one VLAN per network fabric-wide, or per leaf switch"
+    )
+    pool_l2vni: tuple[int, int] = (100_000, 199_999)
+    pool_l3vni: tuple[int, int] = (200_000, 209_999)
+    pool_vrf_table: tuple[int, int] = (1_000, 4_999)
+    pool_pkey: tuple[int, int] = (0x0001, 0x7FFE)
+    tenant_supernet: str = Field(
+        default="10.128.0.0/12", description="tenant subnets are allocated from here"
+    )
+    tenant_prefix_length: int = Field(default=24, ge=8, le=30)
+    network_max_concurrent_activities: int = 50
+    switch_timeout_seconds: float = 30.0
 
     @property
     def images_dir(self) -> Path:

@@ -21,7 +21,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, CIDR, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from inventory.states import NodeState
@@ -215,4 +215,113 @@ class SshKey(Base):
     name: Mapped[str] = mapped_column(String(128))
     public_key: Mapped[str] = mapped_column(Text)
     fingerprint: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Switch(Base):
+    """An Ethernet switch of the fabric. Credentials never leave the inventory and the network
+    worker (not in the API, not in logs)."""
+
+    __tablename__ = "switches"
+    __table_args__ = (CheckConstraint("role IN ('leaf', 'spine')", name="ck_switches_role"),)
+
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    role: Mapped[str] = mapped_column(String(8))
+    nos: Mapped[str] = mapped_column(String(16))
+    mgmt_address: Mapped[str] = mapped_column(String(255))  # host[:port] of its SSH server
+    username: Mapped[str] = mapped_column(String(128))
+    password: Mapped[str] = mapped_column(String(256))
+    asn: Mapped[int] = mapped_column(BigInteger)
+    vtep_address: Mapped[str | None] = mapped_column(String(45))
+    routing: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))  # VRFs, SVIs
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    def __repr__(self) -> str:  # never show credentials
+        return f"Switch(id={self.id!r}, nos={self.nos!r})"
+
+
+class NicLink(Base):
+    """A node NIC cabled to a switch port."""
+
+    __tablename__ = "nic_links"
+    __table_args__ = (UniqueConstraint("switch_id", "port", name="uq_nic_links_switch_port"),)
+
+    mac: Mapped[str] = mapped_column(ForeignKey("nics.mac", ondelete="CASCADE"), primary_key=True)
+    switch_id: Mapped[str] = mapped_column(ForeignKey("switches.id", ondelete="RESTRICT"))
+    port: Mapped[str] = mapped_column(String(64))
+
+
+class IbPort(Base):
+    """An InfiniBand HCA port of a node, by port GUID ("0x" + 16 hex digits)."""
+
+    __tablename__ = "ib_ports"
+
+    guid: Mapped[str] = mapped_column(String(18), primary_key=True)
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
+    subnet: Mapped[str] = mapped_column(String(63), server_default="default")
+
+
+class Network(Base):
+    """A tenant's isolated network (or the one provisioning network): VLAN and L2 VNI, VRF with
+    its L3 VNI, IPv4 subnet and InfiniBand PKey, all held in `allocations` while it exists."""
+
+    __tablename__ = "networks"
+    __table_args__ = (
+        CheckConstraint("kind IN ('tenant', 'provisioning')", name="ck_networks_kind"),
+        CheckConstraint(
+            "state IN ('creating', 'ready', 'deleting', 'failed')", name="ck_networks_state"
+        ),
+        UniqueConstraint("tenant_id", "name", name="uq_networks_tenant_name"),
+        Index("uq_networks_one_provisioning", "kind", unique=True,
+              postgresql_where=text("kind = 'provisioning'")),
+    )  # fmt: skip
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), server_default="tenant")
+    tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id", ondelete="RESTRICT"))
+    owner: Mapped[str | None] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(63))
+    cidr: Mapped[str] = mapped_column(CIDR)
+    vlan: Mapped[int | None] = mapped_column(Integer)  # None: VLANs are allocated per switch
+    l2vni: Mapped[int] = mapped_column(Integer)
+    vrf_table: Mapped[int | None] = mapped_column(Integer)
+    l3vni: Mapped[int | None] = mapped_column(Integer)
+    l3vlan: Mapped[int | None] = mapped_column(Integer)
+    pkey: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), server_default="creating")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class Allocation(Base):
+    """One value of one pool (VNI, VLAN, VRF table, subnet block, PKey) held by a network. The
+    primary key makes a value impossible to hand out twice."""
+
+    __tablename__ = "allocations"
+
+    pool: Mapped[str] = mapped_column(String(16), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(63), primary_key=True)  # "fabric" or a switch id
+    value: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(8), server_default="")  # "l2"/"l3" for VLANs
+    network_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("networks.id", ondelete="CASCADE"), index=True
+    )
+
+
+class Attachment(Base):
+    """A node on a tenant network: its switch ports in the network's VLAN, its IB ports in the
+    network's partition. A node is on at most one tenant network."""
+
+    __tablename__ = "attachments"
+
+    node_id: Mapped[str] = mapped_column(
+        ForeignKey("nodes.id", ondelete="RESTRICT"), primary_key=True
+    )
+    network_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("networks.id", ondelete="RESTRICT"), index=True
+    )
+    state: Mapped[str] = mapped_column(String(16), server_default="attaching")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

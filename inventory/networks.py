@@ -1,0 +1,232 @@
+"""Tenant networks and the provisioning network: their allocated values, lifecycle and the
+nodes attached to them. Every state change is an event (kind "network")."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.settings import Settings
+from inventory import events, pools
+from inventory.errors import InventoryError
+from inventory.models import Attachment, Network, Tenant
+
+
+class NetworkNotFound(InventoryError):
+    pass
+
+
+class NetworkConflict(InventoryError):
+    """Name taken, CIDR overlapping, or a state that forbids the operation."""
+
+
+class CidrOverlap(InventoryError):
+    pass
+
+
+@dataclass(frozen=True)
+class NewNetwork:
+    tenant_id: str
+    owner: str
+    name: str
+    cidr: str | None  # None: allocated from the tenant supernet
+
+
+def _event(session: AsyncSession, network: Network, to_state: str, **extra: str | None) -> None:
+    events.record(
+        session, kind="network", resource_id=str(network.id), tenant_id=network.tenant_id,
+        to_state=to_state, **extra,
+    )  # fmt: skip
+
+
+async def create(session: AsyncSession, settings: Settings, new: NewNetwork) -> Network:
+    """Insert the network with all its values allocated, in the caller's transaction.
+
+    The tenant's row is locked first: two creates of one tenant check names and overlapping
+    CIDRs one after the other, so neither can miss the other's."""
+    await session.execute(select(Tenant.id).where(Tenant.id == new.tenant_id).with_for_update())
+    taken = await session.scalar(
+        select(Network.id).where(Network.tenant_id == new.tenant_id, Network.name == new.name)
+    )
+    if taken is not None:
+        raise NetworkConflict(f"the tenant already has a network named {new.name!r}")
+    network = Network(
+        id=uuid.uuid4(), kind="tenant", tenant_id=new.tenant_id, owner=new.owner,
+        name=new.name, state="creating", cidr="0.0.0.0/32", l2vni=0,
+    )  # fmt: skip
+    session.add(network)
+    await session.flush()
+    available = pools.pools(settings)
+    if new.cidr is None:
+        block = await pools.allocate(session, available["subnet"], network.id)
+        network.cidr = pools.subnet_of_block(settings, block)
+    else:
+        overlapping = await session.scalar(
+            select(Network.name).where(
+                Network.tenant_id == new.tenant_id,
+                Network.id != network.id,
+                Network.cidr.op("&&")(text("CAST(:cidr AS cidr)")),
+            ),
+            {"cidr": new.cidr},
+        )
+        if overlapping is not None:
+            raise CidrOverlap(f"{new.cidr} overlaps the tenant's network {overlapping!r}")
+        network.cidr = new.cidr
+    network.l2vni = await pools.allocate(session, available["l2vni"], network.id)
+    network.l3vni = await pools.allocate(session, available["l3vni"], network.id)
+    network.vrf_table = await pools.allocate(session, available["vrf_table"], network.id)
+    network.pkey = await pools.allocate(session, available["pkey"], network.id)
+    if settings.vlan_scope == "fabric":
+        network.vlan = await pools.allocate(session, available["vlan"], network.id, purpose="l2")
+        network.l3vlan = await pools.allocate(session, available["vlan"], network.id, purpose="l3")
+    await session.flush()
+    _event(session, network, "creating", reason="created")
+    return network
+
+
+async def ensure_provisioning(
+    session: AsyncSession, settings: Settings, *, vlan: int, vni: int, cidr: str
+) -> Network:
+    """The one provisioning network, with its values held in the pools."""
+    network = await session.scalar(select(Network).where(Network.kind == "provisioning"))
+    if network is None:
+        network = Network(
+            id=uuid.uuid4(), kind="provisioning", name="provisioning", state="ready",
+            cidr=cidr, vlan=vlan, l2vni=vni,
+        )  # fmt: skip
+        session.add(network)
+        await session.flush()
+    elif (network.vlan, network.l2vni, str(network.cidr)) != (vlan, vni, cidr):
+        if await session.scalar(select(func.count()).select_from(Attachment)):
+            raise NetworkConflict("the provisioning network changes only with no attachments")
+        await pools.release_all(session, network.id)
+        network.vlan, network.l2vni, network.cidr = vlan, vni, cidr
+    available = pools.pools(settings)
+    try:
+        await pools.reserve(session, available["vlan"], vlan, network.id, purpose="l2")
+        await pools.reserve(session, available["l2vni"], vni, network.id)
+    except pools.ValueTaken as exc:
+        raise NetworkConflict(str(exc)) from exc
+    return network
+
+
+async def provisioning(session: AsyncSession) -> Network | None:
+    return await session.scalar(select(Network).where(Network.kind == "provisioning"))
+
+
+async def get(session: AsyncSession, network_id: uuid.UUID) -> Network:
+    network = await session.get(Network, network_id)
+    if network is None:
+        raise NetworkNotFound(str(network_id))
+    return network
+
+
+async def listing(
+    session: AsyncSession,
+    *,
+    tenant: str | None,
+    owner: str | None,
+    state: str | None,
+    after: uuid.UUID | None,
+    limit: int,
+) -> Sequence[Network]:
+    query = select(Network).where(Network.kind == "tenant").order_by(Network.id).limit(limit)
+    if tenant is not None:
+        query = query.where(Network.tenant_id == tenant)
+    if owner is not None:
+        query = query.where(Network.owner == owner)
+    if state is not None:
+        query = query.where(Network.state == state)
+    if after is not None:
+        query = query.where(Network.id > after)
+    return (await session.scalars(query)).all()
+
+
+async def set_state(
+    session: AsyncSession,
+    network_id: uuid.UUID,
+    to_state: str,
+    *,
+    allowed_from: Sequence[str],
+    reason: str | None = None,
+) -> Network:
+    """Guarded state change; repeating one that is done changes nothing."""
+    network = await get(session, network_id)
+    if network.state == to_state and network.last_error == reason:
+        return network
+    if network.state not in allowed_from:
+        raise NetworkConflict(f"network {network.name!r} is {network.state}")
+    before = network.state
+    await session.execute(
+        update(Network)
+        .where(Network.id == network_id)
+        .values(state=to_state, last_error=reason if to_state == "failed" else None)
+    )
+    _event(session, network, to_state, from_state=before, reason=reason)
+    return await session.get_one(Network, network_id, populate_existing=True)
+
+
+async def begin_delete(session: AsyncSession, network_id: uuid.UUID) -> Network:
+    attached = await session.scalar(
+        select(func.count()).select_from(Attachment).where(Attachment.network_id == network_id)
+    )
+    if attached:
+        raise NetworkConflict(f"{attached} node(s) are still attached; detach them first")
+    return await set_state(
+        session, network_id, "deleting", allowed_from=("ready", "failed", "creating")
+    )
+
+
+async def remove(session: AsyncSession, network_id: uuid.UUID) -> None:
+    """Delete the record and return every value to its pools (the switches are clean)."""
+    network = await session.get(Network, network_id)
+    if network is None:
+        return  # already gone: a retried activity
+    if network.state != "deleting":
+        raise NetworkConflict(f"network {network.name!r} is {network.state}, not deleting")
+    await pools.release_all(session, network_id)
+    _event(session, network, "deleted", from_state="deleting")
+    await session.delete(network)
+
+
+async def attach(session: AsyncSession, network_id: uuid.UUID, node_id: str) -> Attachment:
+    """Record that `node_id` joins the network (idempotent for the same network)."""
+    current = await session.get(Attachment, node_id)
+    if current is not None:
+        if current.network_id != network_id:
+            raise NetworkConflict(f"node {node_id!r} is attached to another network")
+        return current
+    try:
+        async with session.begin_nested():
+            attachment = Attachment(node_id=node_id, network_id=network_id, state="attaching")
+            session.add(attachment)
+            await session.flush()
+    except IntegrityError as exc:
+        raise NetworkConflict(f"node {node_id!r} is attached to another network") from exc
+    return attachment
+
+
+async def attachment_of(session: AsyncSession, node_id: str) -> Attachment | None:
+    return await session.get(Attachment, node_id)
+
+
+async def attachments(session: AsyncSession, network_id: uuid.UUID) -> Sequence[Attachment]:
+    query = select(Attachment).where(Attachment.network_id == network_id)
+    return (await session.scalars(query.order_by(Attachment.node_id))).all()
+
+
+async def set_attachment_state(session: AsyncSession, node_id: str, state: str) -> None:
+    await session.execute(
+        update(Attachment).where(Attachment.node_id == node_id).values(state=state)
+    )
+
+
+async def detach(session: AsyncSession, node_id: str) -> None:
+    attachment = await session.get(Attachment, node_id)
+    if attachment is not None:
+        await session.delete(attachment)

@@ -1,0 +1,118 @@
+"""Network pools on a real PostgreSQL: concurrent creates never share a value, overlapping
+CIDRs of one tenant are refused (other tenants may reuse them), an exhausted pool says so, and
+deleting a network returns every value."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core.settings import Settings
+from inventory import fabric, networks, pools, tenants
+from inventory.db import create_engine, session_factory
+from inventory.migrate import upgrade_async
+from inventory.models import Allocation, Network, Tenant
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+SETTINGS = Settings(tenant_supernet="10.128.0.0/16", tenant_prefix_length=24)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def sessions(postgres_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    await upgrade_async(postgres_url, "t_pools")
+    engine = create_engine(postgres_url, schema="t_pools", pool_size=20)
+    factory = session_factory(engine)
+    async with factory.begin() as session:
+        for tenant_id in ("acme", "globex"):
+            await tenants.create(session, Tenant(id=tenant_id, display_name=tenant_id))
+    yield factory
+    await engine.dispose()
+
+
+async def create(
+    sessions: async_sessionmaker[AsyncSession],
+    tenant: str,
+    name: str,
+    cidr: str | None = None,
+    settings: Settings = SETTINGS,
+) -> Network:
+    async with sessions.begin() as session:
+        return await networks.create(
+            session, settings, networks.NewNetwork(tenant, "ann", name, cidr)
+        )
+
+
+async def test_fifty_concurrent_creates_never_share_a_value(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    made = await asyncio.gather(
+        *(create(sessions, ("acme", "globex")[i % 2], f"n{i}") for i in range(50))
+    )
+    for field in ("vlan", "l3vlan", "l2vni", "l3vni", "vrf_table", "pkey", "cidr"):
+        values = [str(getattr(n, field)) for n in made]
+        assert len(set(values)) == 50, field
+    vlans = {n.vlan for n in made} | {n.l3vlan for n in made}
+    assert len(vlans) == 100  # L2 and L3 VLANs come from one space
+    async with sessions() as session:
+        held = await session.scalar(select(func.count()).select_from(Allocation))
+    assert held == 50 * 7
+
+
+async def test_cidrs_overlap_only_across_tenants(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await create(sessions, "acme", "a-lan", "192.168.0.0/24")
+    await create(sessions, "globex", "g-lan", "192.168.0.0/24")  # another tenant: allowed
+    with pytest.raises(networks.CidrOverlap):
+        await create(sessions, "acme", "a-wide", "192.168.0.0/16")
+    with pytest.raises(networks.NetworkConflict):
+        await create(sessions, "acme", "a-lan", "172.16.0.0/24")
+
+
+async def test_delete_returns_every_value_and_an_exhausted_pool_says_so(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    tiny = SETTINGS.model_copy(update={"pool_pkey": (0x0101, 0x0101)})
+    async with sessions.begin() as session:  # the other tests' networks hold other PKeys
+        await session.execute(
+            Allocation.__table__.delete().where(
+                Allocation.pool == "pkey", Allocation.value == 0x0101
+            )
+        )
+    first = await create(sessions, "acme", "only-one", settings=tiny)
+    assert first.pkey == 0x0101
+    with pytest.raises(pools.PoolExhausted) as exhausted:
+        await create(sessions, "acme", "one-too-many", settings=tiny)
+    assert exhausted.value.pool == "pkey"
+    async with sessions.begin() as session:
+        await networks.begin_delete(session, first.id)
+        await networks.remove(session, first.id)
+        assert not await pools.held_by(session, first.id)
+    again = await create(sessions, "acme", "one-too-many", settings=tiny)
+    assert again.pkey == 0x0101 and again.l2vni == first.l2vni  # the freed values come back
+
+
+async def test_per_switch_vlans_skip_the_provisioning_vlan(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    per_switch = SETTINGS.model_copy(update={"vlan_scope": "switch", "pool_vlan": (10, 20)})
+    async with sessions.begin() as session:
+        provisioning = await networks.ensure_provisioning(
+            session, per_switch, vlan=10, vni=99_999, cidr="10.255.0.0/24"
+        )
+        again = await networks.ensure_provisioning(
+            session, per_switch, vlan=10, vni=99_999, cidr="10.255.0.0/24"
+        )
+        assert again.id == provisioning.id
+    network = await create(sessions, "acme", "per-switch", settings=per_switch)
+    assert network.vlan is None
+    async with sessions.begin() as session:
+        leaf1 = await fabric.vlans_on(session, per_switch, network, "leaf1")
+        leaf2 = await fabric.vlans_on(session, per_switch, network, "leaf2")
+        assert await fabric.vlans_on(session, per_switch, network, "leaf1") == leaf1
+    assert leaf1 == leaf2 == (11, 12)  # 10 is the provisioning VLAN; each leaf counts alone
