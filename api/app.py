@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request, Response
 from temporalio.client import Client
 
 import images
-from core.contracts import TASK_QUEUE_BAREMETAL
+from core.contracts import TASK_QUEUE_BAREMETAL, TASK_QUEUE_NETWORK
 from core.secrets import boot_token_secret
 from core.settings import Settings, get_settings
 from identity import dev_issuer
@@ -28,7 +28,9 @@ from .routes import audit as audit_routes
 from .routes import boot, health
 from .routes import dev_issuer as dev_issuer_routes
 from .routes import events as events_routes
+from .routes import fabric as fabric_routes
 from .routes import images as images_routes
+from .routes import networks as networks_routes
 from .routes import nodes as nodes_routes
 from .routes import ssh_keys as ssh_keys_routes
 from .routes import tenants as tenants_routes
@@ -82,6 +84,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.baremetal_task_queue = baremetal_task_queue or TASK_QUEUE_BAREMETAL
+    app.state.network_task_queue = TASK_QUEUE_NETWORK
     app.state.image_store = images.ImageStore(settings.images_dir)
     app.state.boot_secret = boot_token_secret(settings)
     app.state.token_validator = OidcValidator(
@@ -107,6 +110,8 @@ def create_app(
     app.include_router(audit_routes.router)
     app.include_router(tenants_routes.router)
     app.include_router(ssh_keys_routes.router)
+    app.include_router(fabric_routes.router)
+    app.include_router(networks_routes.router)
     app.include_router(events_routes.router)
 
     app.middleware("http")(idempotent_post)

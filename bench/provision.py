@@ -83,7 +83,8 @@ async def run(nodes: int, protocols: str, drop_rate: float) -> dict[str, object]
             ids = await platform.enroll_lab()
             if drop_rate:
                 await asyncio.gather(*(platform.set_faults(n, drop_rate=drop_rate) for n in ids))
-            workers = {q: platform.start_worker_process(q) for q in ("baremetal", "inventory")}
+            queues = ("baremetal", "inventory", "network")
+            workers = {q: platform.start_worker_process(q) for q in queues}
             pg_pid = postgres.server.get_pid()  # type: ignore[attr-defined]
             assert platform.lab_process is not None and pg_pid
             processes = {
@@ -92,6 +93,7 @@ async def run(nodes: int, protocols: str, drop_rate: float) -> dict[str, object]
                 "postgres": (psutil.Process(pg_pid), True),
                 "worker_baremetal": (psutil.Process(workers["baremetal"].pid), False),
                 "worker_inventory": (psutil.Process(workers["inventory"].pid), False),
+                "worker_network": (psutil.Process(workers["network"].pid), False),
                 "api_and_bench_client": (psutil.Process(), False),
             }
             cpu_before = _cpu_seconds(processes)

@@ -84,13 +84,15 @@ def api() -> None:
 
 
 @app.command()
-def worker(queue: Annotated[str, typer.Argument(help="baremetal | inventory")]) -> None:
+def worker(queue: Annotated[str, typer.Argument(help="baremetal | inventory | network")]) -> None:
     """Run the worker of one domain task queue."""
     _logging()
     if queue == "baremetal":
         from workers.baremetal import main
     elif queue == "inventory":
         from workers.inventory import main
+    elif queue == "network":
+        from workers.network import main
     else:
         raise typer.BadParameter(f"unknown task queue {queue!r}")
     asyncio.run(main())

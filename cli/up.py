@@ -30,7 +30,7 @@ from . import devstack
 
 log = logging.getLogger("metalplane.up")
 
-WORKER_QUEUES = ("baremetal", "inventory")
+WORKER_QUEUES = ("baremetal", "inventory", "network")
 
 
 @dataclass

@@ -10,9 +10,15 @@ from typing import Any
 
 TASK_QUEUE_BAREMETAL = "baremetal"
 TASK_QUEUE_INVENTORY = "inventory"
+TASK_QUEUE_NETWORK = "network"
 
 PROVISION_NODE = "ProvisionNode"
 RELEASE_NODE = "ReleaseNode"
+
+CREATE_NETWORK = "CreateNetwork"
+DELETE_NETWORK = "DeleteNetwork"
+ATTACH_NODE = "AttachNode"
+DETACH_NODE = "DetachNode"
 
 SIGNAL_PHONE_HOME = "phone_home"
 QUERY_PHASE = "phase"
@@ -35,11 +41,38 @@ def node_workflow_id(node_id: str) -> str:
     return f"node/{node_id}"
 
 
+def network_workflow_id(network_id: str) -> str:
+    """One workflow id per network: its create and delete never overlap."""
+    return f"network/{network_id}"
+
+
+def node_network_workflow_id(node_id: str) -> str:
+    """One workflow id per node for moving its ports: attach and detach never overlap."""
+    return f"node-network/{node_id}"
+
+
+@dataclass
+class NetworkInput:
+    network_id: str
+
+
+@dataclass
+class AttachNodeInput:
+    network_id: str
+    node_id: str
+
+
+@dataclass
+class DetachNodeInput:
+    node_id: str
+
+
 @dataclass
 class ProvisionNodeInput:
     node_id: str
     image: str
     phone_home_timeout_seconds: float = 900.0
+    network_id: str | None = None  # the tenant network to attach the node to once active
 
 
 @dataclass

@@ -86,6 +86,14 @@ class Settings(BaseSettings):
     network_max_concurrent_activities: int = 50
     switch_timeout_seconds: float = 30.0
 
+    # InfiniBand partitions: none, a local OpenSM (partitions.conf + SIGHUP) or NVIDIA UFM.
+    ib_backend: Literal["none", "opensm", "ufm"] = "none"
+    opensm_partitions_file: Path | None = None
+    opensm_pid_file: Path | None = None
+    ufm_url: str | None = Field(default=None, description="e.g. https://ufm.example/ufmRest")
+    ufm_username: str | None = None
+    ufm_password: SecretStr | None = None
+
     @property
     def images_dir(self) -> Path:
         return self.image_store_dir or self.data_dir / "images"

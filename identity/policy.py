@@ -49,6 +49,15 @@ RULES: dict[tuple[str, Action], frozenset[Role]] = {
     ("node", Action.READ): frozenset({ADMIN, OPS, VIEWER}),
     ("node", Action.CREATE): frozenset({ADMIN, OPS}),
     ("node", Action.OPERATE): frozenset({ADMIN, OPS}),
+    ("switch", Action.READ): frozenset({ADMIN, OPS, VIEWER}),
+    ("switch", Action.CREATE): frozenset({ADMIN, OPS}),
+    ("switch", Action.DELETE): frozenset({ADMIN, OPS}),
+    ("fabric", Action.READ): frozenset({ADMIN, OPS, VIEWER}),
+    ("fabric", Action.UPDATE): frozenset({ADMIN, OPS}),  # cabling, provisioning network
+    ("network", Action.READ): frozenset({ADMIN, T_ADMIN, MEMBER, VIEWER}),
+    ("network", Action.CREATE): frozenset({T_ADMIN, MEMBER}),
+    ("network", Action.DELETE): frozenset({ADMIN, T_ADMIN, MEMBER}),
+    ("network", Action.OPERATE): frozenset({ADMIN, T_ADMIN, MEMBER}),  # attach, detach nodes
     ("image", Action.READ): EVERYONE,
     ("audit", Action.READ): frozenset({ADMIN}),
     ("event", Action.READ): EVERYONE,  # the stream; each event then by its resource's rule
@@ -64,7 +73,7 @@ RULES: dict[tuple[str, Action], frozenset[Role]] = {
 
 # Kinds whose records belong to a tenant (operators never act on them); a tenant belongs to
 # itself.
-TENANT_SCOPED: frozenset[str] = frozenset({"tenant", "ssh-key"})
+TENANT_SCOPED: frozenset[str] = frozenset({"tenant", "ssh-key", "network"})
 
 
 @dataclass(frozen=True)

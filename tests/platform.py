@@ -31,6 +31,7 @@ from inventory.db import create_engine, session_factory
 from inventory.migrate import upgrade_async
 from workers import baremetal as baremetal_worker
 from workers import inventory as inventory_worker
+from workers import network as network_worker
 
 
 @dataclass
@@ -196,7 +197,7 @@ async def running_platform(
     boot_delay: float = 0.2,
     protocols: str | None = None,
     phone_home_timeout: float = 60,
-    in_process_workers: tuple[str, ...] = ("baremetal", "inventory"),
+    in_process_workers: tuple[str, ...] = ("baremetal", "inventory", "network"),
     oidc_issuer: str | None = None,
     jwt_audience: str = "metalplane",
 ) -> AsyncIterator[Platform]:
@@ -239,6 +240,9 @@ async def running_platform(
     if "inventory" in in_process_workers:
         activities_i = inventory_worker.make_activities(settings, platform.sessions)
         workers.append(inventory_worker.build_worker(client, activities_i, settings, "inventory"))
+    if "network" in in_process_workers:
+        activities_n = network_worker.make_activities(settings, platform.sessions)
+        workers.append(network_worker.build_worker(client, activities_n, settings, "network"))
     worker_tasks = [asyncio.create_task(w.run()) for w in workers]
     platform.lab_process = _start_lab(
         data_dir, ports, nodes, boot_delay, settings.public_url, protocols

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.baremetal import (
@@ -28,17 +28,22 @@ with workflow.unsafe.imports_passed_through():
         InventoryActivities,
         VerifyNode,
     )
+    from activities.network import NetworkActivities
     from core.contracts import (
+        ATTACH_NODE,
         FIRST_PHASE,
         PROVISION_NODE,
         QUERY_PHASE,
         RELEASE_NODE,
         SIGNAL_PHONE_HOME,
         TASK_QUEUE_INVENTORY,
+        TASK_QUEUE_NETWORK,
+        AttachNodeInput,
         OperationResult,
         PhoneHomeSignal,
         ProvisionNodeInput,
         ReleaseNodeInput,
+        node_network_workflow_id,
     )
 
 PHASE = SearchAttributeKey.for_keyword("Phase")
@@ -61,7 +66,7 @@ class OperationFailed(Exception):
 
 
 def _reason(error: BaseException) -> str:
-    if isinstance(error, ActivityError) and error.cause is not None:
+    if isinstance(error, ActivityError | ChildWorkflowError) and error.cause is not None:
         return _reason(error.cause)
     if isinstance(error, ApplicationError):
         return error.message
@@ -98,6 +103,16 @@ class _NodeOperation:
             activity,
             request,
             start_to_close_timeout=timedelta(seconds=timeout),
+            retry_policy=BMC_RETRY,
+        )
+
+    async def _leave_tenant_network(self, node_id: str) -> None:
+        """Switch ports to the provisioning network (a no-op for nodes with no cabling)."""
+        await workflow.execute_activity_method(
+            NetworkActivities.leave_tenant_network,
+            node_id,
+            task_queue=TASK_QUEUE_NETWORK,
+            start_to_close_timeout=timedelta(seconds=120),
             retry_policy=BMC_RETRY,
         )
 
@@ -140,6 +155,8 @@ class ProvisionNode(_NodeOperation):
             ClaimProvision(node_id, workflow_id, request.image, self._boot_session_id),
         )
         try:
+            self._step("switch ports to the provisioning network")
+            await self._leave_tenant_network(node_id)
             self._step("power off, BIOS profile where it differs, network boot once")
             await self._bmc(
                 BaremetalActivities.prepare_network_boot,
@@ -175,7 +192,20 @@ class ProvisionNode(_NodeOperation):
             )
             if mismatches:
                 raise OperationFailed("tuning verification failed: " + "; ".join(mismatches))
-        except (ActivityError, OperationFailed, asyncio.CancelledError) as error:
+            if request.network_id is not None:
+                self._step(f"attaching to tenant network {request.network_id}")
+                await workflow.execute_child_workflow(
+                    ATTACH_NODE,
+                    AttachNodeInput(request.network_id, node_id),
+                    id=node_network_workflow_id(node_id),
+                    task_queue=TASK_QUEUE_NETWORK,
+                )
+        except (
+            ActivityError,
+            ChildWorkflowError,
+            OperationFailed,
+            asyncio.CancelledError,
+        ) as error:
             cancelled = isinstance(error, asyncio.CancelledError)
             reason = "cancelled" if cancelled else f"{self._phase}: {_reason(error)}"
             await self._compensate(node_id, workflow_id, reason)
@@ -214,6 +244,8 @@ class ReleaseNode(_NodeOperation):
             InventoryActivities.claim_node_for_release, ClaimRelease(node_id, workflow_id)
         )
         try:
+            self._step("switch ports back to the provisioning network")
+            await self._leave_tenant_network(node_id)
             self._step("soft power off (hard after a grace period)")
             await self._bmc(
                 BaremetalActivities.ensure_power, PowerRequest(node_id, "off", soft=True)

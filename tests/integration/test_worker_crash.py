@@ -23,7 +23,7 @@ async def test_worker_killed_mid_provision_resumes_without_repeating(
     async with running_platform(
         name="t_worker_crash", postgres_url=postgres_url, temporal_address=temporal_address,
         data_dir=tmp_path, ports=PORTS, nodes=2, boot_delay=3.0,
-        in_process_workers=("inventory",),
+        in_process_workers=("inventory", "network"),
     ) as platform:  # fmt: skip
         await platform.enroll_lab()
         worker = platform.start_worker_process("baremetal")

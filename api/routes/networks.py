@@ -1,0 +1,242 @@
+"""A tenant's isolated networks: create (values allocated at once; switches configured by the
+CreateNetwork workflow), read, delete, and attach or detach the tenant's nodes. Another
+tenant's network answers 404; members act on the networks they created."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from core.contracts import (
+    ATTACH_NODE,
+    CREATE_NETWORK,
+    DELETE_NETWORK,
+    DETACH_NODE,
+    AttachNodeInput,
+    DetachNodeInput,
+    NetworkInput,
+    network_workflow_id,
+    node_network_workflow_id,
+)
+from identity.oidc import Principal
+from identity.policy import Action, Resource, Role
+from inventory import networks, nodes, pools
+from inventory.models import Network
+
+from ..auth import principal, require
+from ..deps import Db, Temporal
+from ..network_schemas import (
+    AttachmentIn,
+    AttachmentList,
+    AttachmentOut,
+    NetworkCreate,
+    NetworkList,
+    NetworkOut,
+)
+from ..openapi import errors
+from ..problems import Problem
+from ..schemas import NodeId
+
+router = APIRouter(prefix="/v1/networks", tags=["networks"])
+KIND = "network"
+Caller = Annotated[Principal, Depends(principal)]
+
+
+def _missing(network_id: uuid.UUID) -> Problem:
+    return Problem(404, "not-found", "Not found", f"no network {str(network_id)!r}")
+
+
+async def _authorized(
+    request: Request, db: Db, who: Principal, network_id: uuid.UUID, action: Action
+) -> Network:
+    network = await db.get(Network, network_id)
+    if network is not None and network.kind != "tenant":
+        network = None  # the provisioning network is the fabric's, not a tenant's
+    resource = Resource(
+        KIND, str(network_id),
+        tenant=network.tenant_id if network else None, owner=network.owner if network else None,
+    )  # fmt: skip
+    await require(request, who, action, resource)
+    if network is None:
+        raise _missing(network_id)
+    return network
+
+
+async def _start(
+    request: Request, client: Client, workflow: str, arg: object, workflow_id: str
+) -> WorkflowHandle:
+    try:
+        return await client.start_workflow(
+            workflow, arg, id=workflow_id,
+            task_queue=request.app.state.network_task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        )  # fmt: skip
+    except WorkflowAlreadyStartedError as exc:
+        raise Problem(
+            409, "operation-running", "An operation is running", f"{workflow_id} is running"
+        ) from exc
+    except RPCError as exc:
+        raise Problem(
+            503, "workflow-engine-unavailable", "Try again", str(exc), headers={"Retry-After": "5"}
+        ) from exc
+
+
+@router.post(
+    "", response_model=NetworkOut, status_code=status.HTTP_201_CREATED,
+    responses=errors(409, 503),
+)  # fmt: skip
+async def create_network(
+    request: Request, body: NetworkCreate, db: Db, client: Temporal, who: Caller
+) -> NetworkOut:
+    """Allocate the network's VLAN, VNIs, VRF table, subnet (unless given) and PKey, then
+    configure the fabric; the network is `ready` when that is done (watch /v1/events)."""
+    await require(request, who, Action.CREATE, Resource(KIND, tenant=who.tenant))
+    if who.tenant is None:
+        raise Problem(403, "no-tenant", "No tenant", "the token names no tenant")
+    new = networks.NewNetwork(who.tenant, who.subject, body.name, body.cidr)
+    try:
+        network = await networks.create(db, request.app.state.settings, new)
+    except networks.CidrOverlap as exc:
+        raise Problem(422, "cidr-overlap", "CIDR overlaps", str(exc)) from exc
+    except networks.NetworkConflict as exc:
+        raise Problem(409, "network-exists", "Network exists", str(exc)) from exc
+    except pools.PoolExhausted as exc:
+        raise Problem(409, "pool-exhausted", "No capacity left", str(exc), pool=exc.pool) from exc
+    await db.commit()
+    await db.refresh(network)
+    workflow_id = network_workflow_id(str(network.id))
+    try:
+        await _start(request, client, CREATE_NETWORK, NetworkInput(str(network.id)), workflow_id)
+    except Problem as problem:  # not started: say so on the record, the tenant may delete it
+        await networks.set_state(
+            db, network.id, "failed", allowed_from=("creating",), reason=problem.title
+        )
+        await db.commit()
+        raise
+    return NetworkOut.of(network)
+
+
+@router.get("", response_model=NetworkList)
+async def list_networks(
+    request: Request,
+    db: Db,
+    who: Caller,
+    state: Annotated[Literal["creating", "ready", "deleting", "failed"] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[uuid.UUID | None, Query(description="`next` of the previous page")] = None,
+) -> NetworkList:
+    """Platform admins see every tenant's; tenant admins and viewers their tenant's; members
+    the ones they created."""
+    await require(request, who, Action.READ, Resource(KIND, tenant=who.tenant))
+    if Role.PLATFORM_ADMIN in who.roles:
+        tenant, owner = None, None
+    elif who.tenant is None:
+        return NetworkList(items=[])
+    elif Role.TENANT_ADMIN in who.roles or Role.VIEWER in who.roles:
+        tenant, owner = who.tenant, None
+    else:
+        tenant, owner = who.tenant, who.subject
+    found = await networks.listing(
+        db, tenant=tenant, owner=owner, state=state, after=cursor, limit=limit
+    )
+    return NetworkList(
+        items=[NetworkOut.of(n) for n in found],
+        next=str(found[-1].id) if len(found) == limit else None,
+    )
+
+
+@router.get("/{network_id}", response_model=NetworkOut, responses=errors(404))
+async def get_network(request: Request, network_id: uuid.UUID, db: Db, who: Caller) -> NetworkOut:
+    return NetworkOut.of(await _authorized(request, db, who, network_id, Action.READ))
+
+
+@router.delete(
+    "/{network_id}", status_code=status.HTTP_202_ACCEPTED, responses=errors(404, 409, 503)
+)
+async def delete_network(
+    request: Request, network_id: uuid.UUID, db: Db, client: Temporal, who: Caller
+) -> Response:
+    """Remove the network from every switch and the IB subnet, then return its values to the
+    pools. Nodes must be detached first (409 otherwise)."""
+    await _authorized(request, db, who, network_id, Action.DELETE)
+    try:
+        await networks.begin_delete(db, network_id)
+    except networks.NetworkConflict as exc:
+        raise Problem(409, "network-in-use", "Network in use", str(exc)) from exc
+    await db.commit()
+    workflow_id = network_workflow_id(str(network_id))
+    await _start(request, client, DELETE_NETWORK, NetworkInput(str(network_id)), workflow_id)
+    return Response(status_code=status.HTTP_202_ACCEPTED)
+
+
+@router.get("/{network_id}/attachments", response_model=AttachmentList, responses=errors(404))
+async def list_attachments(
+    request: Request, network_id: uuid.UUID, db: Db, who: Caller
+) -> AttachmentList:
+    await _authorized(request, db, who, network_id, Action.READ)
+    found = await networks.attachments(db, network_id)
+    return AttachmentList(
+        items=[AttachmentOut(node_id=a.node_id, network_id=a.network_id, state=a.state)
+               for a in found]
+    )  # fmt: skip
+
+
+@router.post(
+    "/{network_id}/attachments", response_model=AttachmentOut,
+    status_code=status.HTTP_202_ACCEPTED, responses=errors(404, 409, 503),
+)  # fmt: skip
+async def attach_node(
+    request: Request,
+    network_id: uuid.UUID,
+    body: AttachmentIn,
+    db: Db,
+    client: Temporal,
+    who: Caller,
+) -> AttachmentOut:
+    """Move one of the tenant's nodes into the network (switch ports and IB ports)."""
+    network = await _authorized(request, db, who, network_id, Action.OPERATE)
+    node = await nodes.find(db, body.node_id)
+    if node is None or node.tenant_id != network.tenant_id:  # not the tenant's: not found
+        raise Problem(404, "node-not-found", "Node not found", f"no node {body.node_id!r}")
+    if network.state != "ready":
+        raise Problem(409, "network-not-ready", "Network not ready", f"it is {network.state}")
+    current = await networks.attachment_of(db, node.id)
+    if current is not None and current.network_id != network.id:
+        raise Problem(409, "node-attached", "Node on another network", "detach it first")
+    workflow_id = node_network_workflow_id(node.id)
+    await _start(request, client, ATTACH_NODE, AttachNodeInput(str(network.id), node.id),
+                 workflow_id)  # fmt: skip
+    return AttachmentOut(
+        node_id=node.id, network_id=network.id, state="attaching", workflow_id=workflow_id
+    )
+
+
+@router.delete(
+    "/{network_id}/attachments/{node_id}", response_model=AttachmentOut,
+    status_code=status.HTTP_202_ACCEPTED, responses=errors(404, 409, 503),
+)  # fmt: skip
+async def detach_node(
+    request: Request,
+    network_id: uuid.UUID,
+    node_id: NodeId,
+    db: Db,
+    client: Temporal,
+    who: Caller,
+) -> AttachmentOut:
+    """Move the node back to the provisioning network."""
+    network = await _authorized(request, db, who, network_id, Action.OPERATE)
+    current = await networks.attachment_of(db, node_id)
+    if current is None or current.network_id != network.id:
+        raise Problem(404, "not-attached", "Not attached", f"{node_id!r} is not on this network")
+    workflow_id = node_network_workflow_id(node_id)
+    await _start(request, client, DETACH_NODE, DetachNodeInput(node_id), workflow_id)
+    return AttachmentOut(
+        node_id=node_id, network_id=network.id, state="detaching", workflow_id=workflow_id
+    )

@@ -1,0 +1,163 @@
+"""Tenant network workflows on the `network` task queue: CreateNetwork, DeleteNetwork,
+AttachNode and DetachNode.
+
+A network exists on every leaf switch (its VRF and segment) and, when the platform manages an
+InfiniBand subnet, as a partition. A failure unwinds what the workflow did, leaves the record
+`failed` with the reason, and an SRE may retry (reset) the workflow after the cause is fixed:
+every step converges, so a retry redoes only what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.network import (
+        NetworkActivities,
+        NetworkNode,
+        NetworkOnSwitch,
+        NetworkStateChange,
+        NodePorts,
+    )
+    from core.contracts import (
+        ATTACH_NODE,
+        CREATE_NETWORK,
+        DELETE_NETWORK,
+        DETACH_NODE,
+        AttachNodeInput,
+        DetachNodeInput,
+        NetworkInput,
+    )
+
+SWITCH_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=6,
+)
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, ActivityError) and error.cause is not None:
+        return _reason(error.cause)
+    if isinstance(error, ApplicationError):
+        return error.message
+    return str(error) or type(error).__name__
+
+
+async def _run(activity: Any, *args: Any, timeout: float = 120) -> Any:
+    return await workflow.execute_activity_method(
+        activity,
+        args=list(args),
+        start_to_close_timeout=timedelta(seconds=timeout),
+        retry_policy=SWITCH_RETRY,
+    )
+
+
+async def _on_leaves(activity: Any, network_id: str, leaves: list[str]) -> None:
+    """Run `activity` on every leaf at once; raise the first failure after all finished."""
+    results = await asyncio.gather(
+        *(_run(activity, NetworkOnSwitch(network_id, leaf)) for leaf in leaves),
+        return_exceptions=True,
+    )
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        raise failures[0]
+
+
+async def _unwind_network(network_id: str, leaves: list[str]) -> None:
+    """Remove the network from every leaf and the IB subnet (each step converges)."""
+    await _on_leaves(NetworkActivities.remove_network_from_switch, network_id, leaves)
+    await _run(NetworkActivities.remove_partition, network_id)
+
+
+@workflow.defn(name=CREATE_NETWORK)
+class CreateNetwork:
+    @workflow.run
+    async def run(self, request: NetworkInput) -> str:
+        network_id = request.network_id
+        leaves: list[str] = await _run(NetworkActivities.list_leaves)
+        try:
+            workflow.set_current_details(f"VRF and segment on {len(leaves)} leaf switches")
+            await _on_leaves(NetworkActivities.ensure_network_on_switch, network_id, leaves)
+            workflow.set_current_details("InfiniBand partition")
+            await _run(NetworkActivities.ensure_partition, network_id)
+            await _run(
+                NetworkActivities.set_network_state,
+                NetworkStateChange(network_id, "ready", ["creating", "failed"]),
+            )
+        except (ActivityError, asyncio.CancelledError) as error:
+            cancelled = isinstance(error, asyncio.CancelledError)
+            reason = "cancelled" if cancelled else _reason(error)
+            workflow.set_current_details(f"unwinding: {reason}")
+            await _unwind_network(network_id, leaves)
+            await _run(
+                NetworkActivities.set_network_state,
+                NetworkStateChange(network_id, "failed", ["creating", "failed"], reason),
+            )
+            if cancelled:
+                raise
+            raise ApplicationError(reason, type="NetworkFailed", non_retryable=True) from error
+        return "ready"
+
+
+@workflow.defn(name=DELETE_NETWORK)
+class DeleteNetwork:
+    @workflow.run
+    async def run(self, request: NetworkInput) -> str:
+        network_id = request.network_id
+        leaves: list[str] = await _run(NetworkActivities.list_leaves)
+        try:
+            workflow.set_current_details(f"removing from {len(leaves)} leaf switches")
+            await _unwind_network(network_id, leaves)
+            workflow.set_current_details("returning its values to the pools")
+            await _run(NetworkActivities.finish_network_delete, network_id)
+        except ActivityError as error:
+            reason = _reason(error)
+            await _run(
+                NetworkActivities.set_network_state,
+                NetworkStateChange(network_id, "failed", ["deleting", "failed"], reason),
+            )
+            raise ApplicationError(reason, type="NetworkFailed", non_retryable=True) from error
+        return "deleted"
+
+
+@workflow.defn(name=ATTACH_NODE)
+class AttachNode:
+    @workflow.run
+    async def run(self, request: AttachNodeInput) -> str:
+        target = NetworkNode(request.network_id, request.node_id)
+        await _run(NetworkActivities.record_attachment, target)
+        try:
+            workflow.set_current_details("switch ports into the tenant network")
+            ports = NodePorts(request.node_id, request.network_id)
+            await _run(NetworkActivities.move_node_ports, ports)
+            workflow.set_current_details("InfiniBand ports into the tenant partition")
+            await _run(NetworkActivities.add_node_to_partition, target)
+            await _run(NetworkActivities.mark_attached, request.node_id)
+        except (ActivityError, asyncio.CancelledError) as error:
+            workflow.set_current_details("unwinding: back to the provisioning network")
+            await _run(NetworkActivities.leave_tenant_network, request.node_id)
+            if isinstance(error, asyncio.CancelledError):
+                raise
+            raise ApplicationError(
+                _reason(error), type="AttachFailed", non_retryable=True
+            ) from error
+        return "attached"
+
+
+@workflow.defn(name=DETACH_NODE)
+class DetachNode:
+    """Back to the provisioning network; a node on no tenant network changes nothing."""
+
+    @workflow.run
+    async def run(self, request: DetachNodeInput) -> str:
+        workflow.set_current_details("ports back to the provisioning network")
+        await _run(NetworkActivities.leave_tenant_network, request.node_id)
+        return "detached"
