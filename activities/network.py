@@ -178,7 +178,8 @@ class NetworkActivities:
             network = await self._network(session, network_id)
         assert network.pkey is not None
         try:
-            await manager.ensure_pkey(network.pkey, f"{network.tenant_id}-{network.name}"[:63])
+            # Named by ids (DNS labels), never display names: OpenSM takes the name as is.
+            await manager.ensure_pkey(network.pkey, f"{network.tenant_id}_{network.name}"[:63])
         except PartitionError as exc:
             raise partition_failure(exc) from exc
 

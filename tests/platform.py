@@ -200,6 +200,7 @@ async def running_platform(
     in_process_workers: tuple[str, ...] = ("baremetal", "inventory", "network"),
     oidc_issuer: str | None = None,
     jwt_audience: str = "metalplane",
+    extra_settings: dict[str, Any] | None = None,
 ) -> AsyncIterator[Platform]:
     settings = Settings(
         data_dir=data_dir,
@@ -215,6 +216,7 @@ async def running_platform(
         rate_limit_burst=10_000,
         oidc_issuer=oidc_issuer,
         jwt_audience=jwt_audience,
+        **(extra_settings or {}),
     )
     await upgrade_async(postgres_url, name)
     admin = await Client.connect(temporal_address)

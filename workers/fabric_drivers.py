@@ -31,9 +31,11 @@ def partition_manager_from_settings(settings: Settings) -> PartitionManager | No
     if settings.ib_backend == "opensm":
         from drivers.infiniband.opensm import OpenSmPartitions
 
-        if settings.opensm_partitions_file is None:
-            raise SystemExit("METALPLANE_OPENSM_PARTITIONS_FILE is needed with ib_backend=opensm")
-        return OpenSmPartitions(settings.opensm_partitions_file, settings.opensm_pid_file)
+        if settings.opensm_partitions_file is None or settings.opensm_pid_file is None:
+            raise SystemExit(
+                "METALPLANE_OPENSM_PARTITIONS_FILE and _PID_FILE are needed with ib_backend=opensm"
+            )
+        return OpenSmPartitions(settings.opensm_partitions_file, pid_file=settings.opensm_pid_file)
     if settings.ib_backend == "ufm":
         from drivers.infiniband.ufm import UfmPartitions
 

@@ -49,7 +49,7 @@ class InvalidPartition(PartitionError):
 
 
 def normalize_guid(guid: str) -> str:
-    """ "0x0002c90300a1b2c3", "0002:c903:00a1:b2c3" or "0002C90300A1B2C3" -> "0x0002c90300a1b2c3"."""
+    """0x0002c90300a1b2c3, 0002:c903:00a1:b2c3 or 0002C90300A1B2C3 -> "0x0002c90300a1b2c3"."""
     digits = guid.lower().removeprefix("0x").replace(":", "")
     if len(digits) != 16 or any(c not in "0123456789abcdef" for c in digits):
         raise InvalidPartition(f"{guid!r} is not a 64-bit port GUID")
