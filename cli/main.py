@@ -41,6 +41,9 @@ def up(
     boot_delay: Annotated[float, typer.Option(help="Simulated seconds to boot")] = 2.0,
     lab_port: Annotated[int, typer.Option(help="Lab control port; Redfish BMC is +1")] = 8100,
     ipmi_base_port: Annotated[int, typer.Option(help="UDP port of the first IPMI BMC")] = 9001,
+    network_lab: Annotated[
+        bool, typer.Option(help="Simulated network fabric for the lab (needs root)")
+    ] = True,
 ) -> None:
     """Run the whole platform on embedded defaults (Ctrl-C stops it)."""
     from .up import LabOptions, run
@@ -52,6 +55,7 @@ def up(
         control_port=lab_port,
         redfish_port=lab_port + 1,
         ipmi_base_port=ipmi_base_port,
+        network_lab=network_lab,
     )
     asyncio.run(run(_settings(data_dir), lab))
 

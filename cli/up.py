@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from core.settings import Settings
 from core.temporal_setup import ensure_search_attributes
 from identity import dev_issuer
 from inventory.migrate import upgrade_async
+from lab.ib.subnet import IbSubnet
 
 from . import devstack
 
@@ -40,6 +42,17 @@ class LabOptions:
     control_port: int = 8100
     redfish_port: int = 8101
     ipmi_base_port: int = 9001
+    network_lab: bool = True  # the InfiniBand subnet, when the machine allows it
+
+
+def network_lab_refusal() -> str | None:
+    """Why the network lab cannot run here, or None when it can."""
+    if os.geteuid() != 0:
+        return "it needs root (network namespaces, the simulated IB fabric)"
+    missing = [t for t in ("ibsim", "opensm", "smpquery") if shutil.which(t) is None]
+    if missing:
+        return f"{', '.join(missing)} missing (`make test` installs the lab packages as root)"
+    return None
 
 
 class Platform:
@@ -50,6 +63,8 @@ class Platform:
         self.postgres: devstack.EmbeddedPostgres | None = None
         self.temporal: subprocess.Popen[bytes] | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.ib_subnet: IbSubnet | None = None
+        self.network_lab_note = "off (--no-network-lab)"
 
     def _child_env(self, database_url: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -99,6 +114,7 @@ class Platform:
         images.materialize_lab_artifacts(self.settings.images_dir)
 
         env = self._child_env(database_url)
+        await self._start_network_lab(env)
         metalplane = devstack.venv_bin("metalplane")
         self._spawn("api", [metalplane, "api"], env)
         for queue in WORKER_QUEUES:
@@ -117,6 +133,26 @@ class Platform:
         await self._wait_http(f"http://{self.settings.api_host}:{self.settings.api_port}/healthz")
         if self.lab.nodes > 0:
             await self._enroll_lab_nodes()
+
+    async def _start_network_lab(self, env: dict[str, str]) -> None:
+        """An ibsim fabric with OpenSM for the lab's nodes, when the machine allows it; the
+        network worker then manages its partitions."""
+        if not self.lab.network_lab or self.lab.nodes == 0:
+            return
+        refusal = network_lab_refusal()
+        if refusal is not None:
+            self.network_lab_note = f"not started: {refusal}"
+            log.warning("network lab %s", self.network_lab_note)
+            return
+        subnet = IbSubnet(self.data_dir / "ib", nodes=self.lab.nodes)
+        await asyncio.to_thread(subnet.start)
+        self.ib_subnet = subnet
+        self.network_lab_note = f"InfiniBand: ibsim + OpenSM, {self.lab.nodes} HCA ports"
+        env.update(
+            METALPLANE_IB_BACKEND="opensm",
+            METALPLANE_OPENSM_PARTITIONS_FILE=str(subnet.partitions_file),
+            METALPLANE_OPENSM_PID_FILE=str(subnet.opensm_pid_file),
+        )
 
     async def _wait_http(self, url: str, timeout: float = 90) -> None:
         async with httpx.AsyncClient(timeout=2) as http:
@@ -152,7 +188,23 @@ class Platform:
                     enrolled += 1
                 elif reply.status_code != 409:
                     raise RuntimeError(f"enrolling {record['id']} failed: {reply.text}")
+                await self._cable(http, record["id"], token)
         log.info("lab: %d nodes, %d newly enrolled", len(records), enrolled)
+
+    async def _cable(self, http: httpx.AsyncClient, node_id: str, token: str) -> None:
+        """Record the lab node's IB port (lab-00N has the fabric's gpu-00N HCA)."""
+        if self.ib_subnet is None:
+            return
+        port = self.ib_subnet.ports.get(node_id.replace("lab-", "gpu-", 1))
+        if port is None:
+            return
+        reply = await http.put(
+            f"http://{self.settings.api_host}:{self.settings.api_port}/v1/nodes/{node_id}/cabling",
+            json={"ib_guids": [port.port_guid]},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        if reply.status_code != 200:
+            raise RuntimeError(f"cabling {node_id} failed: {reply.text}")
 
     def _check_children(self) -> None:
         for name, child in self.children.items():
@@ -180,6 +232,9 @@ class Platform:
         if self.temporal is not None:
             devstack.stop_process(self.temporal)
             log.info("stopped Temporal dev server")
+        if self.ib_subnet is not None:
+            self.ib_subnet.stop()
+            log.info("stopped the InfiniBand lab")
         if self.postgres is not None:
             self.postgres.stop()
             log.info("stopped PostgreSQL")
@@ -194,6 +249,7 @@ def banner(settings: Settings, platform: Platform) -> str:
         + ("" if platform.temporal else "  (external Temporal: see its own UI)"),
         f"  Lab          {platform.lab.nodes} simulated nodes, control on "
         f"http://127.0.0.1:{platform.lab.control_port}/lab/nodes",
+        f"  Network lab  {platform.network_lab_note}",
         f"  Data dir     {platform.data_dir}   (logs in {Path(platform.data_dir) / 'logs'})",
         "Try:  .venv/bin/metalplane nodes list",
         "      .venv/bin/metalplane nodes provision lab-001 --image lab-sim",

@@ -84,6 +84,8 @@ def test_up_provision_stop_and_resume(tmp_path: Path) -> None:
     up = _start(data_dir)
     try:
         node = _wait_node(data_dir, "lab-001", lambda n: n["state"] == "available")
+        banner = (data_dir.parent / "up.log").read_text()
+        assert "Network lab  InfiniBand: ibsim + OpenSM, 2 HCA ports" in banner, banner[-2000:]
         cli = subprocess.run(
             _metalplane("nodes", "provision", "lab-001", "--image", "lab-sim", "--no-wait",
                         data_dir=data_dir),
