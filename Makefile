@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# fake-switches (stateful Cisco/Arista CLI for the switch-dialect tests) still pins an
+	# ancient Twisted; it runs on the current one, installed by the dev extra.
+	$(BIN)/python -m pip install --quiet --no-deps fake-switches==1.5.0
 	touch $(STAMP)
 
 # A real OpenID provider (npm oidc-provider) for the identity tests; Node from apt if missing.
