@@ -186,7 +186,8 @@ def plan_vrf(state: SwitchState, vrf: Vrf) -> list[Change]:
     if current is not None:
         raise InvalidChange(f"VRF {vrf.name} exists with other values ({current})")
     clash = [v for v in state.vrfs.values() if vrf.l3vni == v.l3vni or vrf.l3vlan == v.l3vlan]
-    if clash or vrf.l3vlan in state.segments:
+    segment_vnis = {s.vni for s in state.segments.values()}
+    if clash or vrf.l3vlan in state.segments or vrf.l3vni in segment_vnis:
         raise InvalidChange(f"L3 VNI {vrf.l3vni} or VLAN {vrf.l3vlan} of {vrf.name} is taken")
     return [AddVrf(vrf)]
 
@@ -209,6 +210,9 @@ def plan_segment(state: SwitchState, segment: Segment) -> list[Change]:
         raise InvalidChange(f"VLAN {segment.vlan} carries another segment ({current})")
     if any(s.vni == segment.vni for s in state.segments.values()):
         raise InvalidChange(f"VNI {segment.vni} is already bridged to another VLAN")
+    # A VRF's L3 VNI and VLAN are no segment, but they are taken all the same.
+    if any(segment.vlan == v.l3vlan or segment.vni == v.l3vni for v in state.vrfs.values()):
+        raise InvalidChange(f"VLAN {segment.vlan} or VNI {segment.vni} carries a VRF's L3 VNI")
     if segment.vrf is not None and segment.vrf not in state.vrfs:
         raise InvalidChange(f"VRF {segment.vrf} does not exist on this switch")
     return [AddSegment(segment)]
@@ -276,11 +280,13 @@ class Switch:
         """Read, plan the difference, apply it; undo this operation's changes if one fails."""
         async with self._lock:
             changes = plan(await self.state())
+            # Rendered up front: a change the dialect refuses leaves the switch untouched.
+            rendered = [(change, self.dialect.render(change)) for change in changes]
             started: list[Change] = []
             try:
-                for change in changes:
+                for change, commands in rendered:
                     started.append(change)  # a failing change may have half-applied
-                    await self.transport.configure(self.dialect.render(change))
+                    await self.transport.configure(commands)
             except SwitchError as failure:
                 await self._roll_back(started, failure)
                 raise
