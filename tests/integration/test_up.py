@@ -70,6 +70,18 @@ def _wait_node(data_dir: Path, node_id: str, done, timeout: float = 120) -> dict
     raise AssertionError(f"{node_id} did not get there in {timeout} s: {last}")
 
 
+def _wait_banner(data_dir: Path, timeout: float = 120) -> str:
+    """`up` prints its banner once every service runs and the lab is enrolled and cabled."""
+    log_file = data_dir.parent / "up.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log_file.read_text()
+        if "metalplane is up." in text:
+            return text
+        time.sleep(0.3)
+    raise AssertionError(f"no banner within {timeout} s: {log_file.read_text()[-2000:]}")
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     children = psutil.Process(process.pid).children(recursive=True)
     assert children, "up runs its services as child processes"
@@ -83,8 +95,8 @@ def test_up_provision_stop_and_resume(tmp_path: Path) -> None:
     data_dir = tmp_path / "state"
     up = _start(data_dir)
     try:
+        banner = _wait_banner(data_dir)
         node = _wait_node(data_dir, "lab-001", lambda n: n["state"] == "available")
-        banner = (data_dir.parent / "up.log").read_text()
         assert "Network lab  InfiniBand: ibsim + OpenSM, 2 HCA ports" in banner, banner[-2000:]
         cli = subprocess.run(
             _metalplane("nodes", "provision", "lab-001", "--image", "lab-sim", "--no-wait",
