@@ -47,7 +47,7 @@ class SwitchEnroll(BaseModel):
 
     id: NodeId
     role: Literal["leaf", "spine"]
-    nos: Nos
+    nos: Nos = Field(strict=False)  # JSON gives a string; strict would want the enum
     mgmt_address: Text = Field(min_length=1, max_length=255, description="host[:port] of SSH")
     username: Text = Field(min_length=1, max_length=128)
     password: Secret = Field(min_length=1, max_length=256)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
+from drivers.address import split_host_port as address_split
+
 IPMI_DEFAULT_PORT = 623
 
 
@@ -39,11 +41,5 @@ class BmcEndpoint:
 
 
 def split_host_port(address: str) -> tuple[str, int]:
-    """ "host", "host:port" or "[v6]:port" -> (host, port)."""
-    if address.startswith("["):
-        host, _, rest = address[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else IPMI_DEFAULT_PORT
-    if address.count(":") == 1:
-        host, port = address.split(":")
-        return host, int(port)
-    return address, IPMI_DEFAULT_PORT
+    """(host, port) of an IPMI address; 623 when it names no port."""
+    return address_split(address, IPMI_DEFAULT_PORT)

@@ -27,9 +27,7 @@ log = logging.getLogger("metalplane.switch")
 
 
 class Nos(StrEnum):
-    LINUX_FRR = "linux-frr"  # plain Linux + FRR (the lab; SONiC- and Cumulus-style switches)
-    SONIC = "sonic"
-    CUMULUS = "cumulus"
+    LINUX_FRR = "linux-frr"  # plain Linux + FRR (kernel bridges and VXLAN, FRR for EVPN)
     ARISTA_EOS = "arista-eos"
     CISCO_NXOS = "cisco-nxos"
 

@@ -5,6 +5,8 @@ not become the machine's root password: each sshd runs in a mount namespace of i
 one `ip netns exec` makes) where a generated /etc/shadow is bind-mounted over the real one
 (and files of the state dir over the login records, which would fill with the lab's logins),
 and in a UTS namespace named after the switch (so the shell prompt says which switch it is).
+The switch's FRR runtime directory is bind-mounted over /run/frr there, so a plain `vtysh` in a
+login session talks to this switch's daemons, as on a real switch.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from lab.fabric.topology import SwitchPlan
 SSHD = "/usr/sbin/sshd"  # sshd re-executes itself: it wants its absolute path
 PRIVSEP_DIR = Path("/run/sshd")
 PORT = 22
+FRR_RUN_DIR = "/run/frr"  # vtysh's default socket directory (/var/run/frr links here)
 # sshd writes every login here; the lab's logins stay in the state dir.
 LOGIN_RECORDS = ("/var/log/wtmp", "/var/log/btmp", "/var/log/lastlog")
 
@@ -119,6 +122,8 @@ def start(switch: SwitchPlan, ssh_dir: Path, state_dir: Path) -> subprocess.Pope
             f"mount --bind {ssh_dir / 'shadow'} /etc/shadow",
             *(_private_copy(Path(path), records) for path in LOGIN_RECORDS),
             f"hostname {switch.name}",
+            # vtysh finds this switch's FRR where it looks on any switch.
+            f"mkdir -p {FRR_RUN_DIR} && mount --bind {switch.runtime_dir} {FRR_RUN_DIR}",
             f"exec {SSHD} -D -e -f {config}",
         ]
     )
