@@ -57,9 +57,12 @@ class NetworkStateChange:
     reason: str | None = None
 
 
-def switch_failure(exc: SwitchError) -> ApplicationError:
+def switch_failure(switch_id: str, exc: SwitchError) -> ApplicationError:
+    """Named by the switch's inventory id: that is what an operator looks up."""
     retryable = exc.retryable and not isinstance(exc, InvalidChange)
-    return ApplicationError(str(exc), type=type(exc).__name__, non_retryable=not retryable)
+    return ApplicationError(
+        f"switch {switch_id}: {exc}", type=type(exc).__name__, non_retryable=not retryable
+    )
 
 
 def partition_failure(exc: PartitionError) -> ApplicationError:
@@ -104,7 +107,7 @@ class NetworkActivities:
             try:
                 yield switch, session
             except SwitchError as exc:
-                raise switch_failure(exc) from exc
+                raise switch_failure(switch_id, exc) from exc
             finally:
                 await switch.close()
 

@@ -56,6 +56,17 @@ class SwitchEnroll(BaseModel):
     routing: bool = Field(default=True, description="the switch runs VRFs and SVIs")
 
 
+class SwitchAccessUpdate(BaseModel):
+    """How to reach and log in to a switch: for a new management address or rotated
+    credentials. Absent fields stay as they are."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    mgmt_address: Text | None = Field(default=None, min_length=1, max_length=255)
+    username: Text | None = Field(default=None, min_length=1, max_length=128)
+    password: Secret | None = Field(default=None, min_length=1, max_length=256)
+
+
 class SwitchOut(BaseModel):
     id: str
     role: str

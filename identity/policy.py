@@ -51,6 +51,7 @@ RULES: dict[tuple[str, Action], frozenset[Role]] = {
     ("node", Action.OPERATE): frozenset({ADMIN, OPS}),
     ("switch", Action.READ): frozenset({ADMIN, OPS, VIEWER}),
     ("switch", Action.CREATE): frozenset({ADMIN, OPS}),
+    ("switch", Action.UPDATE): frozenset({ADMIN, OPS}),
     ("switch", Action.DELETE): frozenset({ADMIN, OPS}),
     ("fabric", Action.READ): frozenset({ADMIN, OPS, VIEWER}),
     ("fabric", Action.UPDATE): frozenset({ADMIN, OPS}),  # cabling, provisioning network

@@ -58,8 +58,8 @@ async def enroll_switch(session: AsyncSession, switch: Switch) -> Switch:
     return switch
 
 
-async def get_switch(session: AsyncSession, switch_id: str) -> Switch:
-    switch = await session.get(Switch, switch_id)
+async def get_switch(session: AsyncSession, switch_id: str, *, for_update: bool = False) -> Switch:
+    switch = await session.get(Switch, switch_id, with_for_update=for_update)
     if switch is None:
         raise SwitchNotFound(switch_id)
     return switch

@@ -17,6 +17,9 @@ from typing import Any
 import httpx
 import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -129,6 +132,25 @@ class Platform:
                     if node["state"] in states and phase in (None, "active", "failed", "available"):
                         return node
                     await asyncio.sleep(0.2)
+
+    async def sre_reset(self, workflow_id: str, reason: str) -> None:
+        """What an SRE does once the cause of a failure is fixed: reset the workflow to its
+        first workflow task, so it runs again from the start (every step converges)."""
+        handle = self.client.get_workflow_handle(workflow_id)
+        history = await handle.fetch_history()
+        first_task = next(
+            e.event_id for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+        )  # fmt: skip
+        await self.client.workflow_service.reset_workflow_execution(
+            ResetWorkflowExecutionRequest(
+                namespace=self.client.namespace,
+                workflow_execution=WorkflowExecution(workflow_id=workflow_id),
+                reason=reason,
+                workflow_task_finish_event_id=first_task,
+                request_id=f"reset-{workflow_id}-{first_task}-{len(history.events)}",
+            )
+        )
 
     def start_worker_process(self, queue: str) -> subprocess.Popen[bytes]:
         log = open(self.data_dir / f"worker-{queue}.log", "ab")

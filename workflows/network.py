@@ -72,9 +72,19 @@ async def _on_leaves(activity: Any, network_id: str, leaves: list[str]) -> None:
 
 
 async def _unwind_network(network_id: str, leaves: list[str]) -> None:
-    """Remove the network from every leaf and the IB subnet (each step converges)."""
-    await _on_leaves(NetworkActivities.remove_network_from_switch, network_id, leaves)
-    await _run(NetworkActivities.remove_partition, network_id)
+    """Remove the network from every leaf and the IB subnet (each step converges); every
+    step is tried, the first failure is raised after all of them."""
+    failures: list[ActivityError] = []
+    try:
+        await _on_leaves(NetworkActivities.remove_network_from_switch, network_id, leaves)
+    except ActivityError as error:
+        failures.append(error)
+    try:
+        await _run(NetworkActivities.remove_partition, network_id)
+    except ActivityError as error:
+        failures.append(error)
+    if failures:
+        raise failures[0]
 
 
 @workflow.defn(name=CREATE_NETWORK)
@@ -96,7 +106,10 @@ class CreateNetwork:
             cancelled = isinstance(error, asyncio.CancelledError)
             reason = "cancelled" if cancelled else _reason(error)
             workflow.set_current_details(f"unwinding: {reason}")
-            await _unwind_network(network_id, leaves)
+            try:
+                await _unwind_network(network_id, leaves)
+            except ActivityError as unwind_error:  # the record still says what went wrong
+                reason = f"{reason}; unwinding incomplete: {_reason(unwind_error)}"
             await _run(
                 NetworkActivities.set_network_state,
                 NetworkStateChange(network_id, "failed", ["creating", "failed"], reason),

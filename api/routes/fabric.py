@@ -20,6 +20,7 @@ from ..network_schemas import (
     Cabling,
     ProvisioningNetworkIn,
     ProvisioningNetworkOut,
+    SwitchAccessUpdate,
     SwitchEnroll,
     SwitchList,
     SwitchOut,
@@ -82,6 +83,28 @@ async def get_switch(
         return _out(await fabric.get_switch(db, switch_id))
     except fabric.SwitchNotFound as exc:
         raise Problem(404, "not-found", "Not found", f"no switch {switch_id!r}") from exc
+
+
+@router.patch("/v1/switches/{switch_id}", response_model=SwitchOut, responses=errors(404))
+async def update_switch_access(
+    switch_id: NodeId,
+    body: SwitchAccessUpdate,
+    db: Db,
+    _: Annotated[Principal, _allow("switch", Action.UPDATE)],
+) -> SwitchOut:
+    try:
+        switch = await fabric.get_switch(db, switch_id, for_update=True)
+    except fabric.SwitchNotFound as exc:
+        raise Problem(404, "not-found", "Not found", f"no switch {switch_id!r}") from exc
+    if body.mgmt_address is not None:
+        switch.mgmt_address = body.mgmt_address
+    if body.username is not None:
+        switch.username = body.username
+    if body.password is not None:
+        switch.password = body.password.get_secret_value()
+    await db.commit()
+    await db.refresh(switch)
+    return _out(switch)
 
 
 @router.delete(

@@ -12,18 +12,22 @@ every pool value.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from sqlalchemy import select, update
 
-from drivers.switch.base import Nos, SwitchState
+from activities.network import NetworkActivities, NetworkNode, NetworkOnSwitch, NodePorts
+from core.contracts import network_workflow_id
+from drivers.switch.base import Nos, Switch, SwitchState
 from drivers.switch.factory import connect
+from inventory.fabric import SwitchAccess
 from inventory.models import Allocation, Node
 from lab.fabric import Fabric, FabricConfig
 from tests.platform import Platform, Ports, running_platform
+from workers.fabric_drivers import open_switch_from_settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -233,3 +237,96 @@ async def test_tenant_networks_isolate_tenants_across_the_fabric(
         held = set((await session.execute(select(Allocation.pool, Allocation.value))).all())
     # Only the provisioning network's values stay held.
     assert held == {("vlan", PROVISIONING["vlan"]), ("l2vni", PROVISIONING["vni"])}
+
+
+async def test_switch_credentials_stay_inside_and_a_reset_converges_once_they_are_fixed(
+    platform: Platform, fabric: Fabric
+) -> None:
+    real = fabric.access("leaf2").password
+    async with platform.api(platform.mint("operator")) as ops:
+        for reply in ((await ops.get("/v1/switches")), (await ops.get("/v1/switches/leaf2"))):
+            assert reply.status_code == 200 and real not in reply.text
+        rotated = await ops.patch("/v1/switches/leaf2", json={"password": "not-the-password"})
+        assert rotated.status_code == 200 and "not-the-password" not in rotated.text
+    async with platform.api(platform.mint("tenant-admin", tenant="acme")) as api:
+        assert (await api.patch("/v1/switches/leaf2", json={"password": "x"})).status_code == 403
+        reply = await api.post("/v1/networks", json={"name": "lan2", "cidr": "10.60.0.0/24"})
+        assert reply.status_code == 201, reply.text
+        url = f"/v1/networks/{reply.json()['id']}"
+
+        async def failed() -> bool:
+            return (await api.get(url)).json()["state"] == "failed"
+
+        await eventually(failed)
+        network = (await api.get(url)).json()
+    assert "leaf2" in network["last_error"] and real not in network["last_error"]
+    # Unwound: leaf1, which it did reach, holds no trace of it.
+    leaf1 = await switch_state(fabric, "leaf1")
+    assert network["l2vni"] not in {s.vni for s in leaf1.segments.values()}
+
+    async with platform.api(platform.mint("operator")) as ops:
+        fixed = await ops.patch("/v1/switches/leaf2", json={"password": real})
+        assert fixed.status_code == 200
+    await platform.sre_reset(network_workflow_id(network["id"]), "SRE: leaf2 credentials fixed")
+    async with platform.api(platform.mint("tenant-admin", tenant="acme")) as api:
+
+        async def ready() -> bool:
+            return (await api.get(url)).json()["state"] == "ready"
+
+        await eventually(ready)
+        for leaf in LEAVES:
+            segments = (await switch_state(fabric, leaf)).segments.values()
+            assert network["l2vni"] in {s.vni for s in segments}
+        assert (await api.delete(url)).status_code == 202
+
+        async def deleted() -> bool:
+            return (await api.get(url)).status_code == 404
+
+        await eventually(deleted)
+
+
+async def test_every_switch_activity_run_twice_configures_nothing_the_second_time(
+    platform: Platform, fabric: Fabric
+) -> None:
+    sent: list[str] = []  # every configuration command any switch received
+
+    def recording(access: SwitchAccess) -> Switch:
+        switch = open_switch_from_settings(platform.settings)(access)
+        configure = switch.transport.configure
+
+        async def record(commands: Sequence[str]) -> None:
+            sent.extend(commands)
+            await configure(commands)
+
+        switch.transport.configure = record  # type: ignore[method-assign]
+        return switch
+
+    activities = NetworkActivities(
+        platform.sessions, platform.settings, open_switch=recording, partitions=None
+    )
+    network = await create_network(platform, "acme")
+    on_leaf1 = NetworkOnSwitch(network["id"], "leaf1")
+    steps = [
+        lambda: activities.ensure_network_on_switch(on_leaf1),
+        lambda: activities.move_node_ports(NodePorts("lab-001", network["id"])),
+        lambda: activities.record_attachment(NetworkNode(network["id"], "lab-001")),
+        lambda: activities.leave_tenant_network("lab-001"),
+        lambda: activities.remove_network_from_switch(on_leaf1),
+    ]
+    for step in steps:
+        await step()
+        first = len(sent)
+        await step()
+        assert sent[first:] == [], f"the second run changed the switch: {sent[first:]}"
+    assert sent, "the steps did configure the switch the first time"
+    leaf1 = await switch_state(fabric, "leaf1")
+    assert network["l2vni"] not in {s.vni for s in leaf1.segments.values()}
+    assert leaf1.access_ports["swp1"] == PROVISIONING["vlan"]
+    async with platform.api(platform.mint("tenant-admin", tenant="acme")) as api:
+        url = f"/v1/networks/{network['id']}"
+        assert (await api.delete(url)).status_code == 202
+
+        async def deleted() -> bool:
+            return (await api.get(url)).status_code == 404
+
+        await eventually(deleted)

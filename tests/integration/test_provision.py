@@ -10,9 +10,6 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from sqlalchemy import update
-from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.enums.v1 import EventType
-from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 
 from core.contracts import node_workflow_id
 from inventory.models import Node
@@ -116,22 +113,7 @@ async def test_wrong_kernel_argument_fails_then_sre_reset_completes(platform: Pl
 
     async with platform.sessions.begin() as session:  # the cause is fixed
         await session.execute(update(Node).where(Node.id == node_id).values(extra_kernel_args=[]))
-    workflow_id = node_workflow_id(node_id)
-    handle = platform.client.get_workflow_handle(workflow_id)
-    history = await handle.fetch_history()
-    first_task = next(
-        e.event_id for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
-    )  # fmt: skip
-    await platform.client.workflow_service.reset_workflow_execution(
-        ResetWorkflowExecutionRequest(
-            namespace=platform.client.namespace,
-            workflow_execution=WorkflowExecution(workflow_id=workflow_id),
-            reason="SRE: kernel argument override removed",
-            workflow_task_finish_event_id=first_task,
-            request_id="reset-lab-012",
-        )
-    )
+    await platform.sre_reset(node_workflow_id(node_id), "SRE: kernel argument override removed")
     node = await platform.wait_state(node_id, {"active"}, timeout=120)
     assert node["facts"]["iommu_mode"] == "passthrough"
 
