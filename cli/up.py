@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,9 +25,8 @@ from core.settings import Settings
 from core.temporal_setup import ensure_search_attributes
 from identity import dev_issuer
 from inventory.migrate import upgrade_async
-from lab.ib.subnet import IbSubnet
 
-from . import devstack
+from . import devstack, network_lab
 
 log = logging.getLogger("metalplane.up")
 
@@ -42,17 +40,7 @@ class LabOptions:
     control_port: int = 8100
     redfish_port: int = 8101
     ipmi_base_port: int = 9001
-    network_lab: bool = True  # the InfiniBand subnet, when the machine allows it
-
-
-def network_lab_refusal() -> str | None:
-    """Why the network lab cannot run here, or None when it can."""
-    if os.geteuid() != 0:
-        return "it needs root (network namespaces, the simulated IB fabric)"
-    missing = [t for t in ("ibsim", "opensm", "smpquery") if shutil.which(t) is None]
-    if missing:
-        return f"{', '.join(missing)} missing (`make test` installs the lab packages as root)"
-    return None
+    network_lab: bool = True  # the Ethernet fabric and IB subnet, when the machine allows it
 
 
 class Platform:
@@ -63,7 +51,7 @@ class Platform:
         self.postgres: devstack.EmbeddedPostgres | None = None
         self.temporal: subprocess.Popen[bytes] | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
-        self.ib_subnet: IbSubnet | None = None
+        self.network: network_lab.NetworkLab | None = None
         self.network_lab_note = "off (--no-network-lab)"
 
     def _child_env(self, database_url: str) -> dict[str, str]:
@@ -135,24 +123,20 @@ class Platform:
             await self._enroll_lab_nodes()
 
     async def _start_network_lab(self, env: dict[str, str]) -> None:
-        """An ibsim fabric with OpenSM for the lab's nodes, when the machine allows it; the
-        network worker then manages its partitions."""
+        """The Ethernet fabric and the InfiniBand subnet of the lab's nodes, when the machine
+        allows it; the network worker then manages their switches and partitions."""
         if not self.lab.network_lab or self.lab.nodes == 0:
             return
-        refusal = network_lab_refusal()
+        refusal = network_lab.refusal()
         if refusal is not None:
             self.network_lab_note = f"not started: {refusal}"
             log.warning("network lab %s", self.network_lab_note)
             return
-        subnet = IbSubnet(self.data_dir / "ib", nodes=self.lab.nodes)
-        await asyncio.to_thread(subnet.start)
-        self.ib_subnet = subnet
-        self.network_lab_note = f"InfiniBand: ibsim + OpenSM, {self.lab.nodes} HCA ports"
-        env.update(
-            METALPLANE_IB_BACKEND="opensm",
-            METALPLANE_OPENSM_PARTITIONS_FILE=str(subnet.partitions_file),
-            METALPLANE_OPENSM_PID_FILE=str(subnet.opensm_pid_file),
-        )
+        lab = network_lab.NetworkLab(self.data_dir, self.lab.nodes)
+        await asyncio.to_thread(lab.start)
+        self.network = lab
+        self.network_lab_note = lab.note
+        env.update(lab.worker_env())
 
     async def _wait_http(self, url: str, timeout: float = 90) -> None:
         async with httpx.AsyncClient(timeout=2) as http:
@@ -176,35 +160,41 @@ class Platform:
             subject="metalplane-up",
             roles=["operator"],
         )
-        api = f"http://{self.settings.api_host}:{self.settings.api_port}/v1/nodes"
-        async with httpx.AsyncClient(timeout=30) as http:
+        api = f"http://{self.settings.api_host}:{self.settings.api_port}"
+        headers = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=api, headers=headers, timeout=30) as http:
+            if self.network is not None:
+                await self._enroll_fabric(http)
             records = (await http.get(lab_url)).json()
             enrolled = 0
             for record in records:
-                reply = await http.post(
-                    api, json=record, headers={"Authorization": f"Bearer {token}"}
-                )
+                reply = await http.post("/v1/nodes", json=record)
                 if reply.status_code == 201:
                     enrolled += 1
                 elif reply.status_code != 409:
                     raise RuntimeError(f"enrolling {record['id']} failed: {reply.text}")
-                await self._cable(http, record["id"], token)
+                if self.network is not None:
+                    cabling = self.network.cabling(record["id"], record["macs"][0])
+                    reply = await http.put(f"/v1/nodes/{record['id']}/cabling", json=cabling)
+                    if reply.status_code != 200:
+                        raise RuntimeError(f"cabling {record['id']} failed: {reply.text}")
         log.info("lab: %d nodes, %d newly enrolled", len(records), enrolled)
 
-    async def _cable(self, http: httpx.AsyncClient, node_id: str, token: str) -> None:
-        """Record the lab node's IB port (lab-00N has the fabric's gpu-00N HCA)."""
-        if self.ib_subnet is None:
-            return
-        port = self.ib_subnet.ports.get(node_id.replace("lab-", "gpu-", 1))
-        if port is None:
-            return
-        reply = await http.put(
-            f"http://{self.settings.api_host}:{self.settings.api_port}/v1/nodes/{node_id}/cabling",
-            json={"ib_guids": [port.port_guid]},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        if reply.status_code != 200:
-            raise RuntimeError(f"cabling {node_id} failed: {reply.text}")
+    async def _enroll_fabric(self, http: httpx.AsyncClient) -> None:
+        """The fabric's leaves (their credentials are new on every start) and its
+        provisioning network."""
+        assert self.network is not None
+        for record in self.network.switch_records():
+            reply = await http.post("/v1/switches", json=record)
+            if reply.status_code == 409:
+                access = {k: record[k] for k in ("mgmt_address", "username", "password")}
+                reply = await http.patch(f"/v1/switches/{record['id']}", json=access)
+            if not reply.is_success:
+                raise RuntimeError(f"enrolling switch {record['id']} failed: {reply.text}")
+        if (await http.get("/v1/fabric/provisioning-network")).status_code == 404:
+            reply = await http.put("/v1/fabric/provisioning-network", json=network_lab.PROVISIONING)
+            if reply.status_code != 200:
+                raise RuntimeError(f"setting the provisioning network failed: {reply.text}")
 
     def _check_children(self) -> None:
         for name, child in self.children.items():
@@ -232,9 +222,9 @@ class Platform:
         if self.temporal is not None:
             devstack.stop_process(self.temporal)
             log.info("stopped Temporal dev server")
-        if self.ib_subnet is not None:
-            self.ib_subnet.stop()
-            log.info("stopped the InfiniBand lab")
+        if self.network is not None:
+            self.network.stop()
+            log.info("stopped the network lab")
         if self.postgres is not None:
             self.postgres.stop()
             log.info("stopped PostgreSQL")

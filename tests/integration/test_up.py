@@ -43,9 +43,10 @@ def _start(data_dir: Path) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
-def _token(data_dir: Path) -> str:
+def _token(data_dir: Path, role: str = "operator", tenant: str | None = None) -> str:
+    tenancy = ("--tenant", tenant) if tenant else ()
     out = subprocess.run(
-        _metalplane("token", "--role", "operator", data_dir=data_dir),
+        _metalplane("token", "--role", role, *tenancy, data_dir=data_dir),
         env=_env(data_dir), capture_output=True, text=True, check=True,
     )  # fmt: skip
     token = out.stdout.strip()
@@ -82,6 +83,30 @@ def _wait_banner(data_dir: Path, timeout: float = 120) -> str:
     raise AssertionError(f"no banner within {timeout} s: {log_file.read_text()[-2000:]}")
 
 
+def _wait_banner_count(data_dir: Path, count: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while (data_dir.parent / "up.log").read_text().count("metalplane is up.") < count:
+        assert time.monotonic() < deadline, "no banner"
+        time.sleep(0.3)
+
+
+def _create_network(data_dir: Path, timeout: float = 60) -> dict:  # type: ignore[type-arg]
+    api = ENV["METALPLANE_API_URL"]
+    admin = {"Authorization": f"Bearer {_token(data_dir, 'platform-admin')}"}
+    reply = httpx.post(f"{api}/v1/tenants", json={"id": "acme", "display_name": "A"}, headers=admin)
+    assert reply.status_code == 201, reply.text
+    tenant = {"Authorization": f"Bearer {_token(data_dir, 'tenant-admin', 'acme')}"}
+    reply = httpx.post(f"{api}/v1/networks", json={"name": "lan"}, headers=tenant)
+    assert reply.status_code == 201, reply.text
+    url = f"{api}/v1/networks/{reply.json()['id']}"
+    deadline = time.monotonic() + timeout
+    network = reply.json()
+    while network["state"] == "creating" and time.monotonic() < deadline:
+        time.sleep(0.3)
+        network = httpx.get(url, headers=tenant).json()
+    return network
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     children = psutil.Process(process.pid).children(recursive=True)
     assert children, "up runs its services as child processes"
@@ -97,7 +122,11 @@ def test_up_provision_stop_and_resume(tmp_path: Path) -> None:
     try:
         banner = _wait_banner(data_dir)
         node = _wait_node(data_dir, "lab-001", lambda n: n["state"] == "available")
-        assert "Network lab  InfiniBand: ibsim + OpenSM, 2 HCA ports" in banner, banner[-2000:]
+        network_lab = (
+            "Network lab  Ethernet: 2 leaves + 1 spine (Linux + FRR, EVPN), 2 node NICs; "
+            "InfiniBand: ibsim + OpenSM, 2 HCA ports"
+        )
+        assert network_lab in banner, banner[-2000:]
         cli = subprocess.run(
             _metalplane("nodes", "provision", "lab-001", "--image", "lab-sim", "--no-wait",
                         data_dir=data_dir),
@@ -120,5 +149,8 @@ def test_up_provision_stop_and_resume(tmp_path: Path) -> None:
             env=_env(data_dir), capture_output=True, text=True, check=True,
         )  # fmt: skip
         assert "lab-001" in listing.stdout and "active" in listing.stdout
+        _wait_banner_count(data_dir, 2)
+        # The lab's switches got new credentials on this start: a tenant network still reaches them.
+        assert _create_network(data_dir)["state"] == "ready"
     finally:
         _stop(up)
