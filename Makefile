@@ -39,7 +39,10 @@ $(LAB_APT_STAMP): Makefile | $(STAMP)
 	fi
 	touch $(LAB_APT_STAMP)
 
+# The network lab's packages as root; as another user `up` runs without the network lab and
+# says why.
 run: $(STAMP)
+	if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory $(LAB_APT_STAMP); fi
 	$(BIN)/metalplane up $(ARGS)
 
 lint: $(STAMP)
