@@ -290,3 +290,15 @@ def test_dockerfile() -> None:
     assert [line for line in lines if line.startswith("ENTRYPOINT")] == [
         'ENTRYPOINT ["metalplane"]'
     ]
+
+
+def test_network_worker_keeps_the_common_environment_and_gets_the_ib_backend(
+    services: dict[str, Any],
+) -> None:
+    env = services["worker-network"]["environment"]
+    assert (
+        env["METALPLANE_DATABASE_URL"] == services["api"]["environment"]["METALPLANE_DATABASE_URL"]
+    )
+    assert env["METALPLANE_TEMPORAL_ADDRESS"] == "temporal:7233"
+    assert env["METALPLANE_IB_BACKEND"] == "none"  # no InfiniBand unless configured
+    assert "METALPLANE_IB_BACKEND" not in services["api"]["environment"]
