@@ -9,9 +9,10 @@ ARGS ?=
 PYTEST_ARGS ?=
 OIDC_LAB := lab/oidc
 OIDC_STAMP := $(OIDC_LAB)/node_modules/.package-lock.json
-# Debian packages of the network lab: FRR and sshd in namespaces (the Ethernet fabric), ibsim
-# and OpenSM (an InfiniBand subnet), tcpdump (isolation checks).
-LAB_APT := frr openssh-server ibsim-utils libumad2sim0 opensm infiniband-diags tcpdump
+# Debian packages of the network lab: FRR and sshd in namespaces (the Ethernet fabric),
+# user-mode-linux and kmod (leaf switches with a kernel that has VRFs), ibsim and OpenSM (an
+# InfiniBand subnet).
+LAB_APT := frr openssh-server user-mode-linux kmod ibsim-utils libumad2sim0 opensm infiniband-diags
 LAB_APT_STAMP := $(VENV)/.lab-apt-stamp
 
 .PHONY: run test lint bench clean

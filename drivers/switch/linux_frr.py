@@ -216,20 +216,27 @@ class LinuxFrrDialect(Dialect):
         ]
 
     def _remove_vrf(self, v: Vrf) -> list[str]:
+        """The L3 VNI leaves FRR first (FRR refuses to delete the BGP instance of a VRF that
+        still has one: "Please unconfigure l3vni"), then the BGP instance, the kernel's
+        devices, and last FRR's VRF (FRR deletes only a VRF the kernel no longer has)."""
         _check_name(v.name)
         running = f"{self.vtysh} -c 'show running-config'"
         instance = f"router bgp {self.asn} vrf {v.name}"
+        no_vrf = self._vtysh_config(f"no vrf {v.name}")
         return [
+            # `vrf X` would create the VRF in FRR: only when it is there.
+            f"if {running} | grep -qx 'vrf {v.name}'; then"
+            f" {self._vtysh_config(f'vrf {v.name}', f'no vni {v.l3vni}', 'exit-vrf')}; fi",
             f"if {running} | grep -qx '{instance}'; then"
             f" {self._vtysh_config(f'no {instance}')}; fi",
             _del_vxlan(f"vni{v.l3vni}", v.l3vni),
             _del_bridge(f"br{v.l3vlan}"),
             f"if ip -d -o link show dev {v.name} 2>/dev/null | grep -q ' vrf table {v.table} ';"
             f" then ip link del dev {v.name}; fi",
-            # FRR deletes only an inactive VRF: after the kernel's, and without its L3 VNI.
-            f"if {running} | grep -qx 'vrf {v.name}'; then"
-            f" {self._vtysh_config(f'vrf {v.name}', f'no vni {v.l3vni}', 'exit-vrf')}"
-            f" && {self._vtysh_config(f'no vrf {v.name}')}; fi",
+            # Unguarded: a VRF without configuration is missing from the running config, and
+            # `no vrf` of an unknown VRF succeeds. Retried: zebra may not have seen the
+            # kernel's deletion yet ("Only inactive VRFs can be deleted").
+            " || ".join([no_vrf, f"{{ sleep 0.2 && {no_vrf}; }}", f"{{ sleep 1 && {no_vrf}; }}"]),
         ]
 
     def _vxlan_add(self, name: str, vni: int) -> str:

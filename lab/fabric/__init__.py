@@ -7,11 +7,17 @@ management address, where root logs in with the lab's password or key. Hosts are
 access ports start down and unbridged. The switches are configured as a driver configures
 them: over SSH (drivers/switch/linux_frr.py).
 
+`leaf_kind="uml"` (`--leaf-kind uml`) makes each leaf a user-mode-linux kernel instead
+(lab/fabric/uml.py; Debian `user-mode-linux` and `kmod`): the same names, addresses, cabling
+and logins, and a kernel with VRF, for routed tenants (VRFs, SVIs, L3 VNIs, EVPN type-5).
+The lab reaches into a UML leaf over its SSH login only (switch_exec, vtysh, ...).
+
 Pinned addressing (lab/fabric/topology.py): management bridge `<prefix>-mgmt` in the root
 namespace with .1 of `mgmt_subnet` (default 172.31.250.0/24), spine s at .10+s, leaf l at
 .100+l; loopbacks/VTEPs 10.255.0.s (spines) and 10.255.1.l (leaves); underlay /31s in
 10.254.s.0/24. State dir: `fabric.json` (plan, PIDs, credentials' paths), `ssh/` (root's
-password and its shadow file, the client key, known_hosts), sshd configurations and logs.
+password and its shadow file, the client key, known_hosts), sshd configurations and logs,
+UML leaves' console logs (`uml-<leaf>.log`).
 FRR's files live in /run/metalplane-fabric/<prefix>/<switch> (the frr user must reach them;
 a pytest temp dir is private to root).
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from lab.fabric.fabric import Fabric, teardown
-from lab.fabric.topology import FabricConfig, FabricError
+from lab.fabric.topology import LEAF_KINDS, FabricConfig, FabricError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,9 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--leaves", type=int, default=2)
     p.add_argument("--hosts-per-leaf", type=int, default=2)
     p.add_argument("--mgmt-subnet", default="172.31.250.0/24")
+    p.add_argument(
+        "--leaf-kind", choices=LEAF_KINDS, default="netns", help="uml: leaves with VRF (slower)"
+    )
     p.add_argument("--timeout", type=float, default=30.0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("paramiko").setLevel(logging.WARNING)  # the lab's logins to UML leaves
     try:
         if args.action == "down":
             teardown(args.prefix, args.state_dir)
@@ -35,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
             leaves=args.leaves,
             hosts_per_leaf=args.hosts_per_leaf,
             mgmt_subnet=args.mgmt_subnet,
+            leaf_kind=args.leaf_kind,
         )
         fabric = Fabric(config).up(timeout=args.timeout)
     except FabricError as exc:

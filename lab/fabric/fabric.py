@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
+import os
 import subprocess
 import sys
 import time
@@ -13,23 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.fabric import frr, sshd
+from lab.fabric import frr, sshd, uml
+from lab.fabric.remote import RemoteShell
 from lab.fabric.system import (
     in_netns,
     ip_batch,
-    namespaces,
     netns_pids,
-    owned_pid,
     parent_pid,
     read_pid,
-    root_links,
     run,
     stop_pids,
 )
+from lab.fabric.teardown import STATE_FILE, teardown
 from lab.fabric.topology import (
     HOST_IFNAME,
     MGMT_IFNAME,
-    RUNTIME_ROOT,
     FabricConfig,
     FabricError,
     HostPlan,
@@ -41,7 +39,6 @@ from lab.fabric.topology import (
 log = logging.getLogger("lab.fabric")
 
 REPO = Path(__file__).resolve().parents[2]
-STATE_FILE = "fabric.json"
 # No IPv6 anywhere: nothing then talks on its own, so a host's packet counters move only
 # with the traffic a test sends (the isolation checks count them).
 NO_IPV6 = ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]
@@ -73,6 +70,9 @@ class Fabric:
         self.credentials: sshd.Credentials | None = None
         self.started_in: float | None = None
         self._sshd: dict[str, subprocess.Popen[bytes]] = {}
+        self._uml: dict[str, subprocess.Popen[bytes]] = {}  # UML leaves' kernels
+        self._kicks: dict[str, subprocess.Popen[bytes]] = {}  # and their wake-up sources
+        self._remote: dict[str, RemoteShell] = {}
 
     # Lifecycle.
 
@@ -80,6 +80,8 @@ class Fabric:
         """Build everything (after removing what a crashed run of this prefix left), start the
         daemons, return once every sshd answers and every BGP session is established."""
         teardown(self.config.prefix, self.state_dir)
+        if self._kind("uml"):
+            uml.check_installed()
         started = time.monotonic()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -88,9 +90,17 @@ class Fabric:
             self.credentials = sshd.make_credentials(self.state_dir / "ssh", switches)
             for switch in switches:
                 frr.prepare(switch, self.topology)
-            frr.start(switches, "zebra")
-            frr.start(switches, "bgpd")
-            for switch in switches:
+            # The kernels boot first (seconds) while the namespaces' daemons start.
+            cpus = sorted(os.sched_getaffinity(0))
+            for n, switch in enumerate(self._kind("uml")):
+                uml.prepare(switch, self.topology, self.state_dir)
+                console = self._console(switch)
+                self._uml[switch.name] = uml.start(switch, console, cpus[n % len(cpus)])
+                self._kicks[switch.name] = uml.start_kick(switch, console)
+            local = self._kind("netns")
+            frr.start(local, "zebra")
+            frr.start(local, "bgpd")
+            for switch in local:
                 self._sshd[switch.name] = sshd.start(switch, self.state_dir / "ssh", self.state_dir)
             self._save()
             self._wait_ready(started + timeout)
@@ -103,10 +113,14 @@ class Fabric:
         return self
 
     def down(self) -> None:
+        for shell in self._remote.values():
+            shell.close()
+        self._remote.clear()
         teardown(self.config.prefix, self.state_dir)
-        for proc in self._sshd.values():
-            proc.poll()  # teardown reaped it; let Popen know
-        self._sshd.clear()
+        for procs in (self._sshd, self._uml, self._kicks):
+            for proc in procs.values():
+                proc.poll()  # teardown reaped it; let Popen know
+            procs.clear()
 
     @classmethod
     def load(cls, state_dir: Path) -> Fabric:
@@ -129,8 +143,15 @@ class Fabric:
         (self.state_dir / STATE_FILE).write_text(json.dumps(data, indent=2) + "\n")
 
     def pids(self) -> dict[str, list[int]]:
+        """Host PIDs by switch; of a UML leaf its kernel and its wake-up source (the processes
+        in the kernel are its own)."""
         found: dict[str, list[int]] = {}
         for switch in self.topology.switches:
+            if switch.kind == "uml":
+                files = (uml.PID_FILE, uml.KICK_PID_FILE)
+                pids = (read_pid(Path(switch.runtime_dir, f)) for f in files)
+                found[switch.name] = [p for p in pids if p is not None]
+                continue
             sshd_pid = read_pid(self.state_dir / f"sshd-{switch.name}.pid")
             proc = self._sshd.get(switch.name)
             extra = [proc.pid] if proc is not None else [sshd_pid] if sshd_pid else []
@@ -166,7 +187,10 @@ class Fabric:
             )
         ip_batch(root)
         length = t.mgmt_gateway.split("/")[1]
-        for s in t.switches:
+        for s in self._kind("uml"):  # a chassis: the addresses are the kernel's
+            run(in_netns(s.netns, "sysctl", "-q", "-w", *NO_IPV6))
+            uml.wire(s)
+        for s in self._kind("netns"):
             run(in_netns(s.netns, "sysctl", "-q", "-w", *SWITCH_SYSCTLS))
             lines = [
                 "link set lo up",
@@ -183,16 +207,19 @@ class Fabric:
 
     def _wait_ready(self, deadline: float) -> None:
         switches = list(self.topology.switches)
-        silent = sshd.wait_answering(
-            [s.mgmt_address for s in switches], max(0.0, deadline - time.monotonic())
-        )
+        silent = [s.mgmt_address for s in switches]
+        while silent and time.monotonic() < deadline:
+            self._check_kernels()  # a kernel that panicked never answers: say why at once
+            silent = sshd.wait_answering(silent, min(0.5, max(0.0, deadline - time.monotonic())))
         dead = [name for name, proc in self._sshd.items() if proc.poll() is not None]
         if silent or dead:
             raise FabricError(
                 f"sshd not answering on {silent}, exited on {dead}: see {self.state_dir}/sshd-*.log"
+                f" (UML leaves: {self.topology.prefix} runtime dirs' sshd.log)"
             )
         pending = switches
         while pending and time.monotonic() < deadline:
+            self._check_kernels()
             pending = [s for s in pending if not self._routing_ready(s)]
             if pending:
                 time.sleep(0.05)
@@ -200,12 +227,22 @@ class Fabric:
             names = [s.name for s in pending]
             raise FabricError(f"BGP not converged on {names}: see {pending[0].runtime_dir}/*.log")
 
+    def _check_kernels(self) -> None:
+        for name, proc in self._uml.items():
+            if proc.poll() is not None:
+                console = self._console(self.switch(name))
+                raise FabricError(
+                    f"UML {name} exited {proc.returncode}; {console}:\n{uml.console_tail(console)}"
+                )
+
     def _routing_ready(self, switch: SwitchPlan) -> bool:
-        if not frr.sessions_established(switch):
+        if not frr.sessions_established(
+            switch, self.vtysh_json(switch.name, "show bgp summary json")
+        ):
             return False
         if switch.role != "leaf":
             return True
-        routes = json.loads(run(["ip", "-n", switch.netns, "-j", "route", "show"]) or "[]")
+        routes = json.loads(self.switch_exec(switch.name, "ip", "-j", "route", "show") or "[]")
         reachable = {r.get("dst") for r in routes}
         return all(leaf.loopback in reachable for leaf in self.topology.leaves if leaf != switch)
 
@@ -230,7 +267,7 @@ class Fabric:
             known_hosts=credentials.known_hosts,
             vtep=switch.loopback,
             asn=self.topology.asn,
-            vtysh_socket_dir=switch.runtime_dir,
+            vtysh_socket_dir=uml.FRR_RUN_DIR if switch.kind == "uml" else switch.runtime_dir,
             access_ports=switch.access_ports,
         )
 
@@ -239,25 +276,51 @@ class Fabric:
             raise FabricError("the fabric is not up")
         return self.credentials
 
+    def _kind(self, kind: str) -> list[SwitchPlan]:
+        return [s for s in self.topology.switches if s.kind == kind]
+
+    def _console(self, switch: SwitchPlan) -> Path:
+        return self.state_dir / f"uml-{switch.name}.log"
+
+    def _shell(self, name: str) -> RemoteShell:
+        """The lab's own SSH login to a UML leaf (kept open)."""
+        shell = self._remote.get(name)
+        if shell is None:
+            a = self.access(name)
+            shell = self._remote[name] = RemoteShell(
+                a.host, a.port, a.username, a.key_file, a.known_hosts
+            )
+        return shell
+
     def switch_exec(self, name: str, *argv: str) -> str:
-        """A command in a switch's namespace, out of band (not over its SSH)."""
-        return run(in_netns(self.switch(name).netns, *argv))
+        """A command on a switch: in its namespace, out of band (not over its SSH); on a UML
+        leaf, over the lab's own SSH login (no other way in)."""
+        switch = self.switch(name)
+        if switch.kind == "uml":
+            return self._shell(name).run(argv)
+        return run(in_netns(switch.netns, *argv))
 
     def switch_links(self, name: str) -> list[dict[str, Any]]:
         return json.loads(self.switch_exec(name, "ip", "-d", "-j", "link", "show") or "[]")
 
     def drop_ssh_sessions(self, name: str) -> int:
-        """Kill the SSH sessions open on a switch (not its listener); how many there were."""
+        """Kill the SSH sessions open on a switch (not its listener); how many there were.
+        On a UML leaf, the lab's own login that does it stays (and is not counted)."""
+        if self.switch(name).kind == "uml":
+            return int(self._shell(name).script(uml.DROP_SESSIONS))
         listener = read_pid(self.state_dir / f"sshd-{name}.pid")
         sessions = [p for p in netns_pids(self.switch(name).netns) if parent_pid(p) == listener]
         stop_pids(sessions)
         return len(sessions)
 
     def vtysh(self, name: str, command: str) -> str:
-        return frr.vtysh(self.switch(name), command)
+        switch = self.switch(name)
+        if switch.kind == "uml":  # a plain vtysh there finds the switch's FRR
+            return self.switch_exec(name, frr.VTYSH, "-H", "/dev/null", "-c", command)
+        return frr.vtysh(switch, command)
 
     def vtysh_json(self, name: str, command: str) -> Any:
-        return frr.vtysh_json(self.switch(name), command)
+        return json.loads(self.vtysh(name, command) or "{}")
 
     def host_exec(self, name: str, *argv: str) -> str:
         return run(in_netns(self.host(name).netns, *argv))
@@ -322,39 +385,6 @@ class Fabric:
             or "[]"
         )
         return next((e["lladdr"] for e in entries if "lladdr" in e), None)
-
-
-def teardown(prefix: str, state_dir: Path | None = None) -> None:
-    """Stop and delete everything of a fabric prefix, whether or not its state survived: the
-    PIDs it recorded (if they still are its processes), every process in its namespaces, the
-    namespaces, its root-namespace links and its FRR runtime dir."""
-    runtime = RUNTIME_ROOT / prefix
-    markers = [str(runtime)] + ([str(state_dir)] if state_dir is not None else [])
-    recorded: set[int] = set()
-    state = Path(state_dir) / STATE_FILE if state_dir is not None else None
-    if state is not None and state.exists():
-        for pids in json.loads(state.read_text()).get("pids", {}).values():
-            recorded.update(pids)
-    pidfiles = [*runtime.glob("*/*.pid")]
-    if state_dir is not None:
-        pidfiles += Path(state_dir).glob("sshd-*.pid")
-    for pidfile in pidfiles:
-        pid = read_pid(pidfile)
-        if pid is not None:
-            recorded.add(pid)
-    pids = {p for p in recorded if owned_pid(p, markers)}
-    for netns in namespaces(prefix):
-        pids.update(netns_pids(netns))
-    stop_pids(pids)
-    for netns in namespaces(prefix):
-        run(["ip", "netns", "delete", netns])
-    for link in root_links(prefix):
-        try:
-            run(["ip", "link", "delete", link])
-        except FabricError:
-            if link in root_links(prefix):  # not just gone with its namespace peer
-                raise
-    shutil.rmtree(runtime, ignore_errors=True)
 
 
 __all__ = ["HOST_IFNAME", "Fabric", "FabricConfig", "FabricError", "SwitchAccess", "teardown"]

@@ -7,7 +7,6 @@ loopback routes the spines set themselves as next hop, as leaves share no link.
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import shutil
@@ -74,20 +73,25 @@ def prepare(switch: SwitchPlan, topology: Topology) -> None:
         os.chown(path, frr.pw_uid, frr.pw_gid)
 
 
-def daemon_command(switch: SwitchPlan, daemon: str) -> list[str]:
-    d = switch.runtime_dir
+def daemon_args(switch: SwitchPlan, daemon: str, run_dir: str | None = None) -> list[str]:
+    """The daemon's command line: configuration from the runtime dir, pid file and sockets in
+    `run_dir` (default: the runtime dir too; a UML leaf keeps them in its own /run/frr)."""
+    d, r = switch.runtime_dir, run_dir or switch.runtime_dir
     extra = ["-p", "179"] if daemon == "bgpd" else []
-    return in_netns(
-        switch.netns,
+    return [
         str(DAEMONS / daemon),
         "-d",
         "-A", "127.0.0.1", "-P", "0",  # no TCP vty
         *extra,
         "-f", f"{d}/{daemon}.conf",
-        "-i", f"{d}/{daemon}.pid",
-        "-z", f"{d}/zserv.api",
-        "--vty_socket", d,
-    )  # fmt: skip
+        "-i", f"{r}/{daemon}.pid",
+        "-z", f"{r}/zserv.api",
+        "--vty_socket", r,
+    ]  # fmt: skip
+
+
+def daemon_command(switch: SwitchPlan, daemon: str) -> list[str]:
+    return in_netns(switch.netns, *daemon_args(switch, daemon))
 
 
 def start(switches: list[SwitchPlan], daemon: str) -> None:
@@ -114,13 +118,9 @@ def vtysh(switch: SwitchPlan, command: str) -> str:
     return run([VTYSH, "-H", "/dev/null", "--vty_socket", switch.runtime_dir, "-c", command])
 
 
-def vtysh_json(switch: SwitchPlan, command: str) -> dict:
-    return json.loads(vtysh(switch, command) or "{}")
-
-
-def sessions_established(switch: SwitchPlan) -> bool:
-    """Every configured peer is Established in both address families."""
-    summary = vtysh_json(switch, "show bgp summary json")
+def sessions_established(switch: SwitchPlan, summary: dict) -> bool:
+    """Every configured peer is Established in both address families (`summary`: the
+    switch's `show bgp summary json`)."""
     expected = {u.peer_address for u in switch.underlay}
     for family in ("ipv4Unicast", "l2VpnEvpn"):
         peers = summary.get(family, {}).get("peers", {})

@@ -88,12 +88,12 @@ def make_credentials(ssh_dir: Path, switches: list[SwitchPlan]) -> Credentials:
     )
 
 
-def sshd_config(switch: SwitchPlan, ssh_dir: Path, state_dir: Path) -> str:
+def sshd_config(switch: SwitchPlan, ssh_dir: Path, pid_file: str) -> str:
     return "\n".join(
         [
             f"ListenAddress {switch.mgmt_address}:{PORT}",
             f"HostKey {ssh_dir / f'host_{switch.name}'}",
-            f"PidFile {state_dir / f'sshd-{switch.name}.pid'}",
+            f"PidFile {pid_file}",
             f"AuthorizedKeysFile {ssh_dir / 'authorized_keys'}",
             "PermitRootLogin yes",
             "PasswordAuthentication yes",
@@ -114,7 +114,7 @@ def start(switch: SwitchPlan, ssh_dir: Path, state_dir: Path) -> subprocess.Pope
     """sshd in the foreground of its own session: its PID is the Popen's."""
     PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
     config = state_dir / f"sshd-{switch.name}.conf"
-    config.write_text(sshd_config(switch, ssh_dir, state_dir))
+    config.write_text(sshd_config(switch, ssh_dir, str(state_dir / f"sshd-{switch.name}.pid")))
     records = state_dir / "login-records"
     records.mkdir(exist_ok=True)
     script = " && ".join(

@@ -6,6 +6,8 @@ Pinned addressing (documented in lab/fabric/__init__.py):
 - loopbacks (router id, VTEP): spine s 10.255.0.s/32, leaf l 10.255.1.l/32;
 - underlay: spine s port `swp<l>` 10.254.s.2(l-1)/31 <-> leaf l port `uplink<s>` .2(l-1)+1/31;
 - hosts: namespace `<prefix>-h<l>-<p>`, its `eth0` cabled to leaf l's access port `swp<p>`.
+Leaves are namespaces (`leaf_kind="netns"`) or user-mode-linux kernels (`"uml"`, lab/fabric/uml.py)
+whose ports are wired to the same cable ends in the leaf's namespace; spines are namespaces.
 Inside the namespaces nothing collides between fabrics; in the root namespace only the
 management bridge, its veths and the management subnet do: give each fabric its own prefix
 and subnet.
@@ -23,6 +25,7 @@ IFNAMSIZ = 15  # longest Linux interface name
 RUNTIME_ROOT = Path("/run/metalplane-fabric")  # FRR's files: the frr user must reach them
 MGMT_IFNAME = "eth0"
 HOST_IFNAME = "eth0"
+LEAF_KINDS = ("netns", "uml")
 
 
 class FabricError(Exception):
@@ -38,8 +41,11 @@ class FabricConfig:
     hosts_per_leaf: int = 2
     mgmt_subnet: str = "172.31.250.0/24"
     asn: int = 65000
+    leaf_kind: str = "netns"  # "uml": real kernels, with VRF (lab/fabric/uml.py)
 
     def __post_init__(self) -> None:
+        if self.leaf_kind not in LEAF_KINDS:
+            raise FabricError(f"leaf_kind {self.leaf_kind!r}: one of {LEAF_KINDS}")
         if not PREFIX.fullmatch(self.prefix):
             raise FabricError(f"prefix {self.prefix!r}: 1-8 of [a-z0-9], starting with a letter")
         if not 1 <= self.spines <= 89 or not 1 <= self.leaves <= 127:
@@ -69,6 +75,7 @@ class SwitchPlan:
     underlay: tuple[Underlay, ...]
     access_ports: tuple[str, ...]
     runtime_dir: str  # FRR: configuration, pid files, vty and zserv sockets, logs
+    kind: str = "netns"  # "uml": a user-mode-linux kernel wired into `netns`
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,7 @@ def plan(config: FabricConfig) -> Topology:
                 underlay=underlay,
                 access_ports=tuple(f"swp{p}" for p in range(1, config.hosts_per_leaf + 1)),
                 runtime_dir=str(runtime / name),
+                kind=config.leaf_kind,
             )
         )
     hosts = tuple(

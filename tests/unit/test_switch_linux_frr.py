@@ -1,7 +1,8 @@
 """The Linux + FRR dialect on recorded outputs, its rendering, and the plan checks it relies on.
 
-The switch runs of the integration tests (tests/integration/test_fabric_linux.py) prove the
-commands on a real switch; these pin down the parsing and the exact command shapes.
+The switch runs of the integration tests prove the commands on real switches (L2 segments:
+tests/integration/test_fabric_linux.py; VRFs and SVIs on UML leaves, kernels with VRF:
+tests/integration/test_fabric_uml.py); these pin down the parsing and the exact command shapes.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from drivers.switch.base import (
 )
 from drivers.switch.linux_frr import LINKS, LinuxFrrDialect
 from drivers.switch.ssh import MAX_SHELL_LINE, _batches, _shell_line
+from lab.fabric import uml
 from lab.fabric.topology import FabricConfig, FabricError, plan
 
 VTYSH_DIR = "/run/metalplane-fabric/lab/leaf1"
@@ -50,9 +52,9 @@ LEAF_LINKS = """[
 # FRR 8.4 `show vrf vni json` with no VRF (recorded).
 NO_VRFS = '{\n  "vrfs":[\n  ]\n}\n'
 
-# A routed tenant as the dialect builds it on a kernel with VRFs. This host kernel has none,
-# so the links are written by hand in iproute2's JSON shape (vrf: info_data.table); the FRR
-# answer has the fields FRR 8.4 printed for a VRF with an L3 VNI here (state Down there).
+# A routed tenant as the dialect builds it on a kernel with VRFs, trimmed to the fields
+# parse_state reads, in the shape a UML leaf of the lab prints (vrf: info_data.table; the
+# FRR answer as FRR 8.4 prints it for a VRF with its L3 VNI).
 ROUTED_LINKS = [
     {
         "ifname": "tenA",
@@ -247,12 +249,25 @@ def test_render_vrf_frr_first() -> None:
     assert "ip link add vni104001 type vxlan id 104001" in commands[5]
 
 
-def test_remove_vrf_is_guarded() -> None:
-    commands = dialect().render(RemoveVrf(TENANT_A))
-    assert all(c.startswith("if ") and c.endswith("; fi") for c in commands)
-    assert "grep -qx 'router bgp 65000 vrf tenA'" in commands[0]
-    assert "' vrf table 1001 '" in commands[3]
-    assert commands[4].endswith("-c 'configure terminal' -c 'no vrf tenA'; fi")
+def test_remove_vrf_unconfigures_the_l3vni_first_and_is_guarded() -> None:
+    """FRR refuses `no router bgp ... vrf` while the VRF has an L3 VNI, and `no vrf` while the
+    kernel has the VRF: L3 VNI, BGP instance, kernel devices, FRR's VRF, in that order."""
+    vtysh = f"vtysh -H /dev/null --vty_socket {VTYSH_DIR}"
+    running = f"{vtysh} -c 'show running-config'"
+    no_vrf = f"{vtysh} -c 'configure terminal' -c 'no vrf tenA'"
+    assert dialect().render(RemoveVrf(TENANT_A)) == [
+        f"if {running} | grep -qx 'vrf tenA'; then {vtysh} -c 'configure terminal'"
+        " -c 'vrf tenA' -c 'no vni 104001' -c 'exit-vrf'; fi",
+        f"if {running} | grep -qx 'router bgp 65000 vrf tenA'; then {vtysh}"
+        " -c 'configure terminal' -c 'no router bgp 65000 vrf tenA'; fi",
+        "if ip -d -o link show dev vni104001 2>/dev/null | grep -q ' vxlan id 104001 ';"
+        " then ip link del dev vni104001; fi",
+        "if [ -d /sys/class/net/br4001/bridge ]; then ip link del dev br4001; fi",
+        "if ip -d -o link show dev tenA 2>/dev/null | grep -q ' vrf table 1001 ';"
+        " then ip link del dev tenA; fi",
+        # `no vrf` of an unknown VRF succeeds; retried while zebra catches up with the kernel
+        f"{no_vrf} || {{ sleep 0.2 && {no_vrf}; }} || {{ sleep 1 && {no_vrf}; }}",
+    ]
 
 
 def test_bad_vrf_name_is_refused() -> None:
@@ -317,3 +332,42 @@ def test_fabric_plan_names_and_addresses(tmp_path: Path) -> None:
 def test_fabric_prefix_is_checked(prefix: str, tmp_path: Path) -> None:
     with pytest.raises(FabricError):
         FabricConfig(prefix=prefix, state_dir=tmp_path)
+
+
+def test_fabric_leaf_kind(tmp_path: Path) -> None:
+    assert plan(FabricConfig(prefix="lab", state_dir=tmp_path)).switch("leaf1").kind == "netns"
+    topology = plan(FabricConfig(prefix="lab", state_dir=tmp_path, leaf_kind="uml"))
+    assert [(s.name, s.kind) for s in topology.switches] == [
+        ("spine1", "netns"),  # spines need no VRF
+        ("leaf1", "uml"),
+        ("leaf2", "uml"),
+    ]
+    with pytest.raises(FabricError, match="leaf_kind"):
+        FabricConfig(prefix="lab", state_dir=tmp_path, leaf_kind="vm")
+
+
+def test_uml_leaf_ports_are_its_vector_devices_in_order(tmp_path: Path) -> None:
+    topology = plan(FabricConfig(prefix="lab", state_dir=tmp_path, spines=2, leaf_kind="uml"))
+    leaf = topology.switch("leaf1")
+    assert uml.ports(leaf) == ["eth0", "uplink1", "uplink2", "swp1", "swp2"]
+    command = uml.kernel_command(leaf)
+    devices = [arg for arg in command if arg.startswith("vec")]
+    assert devices == [f"vec{n}:transport=tap,ifname=u-{p}" for n, p in enumerate(uml.ports(leaf))]
+    lines = uml.interfaces(leaf, topology)
+    assert lines[:5] == [f"link set dev vec{n} name {p}" for n, p in enumerate(uml.ports(leaf))]
+    assert "address add 10.254.2.1/31 dev uplink2" in lines
+    assert not [line for line in lines if "swp" in line and "name" not in line]  # ports stay down
+    assert command[-3:] == ["init=/bin/sh", "--", str(uml.INIT)]
+
+
+def test_uml_leaf_boot_runs_frr_with_its_own_sockets(tmp_path: Path) -> None:
+    topology = plan(FabricConfig(prefix="lab", state_dir=tmp_path, leaf_kind="uml"))
+    leaf = topology.switch("leaf2")
+    script = uml.boot_script(leaf, topology, tmp_path / "state dir")
+    runtime = "/run/metalplane-fabric/lab/leaf2"
+    assert (
+        f"/usr/lib/frr/bgpd -d -A 127.0.0.1 -P 0 -p 179 -f {runtime}/bgpd.conf"
+        " -i /run/frr/bgpd.pid -z /run/frr/zserv.api --vty_socket /run/frr"
+    ) in script
+    assert f"mount --bind '{tmp_path}/state dir/ssh/shadow' /etc/shadow" in script
+    assert "hostname leaf2" in script
