@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     tenant_prefix_length: int = Field(default=24, ge=8, le=30)
     network_max_concurrent_activities: int = 50
     switch_timeout_seconds: float = 30.0
+    # The anycast gateway's MAC, the same on every routing leaf (Linux + FRR switches; EOS and
+    # NX-OS take theirs from their own global configuration). Locally administered.
+    anycast_gateway_mac: str = Field(
+        default="02:6d:70:00:00:01", pattern=r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$"
+    )
 
     # InfiniBand partitions: none, a local OpenSM (partitions.conf + SIGHUP) or NVIDIA UFM.
     ib_backend: Literal["none", "opensm", "ufm"] = "none"

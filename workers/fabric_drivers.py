@@ -22,6 +22,7 @@ def open_switch_from_settings(settings: Settings) -> SwitchOpener:
             asn=access.asn,
             vtep_address=access.vtep_address,
             timeout=settings.switch_timeout_seconds,
+            gateway_mac=settings.anycast_gateway_mac,
         )
 
     return open_switch

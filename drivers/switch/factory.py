@@ -26,8 +26,10 @@ def connect(
     asn: int,
     vtep_address: str | None,
     timeout: float,
+    gateway_mac: str | None = None,
 ) -> Switch:
-    """The switch's driver; the SSH session opens on its first command."""
+    """The switch's driver; the SSH session opens on its first command. `gateway_mac`: the
+    anycast gateway MAC of a Linux + FRR switch's SVIs (None: each bridge's own)."""
     if vtep_address is None:
         raise ValueError(f"switch {name} has no VTEP address")
     host, port = split_host_port(address, SSH_PORT)
@@ -41,7 +43,9 @@ def connect(
     )
     match nos:
         case Nos.LINUX_FRR:
-            return linux_frr_switch(name, target, vtep=vtep_address, asn=asn)
+            return linux_frr_switch(
+                name, target, vtep=vtep_address, asn=asn, gateway_mac=gateway_mac
+            )
         case Nos.ARISTA_EOS:
             dialect: EosDialect | NxosDialect = EosDialect(asn=asn, router_id=vtep_address)
         case Nos.CISCO_NXOS:

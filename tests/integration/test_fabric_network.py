@@ -1,5 +1,7 @@
 """Tenant networks on Ethernet, end to end: the API and the network workflows drive the Linux +
-FRR leaves of a real VXLAN/EVPN fabric (lab.fabric) over SSH.
+FRR leaves of a real VXLAN/EVPN fabric (lab.fabric) over SSH. The module runs twice: on
+namespace leaves (the host kernel has no VRF: enrolled as L2 switches) and on User-Mode-Linux
+leaves that route (each tenant network gets its VRF, L3 VNI and anycast gateway).
 
 Each lab node's NIC is a host of the fabric (its MAC set to the node's): lab-001 on leaf1 swp1,
 lab-002 on leaf2 swp1 (tenant acme), lab-003 on leaf1 swp2, lab-004 on leaf2 swp2 (tenant
@@ -44,15 +46,23 @@ CABLING = {
 PROVISIONING = {"vlan": 10, "vni": 10010, "cidr": "192.168.100.0/24"}
 
 
+def routed(fabric: Fabric) -> bool:
+    return fabric.config.leaf_kind == "uml"
+
+
 def host(node_id: str) -> str:
     return CABLING[node_id][0]
 
 
-@pytest.fixture(scope="module")
-def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fabric]:
-    lab = Fabric(
-        FabricConfig(prefix=PREFIX, state_dir=tmp_path_factory.mktemp("fab"), mgmt_subnet=MGMT)
+@pytest.fixture(scope="module", params=["netns", "uml"])
+def fabric(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fabric]:
+    state_dir = tmp_path_factory.mktemp("fab")
+    config = FabricConfig(
+        prefix=PREFIX, state_dir=state_dir, mgmt_subnet=MGMT, leaf_kind=request.param
     )
+    lab = Fabric(config)
     lab.up()
     try:
         yield lab
@@ -68,7 +78,8 @@ async def platform(
     fabric: Fabric,
 ) -> AsyncIterator[Platform]:
     async with running_platform(
-        name="t_fabric_network", postgres_url=postgres_url, temporal_address=temporal_address,
+        name=f"t_fabric_network_{fabric.config.leaf_kind}",
+        postgres_url=postgres_url, temporal_address=temporal_address,
         data_dir=tmp_path_factory.mktemp("fabric-network"), ports=PORTS, nodes=len(CABLING),
     ) as running:  # fmt: skip
         await running.enroll_lab()
@@ -79,7 +90,7 @@ async def platform(
                     "id": leaf, "role": "leaf", "nos": "linux-frr",
                     "mgmt_address": access.host, "username": access.username,
                     "password": access.password, "asn": access.asn,
-                    "vtep_address": access.vtep, "routing": False,
+                    "vtep_address": access.vtep, "routing": routed(fabric),
                 })  # fmt: skip
                 assert enrolled.status_code == 201, enrolled.text
             reply = await api.put("/v1/fabric/provisioning-network", json=PROVISIONING)
@@ -134,6 +145,17 @@ async def pings(fabric: Fabric, src: str, dst: str, **kwargs: Any) -> int:
     return await asyncio.to_thread(fabric.ping, src, dst, **kwargs)
 
 
+def forget_neighbors(fabric: Fabric) -> None:
+    """No neighbor probe pending anywhere: Linux re-validates a neighbor used in an earlier
+    ping ~5 s later by unicast ARP, from a host or from a gateway (an SVI)."""
+    for node_id in CABLING:
+        fabric.flush_neighbors(host(node_id))
+    if routed(fabric):
+        for leaf in LEAVES:
+            fabric.switch_exec(leaf, "sh", "-c", "for b in /sys/class/net/br*; do"
+                               " ip neigh flush dev ${b##*/}; done")  # fmt: skip
+
+
 async def create_network(platform: Platform, tenant: str) -> dict[str, Any]:
     async with platform.api(platform.mint("tenant-admin", tenant=tenant)) as api:
         reply = await api.post("/v1/networks", json={"name": "lan", "cidr": "10.50.0.0/24"})
@@ -182,8 +204,10 @@ async def test_tenant_networks_isolate_tenants_across_the_fabric(
     acme, globex = await create_network(platform, "acme"), await create_network(platform, "globex")
     assert acme["cidr"] == globex["cidr"] and acme["l2vni"] != globex["l2vni"]
     for leaf in LEAVES:
-        segments = {s.vni for s in (await switch_state(fabric, leaf)).segments.values()}
-        assert {acme["l2vni"], globex["l2vni"]} <= segments
+        state = await switch_state(fabric, leaf)
+        assert {acme["l2vni"], globex["l2vni"]} <= {s.vni for s in state.segments.values()}
+        vrfs = {v.l3vni for v in state.vrfs.values()}
+        assert vrfs == ({acme["l3vni"], globex["l3vni"]} if routed(fabric) else set())
 
     await attach(platform, acme, "lab-001", "lab-002")
     await attach(platform, globex, "lab-003", "lab-004")
@@ -192,14 +216,18 @@ async def test_tenant_networks_isolate_tenants_across_the_fabric(
     # The same address answers from the tenant's own node on the other leaf.
     assert fabric.neighbor_mac(host("lab-001"), "10.50.0.12") == fabric.mac(host("lab-002"))
     assert fabric.neighbor_mac(host("lab-003"), "10.50.0.12") == fabric.mac(host("lab-004"))
+    if routed(fabric):  # each node's own leaf answers for the gateway, with the anycast MAC
+        for node_id in CABLING:
+            await reachable(fabric, host(node_id), "10.50.0.1")
+            gateway_mac = fabric.neighbor_mac(host(node_id), "10.50.0.1")
+            assert gateway_mac == platform.settings.anycast_gateway_mac
 
     hosts = [host(n) for n in CABLING]
     for pinger, peer, others in (
         ("lab-001", "lab-002", ("lab-003", "lab-004")),
         ("lab-003", "lab-004", ("lab-001", "lab-002")),
     ):
-        for name in hosts:
-            fabric.flush_neighbors(name)
+        forget_neighbors(fabric)
         before = {name: fabric.counters(name) for name in hosts}
         assert await pings(fabric, host(pinger), "10.50.0.12", count=5, interval=0.05) == 5
         after = {name: fabric.counters(name) for name in hosts}
@@ -233,6 +261,7 @@ async def test_tenant_networks_isolate_tenants_across_the_fabric(
         state = await switch_state(fabric, leaf)
         assert {s.vni for s in state.segments.values()} == {PROVISIONING["vni"]}
         assert set(state.access_ports.values()) == {PROVISIONING["vlan"]}
+        assert state.vrfs == {}
     async with platform.sessions() as session:
         held = set((await session.execute(select(Allocation.pool, Allocation.value))).all())
     # Only the provisioning network's values stay held.

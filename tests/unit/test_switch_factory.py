@@ -39,6 +39,15 @@ def test_each_nos_gets_its_dialect_and_session_style(
         assert transport.error_pattern == switch.dialect.error_pattern
 
 
+def test_linux_frr_switches_get_the_anycast_gateway_mac() -> None:
+    switch = connect(
+        Nos.LINUX_FRR, name="leaf1", address="leaf1", vtep_address="10.1.0.1",
+        gateway_mac="02:6d:70:00:00:01", **RECORD,
+    )  # fmt: skip
+    assert isinstance(switch.dialect, LinuxFrrDialect)
+    assert switch.dialect.gateway_mac == "02:6d:70:00:00:01"
+
+
 def test_a_switch_without_a_vtep_is_refused() -> None:
     with pytest.raises(ValueError, match="no VTEP address"):
         connect(Nos.LINUX_FRR, name="leaf1", address="leaf1", vtep_address=None, **RECORD)
