@@ -66,6 +66,10 @@ class Node(Base):
     tenant_id: Mapped[str | None] = mapped_column(
         ForeignKey("tenants.id", ondelete="RESTRICT")  # a tenant holding nodes stays
     )
+    # The cluster the node is allocated to (its tenant's); None: in the free pool.
+    cluster_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("clusters.id", ondelete="RESTRICT"), index=True
+    )
     labels: Mapped[dict[str, str]] = mapped_column(JSONB, default=dict, server_default="{}")
     facts: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
@@ -325,3 +329,44 @@ class Attachment(Base):
     )
     state: Mapped[str] = mapped_column(String(16), server_default="attaching")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+CLUSTER_STATES = ("creating", "ready", "scaling", "deleting", "failed")
+
+
+class Cluster(Base):
+    """A tenant's Slurm or Kubernetes cluster: what was asked for, and its nodes (nodes whose
+    cluster_id is this one)."""
+
+    __tablename__ = "clusters"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name", name="uq_clusters_tenant_name"),
+        CheckConstraint("kind IN ('slurm', 'kubernetes')", name="ck_clusters_kind"),
+        CheckConstraint(
+            "state IN (" + ", ".join(f"'{s}'" for s in CLUSTER_STATES) + ")",
+            name="ck_clusters_state",
+        ),
+        CheckConstraint("node_count >= 1", name="ck_clusters_node_count"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="RESTRICT"))
+    owner: Mapped[str | None] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(63))
+    kind: Mapped[str] = mapped_column(String(16))
+    node_count: Mapped[int] = mapped_column(Integer)
+    gpu_model: Mapped[str] = mapped_column(String(128))
+    image: Mapped[str] = mapped_column(String(128))
+    network_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("networks.id", ondelete="SET NULL")
+    )
+    network_owned: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    storage_mounts: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, default=list, server_default="[]"
+    )
+    state: Mapped[str] = mapped_column(String(16), server_default="creating")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
