@@ -172,9 +172,41 @@ class Dialect(ABC):
     def parse_state(self, outputs: Mapping[str, str]) -> SwitchState:
         """The state from the outputs of `state_commands` (by command)."""
 
-    @abstractmethod
     def render(self, change: Change) -> list[str]:
         """The configuration commands of one change."""
+        match change:
+            case AddVrf(vrf):
+                return self.add_vrf(vrf)
+            case RemoveVrf(vrf):
+                return self.remove_vrf(vrf)
+            case AddSegment(segment):
+                return self.add_segment(segment)
+            case RemoveSegment(segment):
+                return self.remove_segment(segment)
+            case SetAccessPort(port, vlan, _):
+                return self.set_access_port(port, vlan)
+            case ClearAccessPort(port, vlan):
+                return self.clear_access_port(port, vlan)
+        raise TypeError(f"not a switch change: {change!r}")
+
+    @abstractmethod
+    def add_vrf(self, vrf: Vrf) -> list[str]: ...
+
+    @abstractmethod
+    def remove_vrf(self, vrf: Vrf) -> list[str]: ...
+
+    @abstractmethod
+    def add_segment(self, segment: Segment) -> list[str]: ...
+
+    @abstractmethod
+    def remove_segment(self, segment: Segment) -> list[str]: ...
+
+    @abstractmethod
+    def set_access_port(self, port: str, vlan: int) -> list[str]: ...
+
+    @abstractmethod
+    def clear_access_port(self, port: str, vlan: int) -> list[str]:
+        """Take the port out of `vlan` (which it is in)."""
 
 
 def plan_vrf(state: SwitchState, vrf: Vrf) -> list[Change]:

@@ -30,17 +30,10 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from drivers.switch.base import (
-    AddSegment,
-    AddVrf,
-    Change,
-    ClearAccessPort,
     Dialect,
     InvalidChange,
     Nos,
-    RemoveSegment,
-    RemoveVrf,
     Segment,
-    SetAccessPort,
     Switch,
     SwitchState,
     Vrf,
@@ -142,28 +135,18 @@ class LinuxFrrDialect(Dialect):
 
     # Writing.
 
-    def render(self, change: Change) -> list[str]:
-        match change:
-            case AddVrf(vrf):
-                return self._add_vrf(vrf)
-            case RemoveVrf(vrf):
-                return self._remove_vrf(vrf)
-            case AddSegment(segment):
-                return self._add_segment(segment)
-            case RemoveSegment(segment):
-                return self._remove_segment(segment)
-            case SetAccessPort(port, vlan):
-                self._check_port(port)
-                return [f"ip link set dev {port} master br{vlan}", f"ip link set dev {port} up"]
-            case ClearAccessPort(port, vlan):
-                self._check_port(port)
-                return [
-                    f"if {_in_bridge(port, f'br{vlan}')}; then"
-                    f" ip link set dev {port} nomaster && ip link set dev {port} down; fi"
-                ]
-        raise TypeError(f"unknown change {change!r}")
+    def set_access_port(self, port: str, vlan: int) -> list[str]:
+        self._check_port(port)
+        return [f"ip link set dev {port} master br{vlan}", f"ip link set dev {port} up"]
 
-    def _add_segment(self, s: Segment) -> list[str]:
+    def clear_access_port(self, port: str, vlan: int) -> list[str]:
+        self._check_port(port)
+        return [
+            f"if {_in_bridge(port, f'br{vlan}')}; then"
+            f" ip link set dev {port} nomaster && ip link set dev {port} down; fi"
+        ]
+
+    def add_segment(self, s: Segment) -> list[str]:
         bridge, vxlan = f"br{s.vlan}", f"vni{s.vni}"
         commands = [
             f"ip link add {bridge} {BRIDGE_OPTIONS}",
@@ -181,10 +164,10 @@ class LinuxFrrDialect(Dialect):
         commands += [f"ip link set dev {bridge} up", f"ip link set dev {vxlan} up"]
         return commands
 
-    def _remove_segment(self, s: Segment) -> list[str]:
+    def remove_segment(self, s: Segment) -> list[str]:
         return [_del_vxlan(f"vni{s.vni}", s.vni), _del_bridge(f"br{s.vlan}")]
 
-    def _add_vrf(self, v: Vrf) -> list[str]:
+    def add_vrf(self, v: Vrf) -> list[str]:
         """FRR first: it takes a VRF before the kernel has it, and a kernel without VRF
         support then refuses the second step, after something needs undoing."""
         _check_name(v.name)
@@ -215,7 +198,7 @@ class LinuxFrrDialect(Dialect):
             f"ip link set dev {vxlan} up",
         ]
 
-    def _remove_vrf(self, v: Vrf) -> list[str]:
+    def remove_vrf(self, v: Vrf) -> list[str]:
         """The L3 VNI leaves FRR first (FRR refuses to delete the BGP instance of a VRF that
         still has one: "Please unconfigure l3vni"), then the BGP instance, the kernel's
         devices, and last FRR's VRF (FRR deletes only a VRF the kernel no longer has)."""

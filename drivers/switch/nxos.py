@@ -33,16 +33,9 @@ from typing import Any
 
 from drivers.switch import cli_common as cli
 from drivers.switch.base import (
-    AddSegment,
-    AddVrf,
-    Change,
-    ClearAccessPort,
     Dialect,
     Nos,
-    RemoveSegment,
-    RemoveVrf,
     Segment,
-    SetAccessPort,
     SwitchError,
     SwitchState,
     Vrf,
@@ -146,28 +139,18 @@ class NxosDialect(Dialect):
 
     # Writing.
 
-    def render(self, change: Change) -> list[str]:
-        match change:
-            case AddVrf(vrf):
-                return self._add_vrf(vrf)
-            case RemoveVrf(vrf):
-                return self._remove_vrf(vrf)
-            case AddSegment(segment):
-                return self._add_segment(segment)
-            case RemoveSegment(segment):
-                return self._remove_segment(segment)
-            case SetAccessPort(port, vlan, _):
-                return _mode(
-                    f"interface {cli.word(port, 'port')}",
-                    "switchport",  # ports may default to routed (`system default switchport`)
-                    "switchport mode access",
-                    f"switchport access vlan {cli.vlan_id(vlan)}",
-                )
-            case ClearAccessPort(port, _):
-                return _mode(f"interface {cli.word(port, 'port')}", "no switchport access vlan")
-        raise TypeError(f"not a switch change: {change!r}")
+    def set_access_port(self, port: str, vlan: int) -> list[str]:
+        return _mode(
+            f"interface {cli.word(port, 'port')}",
+            "switchport",  # ports may default to routed (`system default switchport`)
+            "switchport mode access",
+            f"switchport access vlan {cli.vlan_id(vlan)}",
+        )
 
-    def _add_vrf(self, vrf: Vrf) -> list[str]:
+    def clear_access_port(self, port: str, vlan: int) -> list[str]:
+        return _mode(f"interface {cli.word(port, 'port')}", "no switchport access vlan")
+
+    def add_vrf(self, vrf: Vrf) -> list[str]:
         name = cli.word(vrf.name, "VRF")
         l3vni, l3vlan = cli.vni(vrf.l3vni), cli.vlan_id(vrf.l3vlan)
         rd = cli.route_distinguisher(self.router_id, vrf.table)
@@ -187,7 +170,7 @@ class NxosDialect(Dialect):
             ),
         ]
 
-    def _remove_vrf(self, vrf: Vrf) -> list[str]:
+    def remove_vrf(self, vrf: Vrf) -> list[str]:
         name = cli.word(vrf.name, "VRF")
         l3vlan = cli.vlan_id(vrf.l3vlan)
         return [
@@ -198,7 +181,7 @@ class NxosDialect(Dialect):
             f"no vlan {l3vlan}",
         ]
 
-    def _add_segment(self, segment: Segment) -> list[str]:
+    def add_segment(self, segment: Segment) -> list[str]:
         vlan, l2vni = cli.vlan_id(segment.vlan), cli.vni(segment.vni)
         if self.mcast_group is None:
             flood = "ingress-replication protocol bgp"
@@ -229,7 +212,7 @@ class NxosDialect(Dialect):
             commands += _mode(f"interface Vlan{vlan}", *svi, "no shutdown")
         return commands
 
-    def _remove_segment(self, segment: Segment) -> list[str]:
+    def remove_segment(self, segment: Segment) -> list[str]:
         vlan, l2vni = cli.vlan_id(segment.vlan), cli.vni(segment.vni)
         return [
             *([f"no interface Vlan{vlan}"] if _has_svi(segment) else []),
