@@ -99,7 +99,10 @@ async def remove(session: AsyncSession, tenant_id: str) -> None:
         async with session.begin_nested():
             deleted = await session.execute(delete(Tenant).where(Tenant.id == tenant_id))
     except IntegrityError as exc:
-        raise TenantConflict(f"tenant {tenant_id!r} still holds nodes; release them first") from exc
+        raise TenantConflict(
+            f"tenant {tenant_id!r} still holds nodes, networks or clusters;"
+            " release or delete them first"
+        ) from exc
     if deleted.rowcount == 0:  # type: ignore[attr-defined]
         raise TenantNotFound(tenant_id)
     events.record(

@@ -97,6 +97,9 @@ async def test_networks_allocate_isolate_and_return_their_values(platform: Platf
         ]
     async with platform.api(bob) as api:
         assert (await api.delete(f"/v1/networks/{lan['id']}")).status_code == 403
+    async with platform.api(platform.mint("platform-admin")) as api:
+        in_use = await api.delete("/v1/tenants/acme")  # its network would be left on the switches
+        assert in_use.status_code == 409 and "networks" in in_use.json()["detail"]
 
     # 50 creates at once: no VLAN, VNI, VRF table, subnet or PKey is shared.
     async with platform.api(acme_admin) as api:
