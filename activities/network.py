@@ -166,9 +166,13 @@ class NetworkActivities:
                     network = await self._network(session, request.network_id)
                 else:
                     found = await networks.provisioning(session)
-                    if found is None:  # no provisioning network: the port joins nothing
-                        await switch.clear_access_port(link.port)
-                        continue
+                    if found is None:  # a cabled node would boot into nothing
+                        raise ApplicationError(
+                            f"{request.node_id} is cabled to {link.switch_id} but no"
+                            " provisioning network is set (PUT /v1/fabric/provisioning-network)",
+                            type="NoProvisioningNetwork",
+                            non_retryable=True,
+                        )
                     network = found
                 vlan = await self._ensure_on(switch, session, network)
                 await switch.set_access_port(link.port, vlan)
@@ -245,27 +249,43 @@ class NetworkActivities:
             raise inventory_failure(exc) from exc
 
     @activity.defn
-    async def record_attachment(self, request: NetworkNode) -> None:
+    async def record_attachment(self, request: NetworkNode) -> bool:
+        """Whether this call recorded it (False: it was there already)."""
         try:
             async with self._sessions.begin() as session:
-                await networks.attach(session, uuid.UUID(request.network_id), request.node_id)
+                network_id = uuid.UUID(request.network_id)
+                _, created = await networks.attach(session, network_id, request.node_id)
+                return created
         except InventoryError as exc:
             raise inventory_failure(exc) from exc
 
     @activity.defn
-    async def mark_attached(self, node_id: str) -> None:
+    async def mark_attached(self, request: NetworkNode) -> None:
+        try:
+            async with self._sessions.begin() as session:
+                network_id = uuid.UUID(request.network_id)
+                await networks.set_attachment_state(
+                    session, network_id, request.node_id, "attached"
+                )
+        except InventoryError as exc:
+            raise inventory_failure(exc) from exc
+
+    @activity.defn
+    async def leave_network(self, request: NetworkNode) -> None:
+        """Ports to the provisioning network, IB ports out of this network's partition (whether
+        or not the attachment is still recorded), then its attachment record, if any, goes
+        (last: a retry still knows which network to leave)."""
+        await self.move_node_ports(NodePorts(request.node_id, None))
+        await self.remove_node_from_partition(request)
         async with self._sessions.begin() as session:
-            await networks.set_attachment_state(session, node_id, "attached")
+            await networks.detach(session, request.node_id, uuid.UUID(request.network_id))
 
     @activity.defn
     async def leave_tenant_network(self, node_id: str) -> None:
-        """Ports to the provisioning network, IB ports out of the tenant partition, then the
-        attachment record goes (last: a retry still knows which network to leave)."""
+        """Out of whichever tenant network the node is on; ports to the provisioning network."""
         async with self._sessions() as session:
             attachment = await networks.attachment_of(session, node_id)
-        await self.move_node_ports(NodePorts(node_id, None))
         if attachment is None:
+            await self.move_node_ports(NodePorts(node_id, None))
             return
-        await self.remove_node_from_partition(NetworkNode(str(attachment.network_id), node_id))
-        async with self._sessions.begin() as session:
-            await networks.detach(session, node_id)
+        await self.leave_network(NetworkNode(str(attachment.network_id), node_id))

@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.settings import Settings
 from inventory import events, pools
 from inventory.errors import InventoryError
-from inventory.models import Attachment, Network, Tenant
+from inventory.models import Allocation, Attachment, Network, Node, Switch, Tenant
+from inventory.states import NodeState
 
 
 class NetworkNotFound(InventoryError):
@@ -63,7 +64,11 @@ async def create(session: AsyncSession, settings: Settings, new: NewNetwork) -> 
     await session.flush()
     available = pools.pools(settings)
     if new.cidr is None:
-        block = await pools.allocate(session, available["subnet"], network.id)
+        own = await session.scalars(
+            select(Network.cidr).where(Network.tenant_id == new.tenant_id, Network.id != network.id)
+        )
+        clash = pools.blocks_overlapping(settings, [str(c) for c in own])
+        block = await pools.allocate(session, available["subnet"], network.id, exclude=clash)
         network.cidr = pools.subnet_of_block(settings, block)
     else:
         overlapping = await session.scalar(
@@ -104,8 +109,23 @@ async def ensure_provisioning(
     elif (network.vlan, network.l2vni, str(network.cidr)) != (vlan, vni, cidr):
         if await session.scalar(select(func.count()).select_from(Attachment)):
             raise NetworkConflict("the provisioning network changes only with no attachments")
+        moved = (network.vlan, network.l2vni) != (vlan, vni)
+        if moved and await session.scalar(select(func.count()).select_from(Switch)):
+            # Its segment is on the switches: nothing would move their ports and remove it.
+            raise NetworkConflict(
+                "the provisioning VLAN and VNI are fixed once switches are enrolled"
+            )
         await pools.release_all(session, network.id)
         network.vlan, network.l2vni, network.cidr = vlan, vni, cidr
+    per_switch = await session.scalar(
+        select(func.count())
+        .select_from(Allocation)
+        .where(
+            Allocation.pool == "vlan", Allocation.scope != pools.FABRIC, Allocation.value == vlan
+        )
+    )
+    if per_switch:
+        raise NetworkConflict(f"VLAN {vlan} is held by tenant networks on some switches")
     available = pools.pools(settings)
     try:
         await pools.reserve(session, available["vlan"], vlan, network.id, purpose="l2")
@@ -172,13 +192,17 @@ async def set_state(
 
 
 async def begin_delete(session: AsyncSession, network_id: uuid.UUID) -> Network:
+    """Mark the network for deletion. Under its row lock, which attaching takes too, so no
+    attachment can be recorded in between. Not while it is being created (its workflow owns
+    it); again when it already is `deleting` (a retry)."""
+    await session.get(Network, network_id, with_for_update=True)
     attached = await session.scalar(
         select(func.count()).select_from(Attachment).where(Attachment.network_id == network_id)
     )
     if attached:
         raise NetworkConflict(f"{attached} node(s) are still attached; detach them first")
     return await set_state(
-        session, network_id, "deleting", allowed_from=("ready", "failed", "creating")
+        session, network_id, "deleting", allowed_from=("ready", "failed", "deleting")
     )
 
 
@@ -194,13 +218,25 @@ async def remove(session: AsyncSession, network_id: uuid.UUID) -> None:
     await session.delete(network)
 
 
-async def attach(session: AsyncSession, network_id: uuid.UUID, node_id: str) -> Attachment:
-    """Record that `node_id` joins the network (idempotent for the same network)."""
+async def attach(
+    session: AsyncSession, network_id: uuid.UUID, node_id: str
+) -> tuple[Attachment, bool]:
+    """Record that `node_id` joins the network; (the attachment, whether this call made it).
+    Only a `ready` network (under its row lock, against a concurrent delete) and an `active`
+    node of the network's tenant (under the node's row lock, against a release)."""
+    network = await session.get(Network, network_id, with_for_update=True)
+    if network is None or network.state != "ready":
+        state = network.state if network else "gone"
+        raise NetworkConflict(f"network {network_id} is {state}, not ready")
+    node = await session.get(Node, node_id, with_for_update=True)
+    if node is None or node.tenant_id != network.tenant_id or node.state != NodeState.ACTIVE:
+        state = node.state if node else "gone"
+        raise NetworkConflict(f"node {node_id!r} is {state} (only an active node of the tenant)")
     current = await session.get(Attachment, node_id)
     if current is not None:
         if current.network_id != network_id:
             raise NetworkConflict(f"node {node_id!r} is attached to another network")
-        return current
+        return current, False
     try:
         async with session.begin_nested():
             attachment = Attachment(node_id=node_id, network_id=network_id, state="attaching")
@@ -208,7 +244,7 @@ async def attach(session: AsyncSession, network_id: uuid.UUID, node_id: str) -> 
             await session.flush()
     except IntegrityError as exc:
         raise NetworkConflict(f"node {node_id!r} is attached to another network") from exc
-    return attachment
+    return attachment, True
 
 
 async def attachment_of(session: AsyncSession, node_id: str) -> Attachment | None:
@@ -220,13 +256,21 @@ async def attachments(session: AsyncSession, network_id: uuid.UUID) -> Sequence[
     return (await session.scalars(query.order_by(Attachment.node_id))).all()
 
 
-async def set_attachment_state(session: AsyncSession, node_id: str, state: str) -> None:
-    await session.execute(
-        update(Attachment).where(Attachment.node_id == node_id).values(state=state)
+async def set_attachment_state(
+    session: AsyncSession, network_id: uuid.UUID, node_id: str, state: str
+) -> None:
+    """Raises when the attachment is gone (a release or detach took the node out meanwhile)."""
+    result = await session.execute(
+        update(Attachment)
+        .where(Attachment.node_id == node_id, Attachment.network_id == network_id)
+        .values(state=state)
     )
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        raise NetworkConflict(f"node {node_id!r} left network {network_id} meanwhile")
 
 
-async def detach(session: AsyncSession, node_id: str) -> None:
+async def detach(session: AsyncSession, node_id: str, network_id: uuid.UUID) -> None:
+    """Forget the node's attachment to this network (none, or to another: nothing to do)."""
     attachment = await session.get(Attachment, node_id)
-    if attachment is not None:
+    if attachment is not None and attachment.network_id == network_id:
         await session.delete(attachment)

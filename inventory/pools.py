@@ -64,6 +64,22 @@ def subnet_of_block(settings: Settings, block: int) -> str:
     return str(ipaddress.ip_network((first, settings.tenant_prefix_length)))
 
 
+def blocks_overlapping(settings: Settings, cidrs: Sequence[str]) -> list[int]:
+    """The supernet blocks that overlap any of `cidrs` (a tenant's own explicit subnets)."""
+    supernet = ipaddress.ip_network(settings.tenant_supernet)
+    size = 2 ** (supernet.max_prefixlen - settings.tenant_prefix_length)
+    blocks: set[int] = set()
+    for cidr in cidrs:
+        network = ipaddress.ip_network(cidr)
+        if not network.overlaps(supernet):
+            continue
+        first = max(int(network.network_address), int(supernet.network_address))
+        last = min(int(network.broadcast_address), int(supernet.broadcast_address))
+        base = int(supernet.network_address)
+        blocks.update(range((first - base) // size, (last - base) // size + 1))
+    return sorted(blocks)
+
+
 async def _lock(session: AsyncSession, pool: str, scope: str) -> None:
     await session.execute(
         select(func.pg_advisory_xact_lock(func.hashtext(literal(f"pool:{pool}:{scope}"))))

@@ -61,6 +61,7 @@ def build_worker(
             activities.record_attachment,
             activities.mark_attached,
             activities.leave_tenant_network,
+            activities.leave_network,
         ],
         max_concurrent_activities=settings.network_max_concurrent_activities,
     )

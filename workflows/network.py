@@ -125,6 +125,11 @@ class DeleteNetwork:
     @workflow.run
     async def run(self, request: NetworkInput) -> str:
         network_id = request.network_id
+        # Again `deleting` (from `failed` too): an SRE reset after a failure converges.
+        await _run(
+            NetworkActivities.set_network_state,
+            NetworkStateChange(network_id, "deleting", ["deleting", "failed"]),
+        )
         leaves: list[str] = await _run(NetworkActivities.list_leaves)
         try:
             workflow.set_current_details(f"removing from {len(leaves)} leaf switches")
@@ -146,17 +151,20 @@ class AttachNode:
     @workflow.run
     async def run(self, request: AttachNodeInput) -> str:
         target = NetworkNode(request.network_id, request.node_id)
-        await _run(NetworkActivities.record_attachment, target)
+        # False: a repeated attach; its failure must not take a working node off the network.
+        created: bool = await _run(NetworkActivities.record_attachment, target)
         try:
             workflow.set_current_details("switch ports into the tenant network")
             ports = NodePorts(request.node_id, request.network_id)
             await _run(NetworkActivities.move_node_ports, ports)
             workflow.set_current_details("InfiniBand ports into the tenant partition")
             await _run(NetworkActivities.add_node_to_partition, target)
-            await _run(NetworkActivities.mark_attached, request.node_id)
+            # Fails when a release or detach took the node out meanwhile: then undo ours too.
+            await _run(NetworkActivities.mark_attached, target)
         except (ActivityError, asyncio.CancelledError) as error:
-            workflow.set_current_details("unwinding: back to the provisioning network")
-            await _run(NetworkActivities.leave_tenant_network, request.node_id)
+            if created:
+                workflow.set_current_details("unwinding: back to the provisioning network")
+                await _run(NetworkActivities.leave_network, target)
             if isinstance(error, asyncio.CancelledError):
                 raise
             raise ApplicationError(

@@ -12,7 +12,12 @@ from typing import ClassVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.baremetal import (
@@ -203,6 +208,7 @@ class ProvisionNode(_NodeOperation):
         except (
             ActivityError,
             ChildWorkflowError,
+            WorkflowAlreadyStartedError,  # an attach or detach of the node is running
             OperationFailed,
             asyncio.CancelledError,
         ) as error:

@@ -134,6 +134,14 @@ async def set_cabling(
     try:
         guids = [normalize_guid(g) for g in body.ib_guids]
         links = [fabric.Link(k.mac, k.switch, k.port) for k in body.links]
+        if await networks.attachment_of(db, node_id) is not None and (
+            set(links) != set(await fabric.links_of(db, node_id))
+            or set(guids) != set(await fabric.ib_guids_of(db, node_id))
+        ):  # its old ports would stay in the tenant network
+            raise Problem(
+                409, "node-attached", "Node on a tenant network",
+                f"detach {node_id} from its tenant network before changing its cabling",
+            )  # fmt: skip
         await fabric.set_links(db, node_id, links)
         await fabric.set_ib_ports(db, node_id, guids, body.ib_subnet)
     except InvalidPartition as exc:

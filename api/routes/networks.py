@@ -28,6 +28,7 @@ from identity.oidc import Principal
 from identity.policy import Action, Resource, Role
 from inventory import networks, nodes, pools
 from inventory.models import Network
+from inventory.states import NodeState
 
 from ..auth import principal, require
 from ..deps import Db, Temporal
@@ -207,6 +208,8 @@ async def attach_node(
         raise Problem(404, "node-not-found", "Node not found", f"no node {body.node_id!r}")
     if network.state != "ready":
         raise Problem(409, "network-not-ready", "Network not ready", f"it is {network.state}")
+    if node.state != NodeState.ACTIVE:  # provisioning moves its ports, releasing too
+        raise Problem(409, "node-not-active", "Node not active", f"{node.id} is {node.state}")
     current = await networks.attachment_of(db, node.id)
     if current is not None and current.network_id != network.id:
         raise Problem(409, "node-attached", "Node on another network", "detach it first")

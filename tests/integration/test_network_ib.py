@@ -59,7 +59,9 @@ async def platform(
                 )
                 assert cabled.status_code == 200, cabled.text
         async with running.sessions.begin() as session:
-            await session.execute(update(Node).where(Node.id.in_(NODES)).values(tenant_id="acme"))
+            await session.execute(
+                update(Node).where(Node.id.in_(NODES)).values(tenant_id="acme", state="active")
+            )
         yield running
 
 

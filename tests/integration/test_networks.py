@@ -113,16 +113,31 @@ async def test_networks_allocate_isolate_and_return_their_values(platform: Platf
         for network in made:
             assert (await wait_network(api, network["id"], {"ready", "failed"}))["state"] == "ready"
 
-    # Attach one of acme's nodes; a network with nodes cannot go; detach, then delete.
+    # Attach one of acme's nodes (only once it is active); a network with nodes cannot go,
+    # nor can the node's cabling change; detach, then delete.
     async with platform.sessions.begin() as session:
         await session.execute(update(Node).where(Node.id == "lab-001").values(tenant_id="acme"))
     async with platform.api(ann) as api:
         attachments = f"/v1/networks/{lan['id']}/attachments"
+        not_active = await api.post(attachments, json={"node_id": "lab-001"})
+        assert not_active.status_code == 409
+        assert not_active.json()["type"].endswith("node-not-active")
+    async with platform.sessions.begin() as session:
+        await session.execute(update(Node).where(Node.id == "lab-001").values(state="active"))
+    async with platform.api(ann) as api:
         attached = await api.post(attachments, json={"node_id": "lab-001"})
         assert attached.status_code == 202, attached.text
         await until(api, attachments, lambda items: [a["state"] for a in items] == ["attached"])
         in_use = await api.delete(f"/v1/networks/{lan['id']}")
         assert in_use.status_code == 409 and in_use.json()["type"].endswith("network-in-use")
+    async with platform.api(platform.mint("operator")) as ops:
+        recabled = await ops.put(
+            "/v1/nodes/lab-001/cabling", json={"ib_guids": ["0x0002c90300000001"]}
+        )
+        assert recabled.status_code == 409 and recabled.json()["type"].endswith("node-attached")
+        same_cabling = await ops.put("/v1/nodes/lab-001/cabling", json={})
+        assert same_cabling.status_code == 200  # unchanged: fine (metalplane up re-cables)
+    async with platform.api(ann) as api:
         detached = await api.delete(f"/v1/networks/{lan['id']}/attachments/lab-001")
         assert detached.status_code == 202
         await until(api, attachments, lambda items: items == [])

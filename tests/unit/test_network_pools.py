@@ -5,6 +5,7 @@ deleting a network returns every value."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import AsyncIterator
 
 import pytest
@@ -90,6 +91,9 @@ async def test_delete_returns_every_value_and_an_exhausted_pool_says_so(
         await create(sessions, "acme", "one-too-many", settings=tiny)
     assert exhausted.value.pool == "pkey"
     async with sessions.begin() as session:
+        with pytest.raises(networks.NetworkConflict, match="creating"):
+            await networks.begin_delete(session, first.id)  # its create workflow owns it
+        await networks.set_state(session, first.id, "ready", allowed_from=["creating"])
         await networks.begin_delete(session, first.id)
         await networks.remove(session, first.id)
         assert not await pools.held_by(session, first.id)
@@ -116,3 +120,28 @@ async def test_per_switch_vlans_skip_the_provisioning_vlan(
         leaf2 = await fabric.vlans_on(session, per_switch, network, "leaf2")
         assert await fabric.vlans_on(session, per_switch, network, "leaf1") == leaf1
     assert leaf1 == leaf2 == (11, 12)  # 10 is the provisioning VLAN; each leaf counts alone
+
+
+async def test_an_allocated_subnet_never_overlaps_the_tenants_own_cidrs(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions() as session:
+        held = set(
+            await session.scalars(select(Allocation.value).where(Allocation.pool == "subnet"))
+        )
+    next_block = min(set(range(256)) - held)  # what the pool would hand out next
+    mine = await create(
+        sessions, "globex", "explicit", cidr=pools.subnet_of_block(SETTINGS, next_block)
+    )
+    allocated = await create(sessions, "globex", "allocated")
+    assert not ipaddress.ip_network(str(allocated.cidr)).overlaps(
+        ipaddress.ip_network(str(mine.cidr))
+    )
+
+
+def test_blocks_overlapping_a_cidr() -> None:
+    settings = Settings(tenant_supernet="10.128.0.0/16", tenant_prefix_length=24)
+    assert pools.blocks_overlapping(settings, ["10.128.4.0/23"]) == [4, 5]
+    assert pools.blocks_overlapping(settings, ["10.128.7.128/25"]) == [7]
+    assert pools.blocks_overlapping(settings, ["192.168.0.0/24"]) == []
+    assert pools.blocks_overlapping(settings, ["10.0.0.0/8"]) == list(range(256))
