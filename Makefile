@@ -11,8 +11,9 @@ OIDC_LAB := lab/oidc
 OIDC_STAMP := $(OIDC_LAB)/node_modules/.package-lock.json
 # Debian packages of the network lab: FRR and sshd in namespaces (the Ethernet fabric),
 # user-mode-linux and kmod (leaf switches with a kernel that has VRFs), ibsim and OpenSM (an
-# InfiniBand subnet).
-LAB_APT := frr openssh-server user-mode-linux kmod ibsim-utils libumad2sim0 opensm infiniband-diags
+# InfiniBand subnet), slurm-wlm and munge (the lab nodes' real Slurm daemons, lab/slurm).
+LAB_APT := frr openssh-server user-mode-linux kmod ibsim-utils libumad2sim0 opensm infiniband-diags \
+	slurm-wlm munge
 LAB_APT_STAMP := $(VENV)/.lab-apt-stamp
 
 .PHONY: run test lint bench clean
