@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request, Response
 from temporalio.client import Client
 
 import images
-from core.contracts import TASK_QUEUE_BAREMETAL, TASK_QUEUE_NETWORK
+from core.contracts import TASK_QUEUE_BAREMETAL, TASK_QUEUE_CLUSTER, TASK_QUEUE_NETWORK
 from core.secrets import boot_token_secret
 from core.settings import Settings, get_settings
 from identity import dev_issuer
@@ -25,7 +25,8 @@ from .event_hub import EventHub
 from .idempotency import idempotent_post
 from .ratelimit import TokenBuckets
 from .routes import audit as audit_routes
-from .routes import boot, health
+from .routes import boot, cluster_boot, health
+from .routes import clusters as clusters_routes
 from .routes import dev_issuer as dev_issuer_routes
 from .routes import events as events_routes
 from .routes import fabric as fabric_routes
@@ -85,6 +86,7 @@ def create_app(
     app.state.settings = settings
     app.state.baremetal_task_queue = baremetal_task_queue or TASK_QUEUE_BAREMETAL
     app.state.network_task_queue = TASK_QUEUE_NETWORK
+    app.state.cluster_task_queue = TASK_QUEUE_CLUSTER
     app.state.image_store = images.ImageStore(settings.images_dir)
     app.state.boot_secret = boot_token_secret(settings)
     app.state.token_validator = OidcValidator(
@@ -107,11 +109,13 @@ def create_app(
     app.include_router(nodes_routes.router)
     app.include_router(images_routes.router)
     app.include_router(boot.router)
+    app.include_router(cluster_boot.router)
     app.include_router(audit_routes.router)
     app.include_router(tenants_routes.router)
     app.include_router(ssh_keys_routes.router)
     app.include_router(fabric_routes.router)
     app.include_router(networks_routes.router)
+    app.include_router(clusters_routes.router)
     app.include_router(events_routes.router)
 
     app.middleware("http")(idempotent_post)

@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from identity.oidc import InvalidToken, IssuerUnavailable, OidcValidator, Principal
-from identity.policy import Action, Decision, Resource, decide
+from identity.policy import Action, Decision, Resource, Role, decide
 from inventory import audit, tenants
 
 from .problems import Problem
@@ -127,3 +127,16 @@ def authorize(
         return who
 
     return dependency
+
+
+def listing_scope(who: Principal) -> tuple[str | None, str | None] | None:
+    """(tenant, owner) a listing of tenant-owned records is limited to; None: nothing to see.
+    Platform admins see every tenant's; tenant admins and viewers their tenant's; members
+    the ones they created."""
+    if Role.PLATFORM_ADMIN in who.roles:
+        return None, None
+    if who.tenant is None:
+        return None
+    if Role.TENANT_ADMIN in who.roles or Role.VIEWER in who.roles:
+        return who.tenant, None
+    return who.tenant, who.subject

@@ -104,6 +104,8 @@ class NodeOut(BaseModel):
     image: str | None
     last_error: str | None
     labels: dict[str, str]
+    tenant_id: str | None = Field(default=None, description="the tenant that holds it")
+    cluster_id: uuid.UUID | None = Field(default=None, description="its cluster, if any")
     operation: OperationOut | None
     facts: dict[str, Any] | None = None
     created_at: datetime
@@ -126,6 +128,8 @@ class NodeOut(BaseModel):
             image=node.image,
             last_error=node.last_error,
             labels=node.labels or {},
+            tenant_id=node.tenant_id,
+            cluster_id=node.cluster_id,
             operation=OperationOut(kind=node.operation, workflow_id=node.workflow_id, phase=phase)
             if node.operation and node.workflow_id
             else None,

@@ -88,7 +88,9 @@ def api() -> None:
 
 
 @app.command()
-def worker(queue: Annotated[str, typer.Argument(help="baremetal | inventory | network")]) -> None:
+def worker(
+    queue: Annotated[str, typer.Argument(help="baremetal | inventory | network | cluster")],
+) -> None:
     """Run the worker of one domain task queue."""
     _logging()
     if queue == "baremetal":
@@ -97,6 +99,8 @@ def worker(queue: Annotated[str, typer.Argument(help="baremetal | inventory | ne
         from workers.inventory import main
     elif queue == "network":
         from workers.network import main
+    elif queue == "cluster":
+        from workers.cluster import main
     else:
         raise typer.BadParameter(f"unknown task queue {queue!r}")
     asyncio.run(main())

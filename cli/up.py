@@ -30,7 +30,7 @@ from . import devstack, network_lab
 
 log = logging.getLogger("metalplane.up")
 
-WORKER_QUEUES = ("baremetal", "inventory", "network")
+WORKER_QUEUES = ("baremetal", "inventory", "network", "cluster")
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Any
 TASK_QUEUE_BAREMETAL = "baremetal"
 TASK_QUEUE_INVENTORY = "inventory"
 TASK_QUEUE_NETWORK = "network"
+TASK_QUEUE_CLUSTER = "cluster"
 
 PROVISION_NODE = "ProvisionNode"
 RELEASE_NODE = "ReleaseNode"
@@ -20,7 +21,12 @@ DELETE_NETWORK = "DeleteNetwork"
 ATTACH_NODE = "AttachNode"
 DETACH_NODE = "DetachNode"
 
+CREATE_CLUSTER = "CreateCluster"
+DELETE_CLUSTER = "DeleteCluster"
+SCALE_CLUSTER = "ScaleCluster"
+
 SIGNAL_PHONE_HOME = "phone_home"
+SIGNAL_CLUSTER_REPORT = "cluster_report"
 QUERY_PHASE = "phase"
 
 # The Phase a node workflow starts in; the starter sets it as the initial search attribute.
@@ -49,6 +55,28 @@ def network_workflow_id(network_id: str) -> str:
 def node_network_workflow_id(node_id: str) -> str:
     """One workflow id per node for moving its ports: attach and detach never overlap."""
     return f"node-network/{node_id}"
+
+
+def cluster_workflow_id(cluster_id: str) -> str:
+    """One workflow id per cluster: its create, scale and delete never overlap."""
+    return f"cluster/{cluster_id}"
+
+
+@dataclass
+class ClusterInput:
+    cluster_id: str
+    ready_timeout_seconds: float = 600.0  # nodes active until the head node reports them all
+    remove: int = 0  # ScaleCluster: members to drain and release
+    parallelism: int = 8  # nodes provisioned at once
+    max_replacements: int = 2  # nodes that failed provisioning replaced, per operation
+    phone_home_timeout_seconds: float = 900.0
+
+
+@dataclass
+class ClusterReportSignal:
+    """The head node's report (docs/boot-contract.md), sent by the API when it changed."""
+
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -91,6 +91,16 @@ class Settings(BaseSettings):
         default="02:6d:70:00:00:01", pattern=r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$"
     )
 
+    # Tenant clusters.
+    cluster_ready_timeout_seconds: float = Field(
+        default=600.0, description="from the nodes active to the head node reporting them all"
+    )
+    cluster_provision_parallelism: int = Field(default=8, ge=1, le=256)
+    cluster_max_replacements: int = Field(
+        default=2, ge=0, le=64, description="failed nodes replaced per cluster operation"
+    )
+    cluster_max_nodes: int = Field(default=256, ge=1, description="nodes per cluster at most")
+
     # InfiniBand partitions: none, a local OpenSM (partitions.conf + SIGHUP) or NVIDIA UFM.
     ib_backend: Literal["none", "opensm", "ufm"] = "none"
     opensm_partitions_file: Path | None = None

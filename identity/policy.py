@@ -59,6 +59,10 @@ RULES: dict[tuple[str, Action], frozenset[Role]] = {
     ("network", Action.CREATE): frozenset({T_ADMIN, MEMBER}),
     ("network", Action.DELETE): frozenset({ADMIN, T_ADMIN, MEMBER}),
     ("network", Action.OPERATE): frozenset({ADMIN, T_ADMIN, MEMBER}),  # attach, detach nodes
+    ("cluster", Action.READ): frozenset({ADMIN, T_ADMIN, MEMBER, VIEWER}),
+    ("cluster", Action.CREATE): frozenset({T_ADMIN, MEMBER}),
+    ("cluster", Action.UPDATE): frozenset({T_ADMIN, MEMBER}),  # scale
+    ("cluster", Action.DELETE): frozenset({ADMIN, T_ADMIN, MEMBER}),
     ("image", Action.READ): EVERYONE,
     ("audit", Action.READ): frozenset({ADMIN}),
     ("event", Action.READ): EVERYONE,  # the stream; each event then by its resource's rule
@@ -74,7 +78,7 @@ RULES: dict[tuple[str, Action], frozenset[Role]] = {
 
 # Kinds whose records belong to a tenant (operators never act on them); a tenant belongs to
 # itself.
-TENANT_SCOPED: frozenset[str] = frozenset({"tenant", "ssh-key", "network"})
+TENANT_SCOPED: frozenset[str] = frozenset({"tenant", "ssh-key", "network", "cluster"})
 
 
 @dataclass(frozen=True)

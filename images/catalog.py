@@ -55,6 +55,9 @@ class ImageDefinition(BaseModel):
     kernel_args: tuple[str, ...] = Field(default=(), description="Base arguments (console...)")
     tuning_profile: str
     cpu_vendor: CpuVendor = "any"
+    gpu_device_prefix: str = Field(
+        default="/dev/nvidia", description="GPU device files are <prefix>0, <prefix>1, ..."
+    )
 
     @property
     def profile(self) -> TuningProfile:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
+from typing import Any
 
 import yaml
 
@@ -115,9 +116,11 @@ def render_user_data(
     node_id: str,
     boot_session_id: str,
     token: str,
+    cluster: dict[str, Any] | None = None,
 ) -> str:
+    """`cluster`: the node's part in its cluster (images.slurm.ClusterSection), if any."""
     os_ = profile.os
-    doc = {
+    doc: dict[str, Any] = {
         "metalplane": {
             "node_id": node_id,
             "boot_session": boot_session_id,
@@ -140,5 +143,7 @@ def render_user_data(
         ],
         "runcmd": [[TUNING_SCRIPT]],
     }
+    if cluster is not None:
+        doc["metalplane"]["cluster"] = cluster
     body = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
     return "#cloud-config\n" + body

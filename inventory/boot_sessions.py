@@ -20,21 +20,29 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from inventory.models import BootSession, Nic
 
 
+def sign_id(value: uuid.UUID, secret: bytes, purpose: bytes = b"") -> str:
+    """`<id>.<HMAC(secret, purpose + id)>`: a bearer token naming `value` for `purpose`."""
+    digest = hmac.new(secret, purpose + value.bytes, hashlib.sha256).digest()
+    return f"{value}.{base64.urlsafe_b64encode(digest).decode().rstrip('=')}"
+
+
+def signed_id(token: str, secret: bytes, purpose: bytes = b"") -> uuid.UUID | None:
+    """The id a well-formed token signed for `purpose` names; None otherwise."""
+    raw_id, _, _ = token.partition(".")
+    try:
+        value = uuid.UUID(raw_id)
+    except ValueError:
+        return None
+    return value if hmac.compare_digest(sign_id(value, secret, purpose), token) else None
+
+
 def token_for(session_id: uuid.UUID, secret: bytes) -> str:
-    digest = hmac.new(secret, session_id.bytes, hashlib.sha256).digest()
-    return f"{session_id}.{base64.urlsafe_b64encode(digest).decode().rstrip('=')}"
+    return sign_id(session_id, secret)
 
 
 def session_id_from_token(token: str, secret: bytes) -> uuid.UUID | None:
     """The session id a well-formed, correctly signed token names; None otherwise."""
-    raw_id, _, _ = token.partition(".")
-    try:
-        session_id = uuid.UUID(raw_id)
-    except ValueError:
-        return None
-    if not hmac.compare_digest(token_for(session_id, secret), token):
-        return None
-    return session_id
+    return signed_id(token, secret)
 
 
 async def open_session(

@@ -11,19 +11,27 @@ against any other writer of nodes.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import func, literal, select, update
+from sqlalchemy import delete, func, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inventory import events, tenants
 from inventory.errors import InventoryError
-from inventory.models import Cluster, IbPort, Nic, NicLink, Node, Tenant
+from inventory.models import Cluster, ClusterMember, IbPort, Network, Nic, NicLink, Node, Tenant
 from inventory.states import NodeState
+
+# Member addresses start at the network's 10th host: the first ones stay free for the gateway
+# and the tenant's own services.
+FIRST_MEMBER_HOST = 10
 
 
 class ClusterNotFound(InventoryError):
@@ -149,7 +157,8 @@ async def allocate(session: AsyncSession, cluster: Cluster, count: int) -> list[
 
 
 async def create(session: AsyncSession, cluster: Cluster) -> list[str]:
-    """Admit a cluster: its record and all its nodes, or nothing (raises)."""
+    """Admit a cluster (its network already set): its record and all its nodes with their
+    roles and addresses, or nothing (raises)."""
     try:
         async with session.begin_nested():
             session.add(cluster)
@@ -157,15 +166,183 @@ async def create(session: AsyncSession, cluster: Cluster) -> list[str]:
     except IntegrityError as exc:
         raise ClusterConflict(f"tenant {cluster.tenant_id} has a cluster {cluster.name!r}") from exc
     nodes = await allocate(session, cluster, cluster.node_count)
+    await _add_members(session, cluster, nodes)
     _event(session, cluster, "created")
     return nodes
 
 
-async def get(session: AsyncSession, cluster_id: uuid.UUID) -> Cluster:
-    cluster = await session.get(Cluster, cluster_id)
+def hostname_for(node_id: str) -> str:
+    """The node's hostname in its cluster (the Slurm NodeName): a DNS label from its id."""
+    label = re.sub(r"[^a-z0-9-]+", "-", node_id.lower()).strip("-")[:40].strip("-")
+    return label or "node"
+
+
+def _addresses(network: Network, taken: set[str]) -> Iterator[str]:
+    subnet = ipaddress.ip_network(str(network.cidr))
+    for index, host in enumerate(subnet.hosts(), start=1):
+        if index >= FIRST_MEMBER_HOST and str(host) not in taken:
+            yield f"{host}/{subnet.prefixlen}"
+
+
+async def _add_members(
+    session: AsyncSession,
+    cluster: Cluster,
+    node_ids: Sequence[str],
+    *,
+    address: str | None = None,
+    role: str | None = None,
+    replaces: str | None = None,
+) -> None:
+    """Members for newly allocated nodes: the first node of a cluster without a controller
+    becomes it; each takes the lowest free address of the network (or the given one)."""
+    network = await session.get_one(Network, cluster.network_id)
+    held = await session.scalars(
+        select(ClusterMember.address).where(ClusterMember.network_id == network.id)
+    )
+    taken = {str(ipaddress.ip_interface(str(a)).ip) for a in held.all()}
+    has_controller = bool(
+        await session.scalar(
+            select(func.count()).where(
+                ClusterMember.cluster_id == cluster.id, ClusterMember.role == "controller"
+            )
+        )
+    )
+    free = _addresses(network, taken)
+    for node_id in sorted(node_ids):
+        member_role = role or ("compute" if has_controller else "controller")
+        has_controller = True
+        try:
+            member_address = address or next(free)
+        except StopIteration:
+            raise InsufficientCapacity(
+                f"network {network.name} ({network.cidr}) has no free address left"
+            ) from None
+        session.add(
+            ClusterMember(
+                node_id=node_id, cluster_id=cluster.id, network_id=network.id,
+                hostname=hostname_for(node_id), role=member_role, address=member_address,
+                replaces=replaces,
+            )
+        )  # fmt: skip
+    await session.flush()
+
+
+async def grow(session: AsyncSession, cluster_id: uuid.UUID, count: int) -> list[str]:
+    """Scale up: `count` more nodes (all or none) as compute members."""
+    cluster = await get(session, cluster_id, for_update=True)
+    added = await allocate(session, cluster, count)
+    await _add_members(session, cluster, added)
+    cluster.node_count += count
+    return added
+
+
+async def replace(session: AsyncSession, cluster_id: uuid.UUID, failed: str) -> str:
+    """A node that failed provisioning leaves the cluster (it stays `failed`, held by no
+    tenant, for an operator); a free node takes its role and address. Raises
+    InsufficientCapacity (or QuotaExceeded) when there is none."""
+    cluster = await get(session, cluster_id, for_update=True)
+    member = await session.get(ClusterMember, failed)
+    if member is None or member.cluster_id != cluster_id:
+        raise ClusterConflict(f"{failed} is not a member of cluster {cluster.name}")
+    role, address = member.role, str(member.address)
+    await session.delete(member)
+    await session.execute(
+        update(Node).where(Node.id == failed).values(cluster_id=None, tenant_id=None)
+    )
+    await session.flush()
+    (replacement,) = await allocate(session, cluster, 1)
+    await _add_members(session, cluster, [replacement], address=address, role=role, replaces=failed)
+    _event(session, cluster, f"{failed} failed provisioning; {replacement} replaces it")
+    return replacement
+
+
+async def get(session: AsyncSession, cluster_id: uuid.UUID, *, for_update: bool = False) -> Cluster:
+    cluster = await session.get(Cluster, cluster_id, with_for_update=for_update)
     if cluster is None:
         raise ClusterNotFound(str(cluster_id))
     return cluster
+
+
+async def members(session: AsyncSession, cluster_id: uuid.UUID) -> list[ClusterMember]:
+    query = (
+        select(ClusterMember)
+        .where(ClusterMember.cluster_id == cluster_id)
+        .order_by(ClusterMember.role.desc(), ClusterMember.node_id)  # the controller first
+    )
+    return list((await session.scalars(query)).all())
+
+
+async def membership(session: AsyncSession, node_id: str) -> ClusterMember | None:
+    return await session.get(ClusterMember, node_id)
+
+
+async def forget(session: AsyncSession, cluster_id: uuid.UUID, node_id: str) -> None:
+    """The released node leaves the cluster for good. Idempotent."""
+    await session.execute(
+        delete(ClusterMember).where(
+            ClusterMember.node_id == node_id, ClusterMember.cluster_id == cluster_id
+        )
+    )
+    await session.execute(
+        update(Node)
+        .where(Node.id == node_id, Node.cluster_id == cluster_id)
+        .values(cluster_id=None)
+    )
+
+
+async def set_member_state(
+    session: AsyncSession, cluster_id: uuid.UUID, node_ids: Sequence[str], state: str
+) -> None:
+    await session.execute(
+        update(ClusterMember)
+        .where(ClusterMember.cluster_id == cluster_id, ClusterMember.node_id.in_(node_ids))
+        .values(state=state)
+    )
+
+
+async def set_state(
+    session: AsyncSession,
+    cluster_id: uuid.UUID,
+    to_state: str,
+    allowed_from: Sequence[str],
+    reason: str | None = None,
+) -> Cluster:
+    """A guarded state change (the cluster row locked); the same state again is a no-op."""
+    cluster = await get(session, cluster_id, for_update=True)
+    if cluster.state == to_state:
+        return cluster
+    if cluster.state not in allowed_from:
+        raise ClusterConflict(
+            f"cluster {cluster.name} is {cluster.state}; {to_state} needs one of:"
+            f" {', '.join(allowed_from)}"
+        )
+    before, cluster.state = cluster.state, to_state
+    cluster.last_error = reason if to_state == "failed" else None
+    events.record(
+        session, kind="cluster", resource_id=str(cluster.id), tenant_id=cluster.tenant_id,
+        from_state=before, to_state=to_state, reason=reason,
+    )  # fmt: skip
+    return cluster
+
+
+async def record_report(
+    session: AsyncSession, cluster_id: uuid.UUID, report: dict[str, Any]
+) -> dict[str, Any]:
+    """Keep the head node's report; answer with what the cluster should be (its members'
+    hostnames, and the test job generation asked for)."""
+    cluster = await get(session, cluster_id)
+    cluster.report, cluster.reported_at = report, datetime.now(UTC)
+    return await desired(session, cluster)
+
+
+async def desired(session: AsyncSession, cluster: Cluster) -> dict[str, Any]:
+    rows = await session.execute(
+        select(ClusterMember.hostname, ClusterMember.state).where(
+            ClusterMember.cluster_id == cluster.id
+        )
+    )
+    keep = sorted(name for name, state in rows.all() if state != "removing")
+    return {"members": keep, "verify_generation": cluster.verify_generation}
 
 
 async def nodes_of(session: AsyncSession, cluster_id: uuid.UUID) -> list[str]:
@@ -187,3 +364,38 @@ def _event(session: AsyncSession, cluster: Cluster, reason: str) -> None:
         session, kind="cluster", resource_id=str(cluster.id), tenant_id=cluster.tenant_id,
         to_state=cluster.state, reason=reason,
     )  # fmt: skip
+
+
+async def listing(
+    session: AsyncSession,
+    *,
+    tenant: str | None,
+    owner: str | None,
+    state: str | None,
+    after: uuid.UUID | None,
+    limit: int,
+) -> Sequence[Cluster]:
+    query = select(Cluster).order_by(Cluster.id).limit(limit)
+    if tenant is not None:
+        query = query.where(Cluster.tenant_id == tenant)
+    if owner is not None:
+        query = query.where(Cluster.owner == owner)
+    if state is not None:
+        query = query.where(Cluster.state == state)
+    if after is not None:
+        query = query.where(Cluster.id > after)
+    return (await session.scalars(query)).all()
+
+
+async def members_by_cluster(
+    session: AsyncSession, cluster_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[ClusterMember]]:
+    found: dict[uuid.UUID, list[ClusterMember]] = {c: [] for c in cluster_ids}
+    query = (
+        select(ClusterMember)
+        .where(ClusterMember.cluster_id.in_(cluster_ids))
+        .order_by(ClusterMember.role.desc(), ClusterMember.node_id)
+    )
+    for member in (await session.scalars(query)).all():
+        found[member.cluster_id].append(member)
+    return found

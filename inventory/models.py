@@ -21,7 +21,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, CIDR, JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, CIDR, INET, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from inventory.states import NodeState
@@ -366,7 +366,41 @@ class Cluster(Base):
     )
     state: Mapped[str] = mapped_column(String(16), server_default="creating")
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Secret: served only to a member's open boot session (never listed or logged).
+    munge_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Raised to ask the head node for a test job on every member (see its report).
+    verify_generation: Mapped[int] = mapped_column(Integer, server_default="0")
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # the head node's last report
+    reported_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+
+
+class ClusterMember(Base):
+    """A node's place in its cluster: role, hostname and address on the cluster's network.
+    `removing`: chosen for removal, drained by the head node before it is released."""
+
+    __tablename__ = "cluster_members"
+    __table_args__ = (
+        UniqueConstraint("cluster_id", "hostname", name="uq_cluster_members_hostname"),
+        UniqueConstraint("network_id", "address", name="uq_cluster_members_address"),
+        CheckConstraint("role IN ('controller', 'compute')", name="ck_cluster_members_role"),
+        CheckConstraint(
+            "state IN ('joining', 'member', 'removing')", name="ck_cluster_members_state"
+        ),
+        Index("ix_cluster_members_cluster_id", "cluster_id"),
+    )
+
+    node_id: Mapped[str] = mapped_column(
+        ForeignKey("nodes.id", ondelete="RESTRICT"), primary_key=True
+    )
+    cluster_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("clusters.id", ondelete="RESTRICT"))
+    network_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("networks.id", ondelete="RESTRICT"))
+    hostname: Mapped[str] = mapped_column(String(63))
+    role: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(INET)
+    state: Mapped[str] = mapped_column(String(16), server_default="joining")
+    replaces: Mapped[str | None] = mapped_column(String(63))  # the failed node it stands in for
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

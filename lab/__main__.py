@@ -23,6 +23,9 @@ def parse_args(argv: list[str] | None = None) -> LabConfig:
     p.add_argument("--boot-delay", type=float, default=2.0)
     p.add_argument("--state-dir", type=Path, default=Path(".metalplane/lab"))
     p.add_argument("--protocols", default="ipmi,redfish", help="cycled across nodes")
+    p.add_argument(
+        "--slurm", action="store_true", help="run cluster roles with real Slurm daemons (root)"
+    )
     args = p.parse_args(argv)
     protocols = tuple(x.strip() for x in args.protocols.split(",") if x.strip())
     if not protocols or any(x not in ("ipmi", "redfish") for x in protocols):
@@ -36,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> LabConfig:
         boot_url=args.boot_url,
         boot_delay=args.boot_delay,
         protocols=cast(tuple[Protocol, ...], protocols),
+        slurm=args.slurm,
     )
 
 

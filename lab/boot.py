@@ -6,14 +6,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import yaml
+from pydantic import ValidationError
 
 from core.facts import Nic, NodeFacts
+from images.slurm import ClusterSecrets, ClusterSection
 from lab.cmdline import BootConfigError, parse_cmdline, parse_ipxe
 from lab.node import BootDev, SimNode
+
+if TYPE_CHECKING:
+    from lab.cluster import ClusterRunner
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +68,47 @@ def _metalplane_section(text: str) -> dict[str, Any]:
     return section
 
 
-async def network_boot(node: SimNode, boot_url: str, client: aiohttp.ClientSession) -> NodeFacts:
-    """Run the PXE -> iPXE -> kernel -> cloud-init chain; return the facts it phoned home."""
+@dataclass(frozen=True)
+class ClusterPart:
+    """The node's part in a cluster (its user-data) and the secrets it fetched for it."""
+
+    section: ClusterSection
+    secrets: ClusterSecrets
+
+
+async def _cluster_part(
+    section: dict[str, Any], client: aiohttp.ClientSession
+) -> ClusterPart | None:
+    """Parse `metalplane.cluster` and fetch its secrets with the boot token (before the
+    phone-home spends it), as the image's cloud-init would."""
+    raw = section.get("cluster")
+    if raw is None:
+        return None
+    try:
+        cluster = ClusterSection.model_validate(raw)
+    except ValidationError as exc:
+        raise BootConfigError(f"user-data metalplane.cluster is invalid: {exc}") from exc
+    token = section["phone_home"]["token"]
+    try:
+        async with client.get(
+            cluster.secrets_url, headers={"Authorization": f"Bearer {token}"}
+        ) as response:
+            if response.status != 200:
+                text = (await response.text())[:200]
+                raise BootConfigError(f"cluster secrets: {response.status} {text}")
+            secrets = ClusterSecrets.model_validate(await response.json())
+    except (aiohttp.ClientError, TimeoutError, ValidationError) as exc:
+        raise BootConfigError(
+            f"cluster secrets: GET {cluster.secrets_url} failed: {exc!r}"
+        ) from exc
+    return ClusterPart(cluster, secrets)
+
+
+async def network_boot(
+    node: SimNode, boot_url: str, client: aiohttp.ClientSession
+) -> tuple[NodeFacts, ClusterPart | None]:
+    """Run the PXE -> iPXE -> kernel -> cloud-init chain; return the facts it phoned home and
+    the node's part in a cluster, if its user-data gives it one."""
     mac = node.macs[0]
     script = parse_ipxe(await _get(client, f"{boot_url}/boot/{mac}/ipxe", "iPXE script"))
     kernel_sha = await _sha256(client, script.kernel_url, "kernel")
@@ -75,6 +120,7 @@ async def network_boot(node: SimNode, boot_url: str, client: aiohttp.ClientSessi
         raise BootConfigError("kernel command line has no ds=nocloud-net;s=<seed>")
     user_data = await _get(client, f"{kernel.nocloud_seed}user-data", "user-data")
     section = _metalplane_section(user_data)
+    cluster = await _cluster_part(section, client)
     tuning = section.get("tuning") or {}
     facts = NodeFacts(
         kernel_cmdline=script.kernel_args,
@@ -103,16 +149,23 @@ async def network_boot(node: SimNode, boot_url: str, client: aiohttp.ClientSessi
                 raise BootConfigError(f"phone-home refused: {response.status} {text}")
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise BootConfigError(f"phone-home POST failed: {exc!r}") from exc
-    return facts
+    return facts, cluster
 
 
 class BootRunner:
     """Runs node boots as asyncio tasks on the lab's loop; BMC threads call in thread-safely."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, boot_url: str, boot_delay: float) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        boot_url: str,
+        boot_delay: float,
+        clusters: ClusterRunner | None = None,
+    ) -> None:
         self.loop = loop
         self.boot_url = boot_url.rstrip("/")
         self.boot_delay = boot_delay
+        self.clusters = clusters  # runs a node's cluster role once it has booted
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30.0, connect=5.0))
 
@@ -122,6 +175,8 @@ class BootRunner:
 
     def stopped(self, node: SimNode) -> None:
         self.loop.call_soon_threadsafe(self._cancel, node.node_id)
+        if self.clusters is not None:  # its OS is gone, and the daemons with it
+            self.loop.call_soon_threadsafe(self.clusters.stop_soon, node.node_id)
 
     def soft_off_requested(self, node: SimNode, generation: int) -> None:
         self.loop.call_soon_threadsafe(
@@ -149,13 +204,18 @@ class BootRunner:
             node.boot_finished(generation, error=None, phoned_home=False)
             return
         try:
-            facts = await network_boot(node, self.boot_url, self._client)
+            facts, cluster = await network_boot(node, self.boot_url, self._client)
         except BootConfigError as exc:
             log.warning("%s: network boot failed: %s", node.node_id, exc)
             node.boot_finished(generation, error=str(exc), phoned_home=False)
             return
         log.info("%s: phoned home (kernel %s)", node.node_id, facts.kernel_sha256)
         node.boot_finished(generation, error=None, phoned_home=True)
+        if cluster is not None:
+            if self.clusters is None:
+                node.set_cluster_error("this lab runs no cluster daemons (lab --slurm)")
+            else:
+                await self.clusters.apply(node, cluster)
 
     async def close(self) -> None:
         tasks = list(self._tasks.values())

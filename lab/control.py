@@ -8,9 +8,19 @@ from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
 
 from lab.node import Faults, SimNode
+from lab.slurm import SlurmLabError
 
 if TYPE_CHECKING:
     from lab.server import Lab
+
+
+class NetnsBody(BaseModel):
+    netns: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class SlurmCommand(BaseModel):
+    argv: list[str] = Field(min_length=1, max_length=64)
+    timeout: float = Field(default=30.0, gt=0, le=600)
 
 
 class FaultsBody(BaseModel):
@@ -36,7 +46,30 @@ def create_app(lab: Lab) -> FastAPI:
     @app.get("/lab/nodes/{node_id}")
     def get_node(node_id: str) -> dict[str, Any]:
         node = node_or_404(node_id)
-        return {**lab.enrollment(node), **node.state()}
+        cluster = lab.clusters.status(node_id) if lab.clusters is not None else None
+        return {**lab.enrollment(node), **node.state(), "cluster": cluster}
+
+    @app.put("/lab/nodes/{node_id}/netns")
+    def put_netns(node_id: str, body: NetnsBody) -> dict[str, Any]:
+        """Where the node's NIC is (its fabric host): its cluster daemons run there."""
+        node = node_or_404(node_id)
+        node.set_netns(body.netns)
+        return node.state()
+
+    @app.post("/lab/nodes/{node_id}/slurm")
+    async def slurm_command(node_id: str, body: SlurmCommand) -> dict[str, Any]:
+        """A Slurm client command on the node's cluster (what a user logged in there runs)."""
+        node_or_404(node_id)
+        if lab.clusters is None:
+            raise HTTPException(status_code=409, detail="this lab runs no Slurm (lab --slurm)")
+        cluster = lab.clusters.slurm.status(node_id).cluster
+        if cluster is None:
+            raise HTTPException(status_code=409, detail=f"{node_id} runs no Slurm")
+        try:
+            out = await lab.clusters.slurm.run(cluster, *body.argv, timeout=body.timeout)
+        except SlurmLabError as exc:
+            return {"ok": False, "stdout": "", "error": str(exc)}
+        return {"ok": True, "stdout": out, "error": None}
 
     @app.put("/lab/nodes/{node_id}/faults")
     def put_faults(node_id: str, body: FaultsBody) -> dict[str, Any]:

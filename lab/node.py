@@ -77,6 +77,8 @@ class SimNode:
     boot_in_progress: bool = False  # powered on into a network boot that has not finished
     os_up: bool = False  # an OS runs (handles ACPI soft-off)
     generation: int = 0  # bumped at each power transition: stale boot tasks notice
+    netns: str | None = None  # where its NIC is (a fabric host): its cluster daemons run there
+    cluster_error: str | None = None  # why its OS could not run its cluster role
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
@@ -219,6 +221,16 @@ class SimNode:
             self.os_up = True
             self._save()
 
+    def set_netns(self, netns: str | None) -> None:
+        with self._lock:
+            self.netns = netns
+            self._save()
+
+    def set_cluster_error(self, error: str | None) -> None:
+        with self._lock:
+            self.cluster_error = error
+            self._save()
+
     # -- BIOS -------------------------------------------------------------------------------
 
     def patch_bios(self, changes: dict[str, Any]) -> None:
@@ -284,4 +296,6 @@ class SimNode:
                 "boots": self.boots,
                 "boot_in_progress": self.boot_in_progress,
                 "os_up": self.os_up,
+                "netns": self.netns,
+                "cluster_error": self.cluster_error,
             }

@@ -12,10 +12,12 @@ from typing import Any, Literal
 import uvicorn
 
 from lab.boot import BootRunner
+from lab.cluster import ClusterRunner
 from lab.control import create_app
 from lab.ipmi_bmc import IpmiLab
 from lab.node import SimNode
 from lab.redfish_bmc import RedfishLab
+from lab.slurm import SlurmLab
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ class LabConfig:
     protocols: tuple[Protocol, ...] = ("ipmi", "redfish")  # node i gets protocols[i % len]
     address: str = "127.0.0.1"
     users: dict[str, str] = field(default_factory=lambda: {LAB_USERNAME: LAB_PASSWORD})
+    slurm: bool = False  # nodes run their cluster role with real Slurm daemons (root)
 
 
 class Lab:
@@ -45,6 +48,7 @@ class Lab:
         self.ipmi = IpmiLab(config.users, config.address)
         self.redfish: RedfishLab | None = None
         self.boot: BootRunner | None = None
+        self.clusters: ClusterRunner | None = None
         self._uvicorn: uvicorn.Server | None = None
         self._serve_task: asyncio.Task[None] | None = None
 
@@ -96,7 +100,11 @@ class Lab:
     async def start(self) -> None:
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        self.boot = BootRunner(asyncio.get_running_loop(), cfg.boot_url, cfg.boot_delay)
+        if cfg.slurm:
+            self.clusters = ClusterRunner(SlurmLab(cfg.state_dir / "slurm"))
+        self.boot = BootRunner(
+            asyncio.get_running_loop(), cfg.boot_url, cfg.boot_delay, self.clusters
+        )
         self._load_nodes()
         # Every node gets both: an IPMI port (IPMI nodes) and a Redfish System (BIOS for all).
         self.redfish = RedfishLab(
@@ -136,6 +144,8 @@ class Lab:
             await self._serve_task
         if self.boot is not None:
             await self.boot.close()
+        if self.clusters is not None:
+            await self.clusters.close()
         self.ipmi.stop()
         if self.redfish is not None:
             self.redfish.stop()

@@ -33,6 +33,7 @@ from identity import dev_issuer
 from inventory.db import create_engine, session_factory
 from inventory.migrate import upgrade_async
 from workers import baremetal as baremetal_worker
+from workers import cluster as cluster_worker
 from workers import inventory as inventory_worker
 from workers import network as network_worker
 
@@ -111,6 +112,24 @@ class Platform:
             reply = await http.put(f"{self.lab_url}/lab/nodes/{node_id}/faults", json=faults)
             reply.raise_for_status()
 
+    async def lab_put(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=10) as http:
+            reply = await http.put(f"{self.lab_url}{path}", json=body)
+            reply.raise_for_status()
+            return reply.json()
+
+    async def lab_slurm(self, node_id: str, *argv: str, timeout: float = 60) -> str:
+        """A Slurm command on the node's cluster, as a user logged in there runs it."""
+        async with httpx.AsyncClient(timeout=timeout + 10) as http:
+            reply = await http.post(
+                f"{self.lab_url}/lab/nodes/{node_id}/slurm",
+                json={"argv": list(argv), "timeout": timeout},
+            )
+            reply.raise_for_status()
+            result = reply.json()
+        assert result["ok"], result["error"]
+        return str(result["stdout"])
+
     async def enroll_lab(self) -> list[str]:
         ids = []
         async with self.api() as api:
@@ -183,6 +202,7 @@ def _start_lab(
     boot_delay: float,
     public_url: str,
     protocols: str | None,
+    slurm: bool = False,
 ) -> subprocess.Popen[bytes]:
     argv = [
         sys.executable, "-m", "lab", "--nodes", str(nodes),
@@ -192,6 +212,8 @@ def _start_lab(
     ]  # fmt: skip
     if protocols:
         argv += ["--protocols", protocols]
+    if slurm:
+        argv.append("--slurm")
     log = open(data_dir / "lab.log", "ab")
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -219,10 +241,11 @@ async def running_platform(
     boot_delay: float = 0.2,
     protocols: str | None = None,
     phone_home_timeout: float = 60,
-    in_process_workers: tuple[str, ...] = ("baremetal", "inventory", "network"),
+    in_process_workers: tuple[str, ...] = ("baremetal", "inventory", "network", "cluster"),
     oidc_issuer: str | None = None,
     jwt_audience: str = "metalplane",
     extra_settings: dict[str, Any] | None = None,
+    lab_slurm: bool = False,
 ) -> AsyncIterator[Platform]:
     settings = Settings(
         data_dir=data_dir,
@@ -267,9 +290,12 @@ async def running_platform(
     if "network" in in_process_workers:
         activities_n = network_worker.make_activities(settings, platform.sessions)
         workers.append(network_worker.build_worker(client, activities_n, settings, "network"))
+    if "cluster" in in_process_workers:
+        activities_c = cluster_worker.make_activities(settings, platform.sessions)
+        workers.append(cluster_worker.build_worker(client, activities_c, settings, "cluster"))
     worker_tasks = [asyncio.create_task(w.run()) for w in workers]
     platform.lab_process = _start_lab(
-        data_dir, ports, nodes, boot_delay, settings.public_url, protocols
+        data_dir, ports, nodes, boot_delay, settings.public_url, protocols, lab_slurm
     )
     try:
         await _wait_url(f"{platform.lab_url}/lab/nodes", platform.lab_process)

@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         DetachNodeInput,
         NetworkInput,
     )
+    from workflows.failures import failure_reason
 
 SWITCH_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -41,14 +42,6 @@ SWITCH_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=6,
 )
-
-
-def _reason(error: BaseException) -> str:
-    if isinstance(error, ActivityError) and error.cause is not None:
-        return _reason(error.cause)
-    if isinstance(error, ApplicationError):
-        return error.message
-    return str(error) or type(error).__name__
 
 
 async def _run(activity: Any, *args: Any, timeout: float = 120) -> Any:
@@ -104,12 +97,12 @@ class CreateNetwork:
             )
         except (ActivityError, asyncio.CancelledError) as error:
             cancelled = isinstance(error, asyncio.CancelledError)
-            reason = "cancelled" if cancelled else _reason(error)
+            reason = "cancelled" if cancelled else failure_reason(error)
             workflow.set_current_details(f"unwinding: {reason}")
             try:
                 await _unwind_network(network_id, leaves)
             except ActivityError as unwind_error:  # the record still says what went wrong
-                reason = f"{reason}; unwinding incomplete: {_reason(unwind_error)}"
+                reason = f"{reason}; unwinding incomplete: {failure_reason(unwind_error)}"
             await _run(
                 NetworkActivities.set_network_state,
                 NetworkStateChange(network_id, "failed", ["creating", "failed"], reason),
@@ -137,7 +130,7 @@ class DeleteNetwork:
             workflow.set_current_details("returning its values to the pools")
             await _run(NetworkActivities.finish_network_delete, network_id)
         except ActivityError as error:
-            reason = _reason(error)
+            reason = failure_reason(error)
             await _run(
                 NetworkActivities.set_network_state,
                 NetworkStateChange(network_id, "failed", ["deleting", "failed"], reason),
@@ -168,7 +161,7 @@ class AttachNode:
             if isinstance(error, asyncio.CancelledError):
                 raise
             raise ApplicationError(
-                _reason(error), type="AttachFailed", non_retryable=True
+                failure_reason(error), type="AttachFailed", non_retryable=True
             ) from error
         return "attached"
 

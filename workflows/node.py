@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         ReleaseNodeInput,
         node_network_workflow_id,
     )
+    from workflows.failures import failure_reason
 
 PHASE = SearchAttributeKey.for_keyword("Phase")
 
@@ -68,14 +69,6 @@ INVENTORY_RETRY = RetryPolicy(
 
 class OperationFailed(Exception):
     """A step failed for a reason worth telling the operator verbatim."""
-
-
-def _reason(error: BaseException) -> str:
-    if isinstance(error, ActivityError | ChildWorkflowError) and error.cause is not None:
-        return _reason(error.cause)
-    if isinstance(error, ApplicationError):
-        return error.message
-    return str(error) or type(error).__name__
 
 
 class _NodeOperation:
@@ -213,7 +206,7 @@ class ProvisionNode(_NodeOperation):
             asyncio.CancelledError,
         ) as error:
             cancelled = isinstance(error, asyncio.CancelledError)
-            reason = "cancelled" if cancelled else f"{self._phase}: {_reason(error)}"
+            reason = "cancelled" if cancelled else f"{self._phase}: {failure_reason(error)}"
             await self._compensate(node_id, workflow_id, reason)
             if cancelled:
                 raise
@@ -266,7 +259,7 @@ class ReleaseNode(_NodeOperation):
                 FinishOperation(node_id, workflow_id, "release", "available"),
             )
         except ActivityError as error:
-            reason = f"{self._phase}: {_reason(error)}"
+            reason = f"{self._phase}: {failure_reason(error)}"
             await self._inventory(
                 InventoryActivities.finish_operation,
                 FinishOperation(node_id, workflow_id, "release", "failed", reason),

@@ -26,6 +26,7 @@ from ..deps import Db, Temporal
 from ..openapi import errors
 from ..problems import Problem
 from ..schemas import Mac
+from .cluster_boot import cluster_section
 
 log = logging.getLogger("metalplane.boot")
 router = APIRouter(prefix="/boot", tags=["boot"])
@@ -69,13 +70,15 @@ async def ipxe_script(mac: Mac, request: Request, db: Db) -> str:
 async def user_data(mac: Mac, request: Request, db: Db) -> str:
     boot = await _open_boot(db, mac)
     image = images.get_image(boot.image)
+    public_url = request.app.state.settings.public_url
     return images.render_user_data(
         image,
         image.profile,
-        public_url=request.app.state.settings.public_url,
+        public_url=public_url,
         node_id=boot.node_id,
         boot_session_id=str(boot.id),
         token=boot_sessions.token_for(boot.id, request.app.state.boot_secret),
+        cluster=await cluster_section(db, boot.node_id, public_url),
     )
 
 

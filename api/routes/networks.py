@@ -9,9 +9,6 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
 
 from core.contracts import (
     ATTACH_NODE,
@@ -25,12 +22,12 @@ from core.contracts import (
     node_network_workflow_id,
 )
 from identity.oidc import Principal
-from identity.policy import Action, Resource, Role
+from identity.policy import Action, Resource
 from inventory import networks, nodes, pools
 from inventory.models import Network
 from inventory.states import NodeState
 
-from ..auth import principal, require
+from ..auth import listing_scope, principal, require
 from ..deps import Db, Temporal
 from ..network_schemas import (
     AttachmentIn,
@@ -43,6 +40,7 @@ from ..network_schemas import (
 from ..openapi import errors
 from ..problems import Problem
 from ..schemas import NodeId
+from ..workflow_start import start_exclusive
 
 router = APIRouter(prefix="/v1/networks", tags=["networks"])
 KIND = "network"
@@ -72,21 +70,10 @@ async def _authorized(
 async def _start(
     request: Request, client: Client, workflow: str, arg: object, workflow_id: str
 ) -> WorkflowHandle:
-    try:
-        return await client.start_workflow(
-            workflow, arg, id=workflow_id,
-            task_queue=request.app.state.network_task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-        )  # fmt: skip
-    except WorkflowAlreadyStartedError as exc:
-        raise Problem(
-            409, "operation-running", "An operation is running", f"{workflow_id} is running"
-        ) from exc
-    except RPCError as exc:
-        raise Problem(
-            503, "workflow-engine-unavailable", "Try again", str(exc), headers={"Retry-After": "5"}
-        ) from exc
+    return await start_exclusive(
+        client, workflow, arg, workflow_id=workflow_id,
+        task_queue=request.app.state.network_task_queue,
+    )  # fmt: skip
 
 
 @router.post(
@@ -136,14 +123,10 @@ async def list_networks(
     """Platform admins see every tenant's; tenant admins and viewers their tenant's; members
     the ones they created."""
     await require(request, who, Action.READ, Resource(KIND, tenant=who.tenant))
-    if Role.PLATFORM_ADMIN in who.roles:
-        tenant, owner = None, None
-    elif who.tenant is None:
+    scope = listing_scope(who)
+    if scope is None:
         return NetworkList(items=[])
-    elif Role.TENANT_ADMIN in who.roles or Role.VIEWER in who.roles:
-        tenant, owner = who.tenant, None
-    else:
-        tenant, owner = who.tenant, who.subject
+    tenant, owner = scope
     found = await networks.listing(
         db, tenant=tenant, owner=owner, state=state, after=cursor, limit=limit
     )

@@ -17,7 +17,6 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-import images
 from core.contracts import (
     FIRST_PHASE,
     PROVISION_NODE,
@@ -36,6 +35,7 @@ from inventory.states import PROVISION_FROM, RELEASE_FROM
 
 from ..auth import authorize
 from ..deps import Db, Temporal
+from ..images_ready import ready_image
 from ..openapi import errors
 from ..problems import Problem
 from ..schemas import (
@@ -205,17 +205,7 @@ async def provision_node(
     _: NodeOperator,
 ) -> OperationAccepted:
     node = await _node(db, node_id)
-    try:
-        image = images.get_image(body.image)
-    except images.UnknownImage as exc:
-        raise Problem(422, "unknown-image", "Unknown image", str(exc)) from exc
-    if not request.app.state.image_store.is_ready(image):
-        raise Problem(
-            422,
-            "image-not-ready",
-            "Image not ready",
-            f"image {image.name!r} has no boot artifacts in the image store",
-        )
+    image = ready_image(request, body.image)
     if node.state not in PROVISION_FROM:
         raise Problem(
             409,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.slurm.config import GPU_DEVICE, SlurmRole
+from images.slurm import SlurmRole
 from lab.slurm.daemon import Daemon, in_node, record, spawn, stop_recorded
 
 # Short on purpose: munge's unix socket lives here and sun_path holds 107 bytes.
@@ -24,6 +24,7 @@ RUNTIME_ROOT = Path("/run/metalplane-slurm")
 SUN_PATH_MAX = 107
 IFNAME = "eth0"  # the node's tenant interface in its netns (as in the fabric's hosts)
 NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+GPU_DEVICE = "/run/gpu/nvidia"  # placeholder device files in a node's private /run
 STABLE_RUN = 60.0  # a slurmd that ran this long restarts with the shortest delay again
 
 
@@ -91,6 +92,8 @@ class SlurmLab:
         if role.role == "controller" and role.cluster in self._controllers:
             raise SlurmLabError(f"{role.cluster} already has a controller")
         run = self.run_dir(node_id)
+        if role.munge_key is None:
+            raise SlurmLabError(f"{node_id}: the role has no munge key")
         if len(str(run / "munge" / "munge.socket.2")) > SUN_PATH_MAX:
             raise SlurmLabError(f"{run} is too long for a unix socket path")
         shutil.rmtree(run, ignore_errors=True)  # a fresh /run, as after a reboot
@@ -122,6 +125,9 @@ class SlurmLab:
         for name in ("slurmd", "slurmctld", "munged"):
             if daemon := node.daemons.get(name):
                 await daemon.stop()
+        # The address goes with the OS: the next tenant's node must not answer for it.
+        with contextlib.suppress(SlurmLabError):
+            await _check(["ip", "-n", node.netns, "addr", "del", node.role.address, "dev", IFNAME])
         del self._nodes[node_id]
         if self._controllers.get(node.role.cluster) == node_id:
             del self._controllers[node.role.cluster]
@@ -202,7 +208,7 @@ class SlurmLab:
         key = m / "munge.key"
         fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
         with os.fdopen(fd, "wb") as f:
-            f.write(node.role.munge_key)
+            f.write(node.role.munge_key or b"")
         sock = m / "munge.socket.2"
         daemon = await self._spawn(
             node,

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from images.slurm import SlurmRole, render_gres_conf, render_slurm_conf, slurmd_conf
 from lab.fabric.system import alive, namespaces, netns_pids, stop_pids
-from lab.slurm import SlurmLab, SlurmRole, render_gres_conf, render_slurm_conf
+from lab.slurm import GPU_DEVICE, SlurmLab
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -101,13 +102,13 @@ def roles(cluster: str, key: bytes, count: int = 4) -> list[SlurmRole]:
         "cluster": cluster,
         "controller": controller,
         "munge_key": key,
-        "slurmd_conf": f"CPUs=2 RealMemory=1000 Feature=metalplane,{GPUS[0]} Gres=gpu:{GPUS[0]}:8",
+        "slurmd_conf": slurmd_conf(*GPUS),
         "gpus": GPUS[1],
         "gpu_type": GPUS[0],
     }
     ctl_files = {
         "slurm_conf": render_slurm_conf(cluster, names[0], controller),
-        "gres_conf": render_gres_conf(dict.fromkeys(NAMES, GPUS)),
+        "gres_conf": render_gres_conf(*GPUS, GPU_DEVICE),
     }
     return [
         SlurmRole(

@@ -16,10 +16,22 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from inventory import clusters, tenants
 from inventory.db import create_engine, session_factory
 from inventory.migrate import upgrade_async
-from inventory.models import Cluster, IbPort, Nic, NicLink, Node, Switch, Tenant
+from inventory.models import (
+    Cluster,
+    ClusterMember,
+    IbPort,
+    Network,
+    Nic,
+    NicLink,
+    Node,
+    Switch,
+    Tenant,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
+# Each tenant's network (the same subnet: members' addresses are per network).
+NETWORKS = {"acme": uuid.uuid4(), "globex": uuid.uuid4()}
 # node -> (GPU model, leaf)
 FLEET = {
     "n01": ("h100", "leaf1"), "n02": ("h100", "leaf1"), "n03": ("h100", "leaf2"),
@@ -36,8 +48,10 @@ async def sessions(postgres_url: str) -> AsyncIterator[async_sessionmaker[AsyncS
     async with factory.begin() as session:  # a fresh fleet per test
         for table in (NicLink, IbPort, Nic):
             await session.execute(delete(table))
+        await session.execute(delete(ClusterMember))
         await session.execute(update(Node).values(cluster_id=None, tenant_id=None))
         await session.execute(delete(Cluster))
+        await session.execute(delete(Network))
         await session.execute(delete(Node))
         await session.execute(delete(Switch))
         await session.execute(delete(Tenant))
@@ -57,13 +71,17 @@ async def sessions(postgres_url: str) -> AsyncIterator[async_sessionmaker[AsyncS
         for tenant_id in ("acme", "globex"):
             await tenants.create(session, Tenant(id=tenant_id, display_name=tenant_id,
                                                  quota_nodes=10, quota_gpus=80))  # fmt: skip
+            session.add(Network(id=NETWORKS[tenant_id], tenant_id=tenant_id, name="lan",
+                                cidr="10.50.0.0/24", l2vni=NETWORKS[tenant_id].int % 10**6,
+                                state="ready"))  # fmt: skip
     yield factory
     await engine.dispose()
 
 
 def cluster(tenant: str, count: int, gpu: str = "h100", name: str = "c") -> Cluster:
     return Cluster(id=uuid.uuid4(), tenant_id=tenant, name=name, kind="slurm",
-                   node_count=count, gpu_model=gpu, image="lab-sim")  # fmt: skip
+                   node_count=count, gpu_model=gpu, image="lab-sim",
+                   network_id=NETWORKS[tenant])  # fmt: skip
 
 
 async def admit(sessions: async_sessionmaker[AsyncSession], wanted: Cluster) -> list[str]:
@@ -84,6 +102,42 @@ async def test_a_cluster_gets_nodes_of_its_gpu_model_on_one_leaf_when_it_fits(
     assert await admit(sessions, cluster("acme", 3, name="d")) == ["n03", "n04", "n05"]
     assert await admit(sessions, cluster("globex", 1, gpu="a100")) == ["n06"]
     assert set((await holders(sessions)).values()) == {"acme", "globex"}
+    async with sessions() as session:
+        members = (await session.execute(
+            select(ClusterMember.node_id, ClusterMember.role, ClusterMember.address)
+            .order_by(ClusterMember.node_id)
+        )).all()  # fmt: skip
+    # One controller per cluster; addresses from the 10th host up, unique per network.
+    assert [(n, r, str(a)) for n, r, a in members] == [
+        ("n01", "controller", "10.50.0.10/24"), ("n02", "compute", "10.50.0.11/24"),
+        ("n03", "controller", "10.50.0.12/24"), ("n04", "compute", "10.50.0.13/24"),
+        ("n05", "compute", "10.50.0.14/24"), ("n06", "controller", "10.50.0.10/24"),
+    ]  # fmt: skip
+
+
+async def test_a_failed_node_is_replaced_in_its_role_and_address(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    wanted = cluster("acme", 2)
+    assert await admit(sessions, wanted) == ["n01", "n02"]
+    async with sessions.begin() as session:  # its provisioning failed
+        await session.execute(update(Node).where(Node.id == "n01").values(state="failed"))
+        stand_in = await clusters.replace(session, wanted.id, "n01")
+    assert stand_in == "n03"
+    async with sessions.begin() as session:
+        member = await session.get_one(ClusterMember, stand_in)
+        assert (member.role, str(member.address), member.replaces) == (
+            "controller", "10.50.0.10/24", "n01",
+        )  # fmt: skip
+        failed = await session.get_one(Node, "n01")
+        assert (failed.tenant_id, failed.cluster_id) == (None, None)
+        assert await session.get(ClusterMember, "n01") is None
+        # No free node left: the next failure finds no replacement.
+        await session.execute(update(Node).where(Node.cluster_id.is_(None)).values(state="failed"))
+        await session.execute(update(Node).where(Node.id == "n02").values(state="failed"))
+    with pytest.raises(clusters.InsufficientCapacity):
+        async with sessions.begin() as session:
+            await clusters.replace(session, wanted.id, "n02")
 
 
 async def test_all_or_nothing_when_capacity_is_short(
@@ -115,6 +169,7 @@ async def test_two_tenants_racing_for_the_last_nodes_exactly_one_wins(
 ) -> None:
     for _ in range(5):  # several rounds: the race must hold every time
         async with sessions.begin() as session:
+            await session.execute(delete(ClusterMember))
             await session.execute(update(Node).values(cluster_id=None, tenant_id=None))
             await session.execute(delete(Cluster))
         results = await asyncio.gather(

@@ -20,7 +20,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 
-TASK_QUEUES = {"baremetal", "inventory", "network"}
+TASK_QUEUES = {"baremetal", "inventory", "network", "cluster"}
 SEARCH_ATTRIBUTES = {"NodeId", "Phase", "Operation", "TenantId", "ImageName"}
 EXPECTED_SERVICES = {
     "postgresql",

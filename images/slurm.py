@@ -1,10 +1,11 @@
-"""A node's Slurm role (the user-data's `metalplane.cluster` section) and the cluster's files."""
+"""Slurm on a cluster's nodes: a node's role (the user-data's `metalplane.cluster` section,
+docs/boot-contract.md) and the cluster's configuration files, rendered per cluster."""
 
 from __future__ import annotations
 
 import base64
 import ipaddress
-from collections.abc import Mapping
+import re
 from typing import Literal
 
 from pydantic import (
@@ -17,7 +18,7 @@ from pydantic import (
 )
 
 NAME = r"^[a-z0-9][a-z0-9-]{0,39}$"  # a Slurm ClusterName / NodeName and a hostname
-GPU_DEVICE = "/run/gpu/nvidia"  # placeholder files the lab touches in a node's private /run
+SLURMCTLD_PORT, SLURMD_PORT = 6817, 6818
 
 
 class SlurmRole(BaseModel):
@@ -30,9 +31,10 @@ class SlurmRole(BaseModel):
     node_name: str = Field(pattern=NAME)  # also the node's hostname: slurmctld checks it
     address: str  # this node on the tenant network, "10.50.0.11/24" (or a bare IP)
     controller: str  # slurmctld's address
-    slurmctld_port: int = Field(default=6817, ge=1, le=65535)
-    slurmd_port: int = Field(default=6818, ge=1, le=65535)
-    munge_key: bytes = Field(min_length=32, repr=False)  # base64 in user-data
+    slurmctld_port: int = Field(default=SLURMCTLD_PORT, ge=1, le=65535)
+    slurmd_port: int = Field(default=SLURMD_PORT, ge=1, le=65535)
+    # base64; never in user-data: the node fetches it from the secrets URL with its boot token
+    munge_key: bytes | None = Field(default=None, min_length=32, repr=False)
     slurmd_conf: str  # `slurmd -Z --conf`: "CPUs=.. RealMemory=.. Feature=.. Gres=gpu:a100:8"
     gpus: int = Field(default=0, ge=0, le=64)
     gpu_type: str | None = None
@@ -45,8 +47,8 @@ class SlurmRole(BaseModel):
         return base64.b64decode(value, validate=True) if isinstance(value, str) else value
 
     @field_serializer("munge_key")
-    def _encode_key(self, value: bytes) -> str:
-        return base64.b64encode(value).decode()
+    def _encode_key(self, value: bytes | None) -> str | None:
+        return None if value is None else base64.b64encode(value).decode()
 
     @field_validator("address")
     @classmethod
@@ -72,13 +74,18 @@ class SlurmRole(BaseModel):
         return str(ipaddress.ip_interface(self.address).ip)
 
 
+def cluster_key(name: str, cluster_id: str) -> str:
+    """The cluster's key on its nodes (state directories): unique, as tenants reuse names."""
+    return f"{name[:27]}-{cluster_id.replace('-', '')[:12]}"
+
+
 def render_slurm_conf(
     cluster: str,
     controller_name: str,
     controller: str,
     *,
-    slurmctld_port: int = 6817,
-    slurmd_port: int = 6818,
+    slurmctld_port: int = SLURMCTLD_PORT,
+    slurmd_port: int = SLURMD_PORT,
 ) -> str:
     """slurm.conf for dynamic nodes (`slurmd -Z`) fetching it configless. Every path is under
     the node's private /run, so the text holds no host path. No cgroups: the plugins are the
@@ -116,12 +123,43 @@ def render_slurm_conf(
     return "\n".join(lines) + "\n"
 
 
-def render_gres_conf(gpus: Mapping[str, tuple[str, int]]) -> str:
-    """gres.conf for {node: (gpu type, count)}. A dynamic node's GPUs need `File=` lines on the
-    controller side (a bare Count is reported as 0), hence the placeholder files."""
+def gres_type(gpu_model: str) -> str:
+    """The GPU model as a Slurm GRES type: `H100 80GB HBM3` -> `h100-80gb-hbm3`."""
+    return re.sub(r"[^a-z0-9]+", "-", gpu_model.lower()).strip("-")[:40] or "gpu"
+
+
+def render_gres_conf(gpu_type: str, count: int, device_prefix: str) -> str:
+    """gres.conf, served configless with slurm.conf. One line for every node (no NodeName):
+    the cluster's nodes share their GPU model and count. A dynamic node's GPUs need `File=`
+    on the controller's side (a bare Count is reported as 0)."""
     lines = ["AutoDetect=off"]
-    for node, (kind, count) in sorted(gpus.items()):
-        if count:
-            files = f"{GPU_DEVICE}0" if count == 1 else f"{GPU_DEVICE}[0-{count - 1}]"
-            lines.append(f"NodeName={node} Name=gpu Type={kind} File={files}")
+    if count:
+        files = f"{device_prefix}0" if count == 1 else f"{device_prefix}[0-{count - 1}]"
+        lines.append(f"Name=gpu Type={gpu_type} File={files}")
     return "\n".join(lines) + "\n"
+
+
+def slurmd_conf(gpu_type: str, count: int) -> str:
+    """`slurmd -Z --conf`: features and GPUs (CPUs and memory are detected by slurmd)."""
+    conf = f"Feature=metalplane,{gpu_type}"
+    return conf + (f" Gres=gpu:{gpu_type}:{count}" if count else "")
+
+
+class ClusterSection(BaseModel):
+    """The user-data's `metalplane.cluster`: the node's part in its cluster, without secrets."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["slurm"]
+    id: str
+    secrets_url: str  # GET with the phone-home token, before phoning home
+    report_url: str | None = None  # the head node's reports (docs/boot-contract.md)
+    report_interval_seconds: float = Field(default=2.0, gt=0, le=300)
+    slurm: SlurmRole
+
+
+class ClusterSecrets(BaseModel):
+    """What the secrets URL answers to a member's boot."""
+
+    munge_key: str  # base64
+    report_token: str | None = None  # the head node's, for the report URL

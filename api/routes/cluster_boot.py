@@ -1,0 +1,163 @@
+"""The boot service's cluster side (docs/boot-contract.md): a member's `metalplane.cluster`
+user-data section, its secrets (fetched with its boot token, never in user-data), and the head
+node's reports, which are kept and signalled to the cluster's running operation."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request, status
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.service import RPCError, RPCStatusCode
+
+import images
+from core.cluster_report import ClusterReport
+from core.contracts import SIGNAL_CLUSTER_REPORT, ClusterReportSignal, cluster_workflow_id
+from images.slurm import (
+    ClusterSecrets,
+    ClusterSection,
+    SlurmRole,
+    cluster_key,
+    gres_type,
+    render_gres_conf,
+    render_slurm_conf,
+    slurmd_conf,
+)
+from inventory import boot_sessions, clusters
+from inventory.models import Cluster, ClusterMember, Node
+
+from ..deps import Db, Temporal
+from ..openapi import errors
+from ..problems import Problem
+
+log = logging.getLogger("metalplane.boot")
+router = APIRouter(prefix="/boot", tags=["boot"])
+
+
+REPORT = b"cluster-report:"  # what the head node's report token is signed for
+
+
+def report_token(cluster_id: uuid.UUID, secret: bytes) -> str:
+    return boot_sessions.sign_id(cluster_id, secret, REPORT)
+
+
+def _refused(detail: str) -> Problem:
+    return Problem(
+        401, "invalid-boot-token", "Token refused", detail, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+def _bearer(authorization: str | None) -> str:
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _refused("missing bearer token")
+    return token.strip()
+
+
+async def cluster_section(db: AsyncSession, node_id: str, public_url: str) -> dict[str, Any] | None:
+    """The node's part in its cluster for its user-data, or None when it is in none."""
+    member = await clusters.membership(db, node_id)
+    if member is None:
+        return None
+    cluster = await db.get_one(Cluster, member.cluster_id)
+    controller = await db.scalar(
+        select(ClusterMember).where(
+            ClusterMember.cluster_id == cluster.id, ClusterMember.role == "controller"
+        )
+    )
+    if controller is None:  # between a controller's failure and its replacement
+        return None
+    node = await db.get_one(Node, node_id)
+    image = images.get_image(cluster.image)
+    gpu, count = gres_type(cluster.gpu_model), node.gpu_count
+    controller_ip = str(ipaddress.ip_interface(str(controller.address)).ip)
+    head = member.role == "controller"
+    role = SlurmRole(
+        cluster=cluster_key(cluster.name, str(cluster.id)), role=member.role,
+        node_name=member.hostname, address=str(member.address), controller=controller_ip,
+        slurmd_conf=slurmd_conf(gpu, count), gpus=count, gpu_type=gpu,
+        slurm_conf=render_slurm_conf(cluster.name, controller.hostname, controller_ip)
+        if head else None,
+        gres_conf=render_gres_conf(gpu, count, image.gpu_device_prefix) if head else None,
+    )  # fmt: skip
+    base = public_url.rstrip("/")
+    section = ClusterSection(
+        kind="slurm", id=str(cluster.id), secrets_url=f"{base}/boot/cluster-secrets",
+        report_url=f"{base}/boot/cluster-report" if head else None, slurm=role,
+    )  # fmt: skip
+    return section.model_dump(mode="json", exclude={"slurm": {"munge_key"}})
+
+
+@router.get(
+    "/cluster-secrets",
+    response_model=ClusterSecrets,
+    summary="A cluster member's secrets, for its current boot",
+    responses=errors(401, 404),
+)
+async def cluster_secrets(
+    request: Request, db: Db, authorization: Annotated[str | None, Header()] = None
+) -> ClusterSecrets:
+    """Authorized by the node's phone-home token while its boot session is open (until it is
+    verified): the secrets reach only the node that network-booted for this cluster."""
+    secret = request.app.state.boot_secret
+    session_id = boot_sessions.session_id_from_token(_bearer(authorization), secret)
+    if session_id is None:
+        raise _refused("token is malformed or not signed by this platform")
+    boot = await boot_sessions.get_session(db, session_id)
+    if boot is None or boot.closed_at is not None or boot.expires_at <= datetime.now(UTC):
+        raise _refused("the boot session is closed or expired")
+    member = await clusters.membership(db, boot.node_id)
+    if member is None:
+        raise Problem(404, "not-a-member", "Not in a cluster", f"{boot.node_id} is in no cluster")
+    cluster = await db.get_one(Cluster, member.cluster_id)
+    if cluster.munge_key is None:
+        raise Problem(404, "no-secrets", "No secrets", f"cluster {cluster.name} has none")
+    return ClusterSecrets(
+        munge_key=base64.b64encode(cluster.munge_key).decode(),
+        report_token=report_token(cluster.id, secret) if member.role == "controller" else None,
+    )
+
+
+@router.post(
+    "/cluster-report",
+    status_code=status.HTTP_200_OK,
+    summary="The head node reports its cluster",
+    responses=errors(401, 404),
+)
+async def cluster_report(
+    body: ClusterReport,
+    request: Request,
+    db: Db,
+    client: Temporal,
+    authorization: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    """Kept on the cluster (GET /v1/clusters/{id} shows it) and, when it changed, signalled to
+    the cluster's running operation. The answer is what the cluster should be: its members'
+    hostnames (drain and delete any other) and the test job generation asked for."""
+    cluster_id = boot_sessions.signed_id(
+        _bearer(authorization), request.app.state.boot_secret, REPORT
+    )
+    if cluster_id is None:
+        raise _refused("token is malformed or not signed by this platform")
+    cluster = await db.get(Cluster, cluster_id, with_for_update=True)
+    if cluster is None:
+        raise Problem(404, "not-found", "No such cluster", f"cluster {cluster_id} is gone")
+    report = body.model_dump(mode="json")
+    changed = cluster.report != report
+    desired = await clusters.record_report(db, cluster_id, report)
+    await db.commit()
+    if changed:
+        try:
+            await client.get_workflow_handle(cluster_workflow_id(str(cluster_id))).signal(
+                SIGNAL_CLUSTER_REPORT, ClusterReportSignal(report)
+            )
+        except RPCError as exc:  # no operation runs: the report is kept all the same
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+    return desired
