@@ -26,6 +26,7 @@ MAX_HOSTS_PER_LEAF = 48
 PROVISIONING = {"vlan": 10, "vni": 10010, "cidr": "192.168.100.0/24"}
 _FABRIC_TOOLS = ("/usr/lib/frr/zebra", "/usr/lib/frr/bgpd", "/usr/sbin/sshd")
 _IB_TOOLS = ("ibsim", "opensm", "smpquery")
+_SLURM_TOOLS = ("slurmctld", "slurmd", "munged", "srun")
 
 
 def refusal() -> str | None:
@@ -34,6 +35,14 @@ def refusal() -> str | None:
         return "it needs root (network namespaces, the simulated IB fabric)"
     missing = [t for t in _FABRIC_TOOLS if not Path(t).exists()]
     missing += [t for t in _IB_TOOLS if shutil.which(t) is None]
+    if missing:
+        return f"{', '.join(missing)} missing (`make test` installs the lab packages as root)"
+    return None
+
+
+def slurm_refusal() -> str | None:
+    """Why lab nodes cannot run Slurm daemons here (they need the network lab too)."""
+    missing = [t for t in _SLURM_TOOLS if shutil.which(t) is None]
     if missing:
         return f"{', '.join(missing)} missing (`make test` installs the lab packages as root)"
     return None
@@ -117,6 +126,11 @@ class NetworkLab:
         if port > self.fabric.config.hosts_per_leaf:
             return None
         return NicPort(host=f"h{leaf}-{port}", leaf=f"leaf{leaf}", port=f"swp{port}")
+
+    def host_netns(self, node_id: str) -> str | None:
+        """The namespace of the node's fabric host: where its cluster daemons run."""
+        nic = self.nic_port(node_id)
+        return None if nic is None else self.fabric.host(nic.host).netns
 
     def cabling(self, node_id: str, mac: str) -> dict[str, Any]:
         """The node's cabling (PUT /v1/nodes/{id}/cabling); its fabric host takes its MAC."""

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -53,6 +54,7 @@ class Platform:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.network: network_lab.NetworkLab | None = None
         self.network_lab_note = "off (--no-network-lab)"
+        self.clusters_note = "Slurm clusters need the network lab"
 
     def _child_env(self, database_url: str) -> dict[str, str]:
         env = dict(os.environ)
@@ -108,8 +110,9 @@ class Platform:
         for queue in WORKER_QUEUES:
             self._spawn(f"worker-{queue}", [metalplane, "worker", queue], env)
         if self.lab.nodes > 0:
+            slurm = self._lab_runs_slurm()
             self._spawn("lab", [
-                sys.executable, "-m", "lab",
+                sys.executable, "-m", "lab", *(["--slurm"] if slurm else []),
                 "--nodes", str(self.lab.nodes),
                 "--boot-delay", str(self.lab.boot_delay),
                 "--control-port", str(self.lab.control_port),
@@ -121,6 +124,18 @@ class Platform:
         await self._wait_http(f"http://{self.settings.api_host}:{self.settings.api_port}/healthz")
         if self.lab.nodes > 0:
             await self._enroll_lab_nodes()
+
+    def _lab_runs_slurm(self) -> bool:
+        """Lab nodes run real Slurm daemons in their fabric hosts' namespaces."""
+        if self.network is None:
+            return False
+        refusal = network_lab.slurm_refusal()
+        if refusal is not None:
+            self.clusters_note = f"Slurm daemons not run: {refusal}"
+            log.warning("lab: %s", self.clusters_note)
+            return False
+        self.clusters_note = "Slurm: lab nodes run munged, slurmd and slurmctld for real"
+        return True
 
     async def _start_network_lab(self, env: dict[str, str]) -> None:
         """The Ethernet fabric and the InfiniBand subnet of the lab's nodes, when the machine
@@ -174,11 +189,20 @@ class Platform:
                 elif reply.status_code != 409:
                     raise RuntimeError(f"enrolling {record['id']} failed: {reply.text}")
                 if self.network is not None:
-                    cabling = self.network.cabling(record["id"], record["macs"][0])
-                    reply = await http.put(f"/v1/nodes/{record['id']}/cabling", json=cabling)
-                    if reply.status_code != 200:
-                        raise RuntimeError(f"cabling {record['id']} failed: {reply.text}")
+                    await self._cable(http, record)
         log.info("lab: %d nodes, %d newly enrolled", len(records), enrolled)
+
+    async def _cable(self, http: httpx.AsyncClient, record: dict[str, Any]) -> None:
+        """The node's cabling in the inventory, and in the lab where its NIC is."""
+        assert self.network is not None
+        node_id = record["id"]
+        cabling = self.network.cabling(node_id, record["macs"][0])
+        reply = await http.put(f"/v1/nodes/{node_id}/cabling", json=cabling)
+        if reply.status_code != 200:
+            raise RuntimeError(f"cabling {node_id} failed: {reply.text}")
+        lab_url = f"http://127.0.0.1:{self.lab.control_port}/lab/nodes/{node_id}/netns"
+        reply = await http.put(lab_url, json={"netns": self.network.host_netns(node_id)})
+        reply.raise_for_status()
 
     async def _enroll_fabric(self, http: httpx.AsyncClient) -> None:
         """The fabric's leaves (their credentials are new on every start) and its
@@ -240,6 +264,7 @@ def banner(settings: Settings, platform: Platform) -> str:
         f"  Lab          {platform.lab.nodes} simulated nodes, control on "
         f"http://127.0.0.1:{platform.lab.control_port}/lab/nodes",
         f"  Network lab  {platform.network_lab_note}",
+        f"  Clusters     {platform.clusters_note}",
         f"  Data dir     {platform.data_dir}   (logs in {Path(platform.data_dir) / 'logs'})",
         "Try:  .venv/bin/metalplane nodes list",
         "      .venv/bin/metalplane nodes provision lab-001 --image lab-sim",

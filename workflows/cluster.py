@@ -12,7 +12,7 @@ the cluster's own network deleted, allocations returned; an SRE may then retry (
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -74,6 +74,18 @@ async def _first_failure(tasks: Sequence[Any]) -> None:
     for result in results:
         if isinstance(result, BaseException):
             raise result
+
+
+async def _to_the_end(work: Awaitable[str]) -> str:
+    """Run compensation to its end even when a cancellation arrives meanwhile (a DELETE while
+    a failure unwinds): Temporal delivers a workflow's cancellation only once."""
+    task = asyncio.ensure_future(work)
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise
 
 
 class _ClusterOperation:
@@ -211,17 +223,22 @@ class CreateCluster(_ClusterOperation):
             await self._act(ClusterActivities.finish, ClusterEnd(cluster_id))
         except (*FAILURES, ClusterFailed, asyncio.CancelledError) as error:
             cancelled = isinstance(error, asyncio.CancelledError)
-            reason = "cancelled" if cancelled else failure_reason(error)
-            workflow.set_current_details(f"unwinding: {reason}")
-            try:
-                await self._unwind(cluster_id)
-            except FAILURES as unwind_error:  # the record still says what went wrong
-                reason = f"{reason}; unwinding incomplete: {failure_reason(unwind_error)}"
-            await self._act(ClusterActivities.fail, ClusterEnd(cluster_id, reason))
+            reason = await _to_the_end(
+                self._compensate(cluster_id, "cancelled" if cancelled else failure_reason(error))
+            )
             if cancelled:
                 raise
             raise ApplicationError(reason, type="ClusterFailed", non_retryable=True) from error
         return "ready"
+
+    async def _compensate(self, cluster_id: str, reason: str) -> str:
+        workflow.set_current_details(f"unwinding: {reason}")
+        try:
+            await self._unwind(cluster_id)
+        except FAILURES as unwind_error:  # the record still says what went wrong
+            reason = f"{reason}; unwinding incomplete: {failure_reason(unwind_error)}"
+        await self._act(ClusterActivities.fail, ClusterEnd(cluster_id, reason))
+        return reason
 
 
 @workflow.defn(name=SCALE_CLUSTER)
@@ -248,20 +265,24 @@ class ScaleCluster(_ClusterOperation):
             await self._act(ClusterActivities.finish, ClusterEnd(cluster_id))
         except (*FAILURES, ClusterFailed, asyncio.CancelledError) as error:
             cancelled = isinstance(error, asyncio.CancelledError)
-            reason = "scale cancelled" if cancelled else f"scale failed: {failure_reason(error)}"
-            workflow.set_current_details(f"unwinding: {reason}")
-            joining: list[MemberView] = await self._act(ClusterActivities.members, cluster_id)
-            try:
-                await self._release(
-                    cluster_id, [m.node_id for m in joining if m.state == "joining"], shrink=True
-                )
-            except FAILURES as unwind_error:
-                reason = f"{reason}; unwinding incomplete: {failure_reason(unwind_error)}"
-            await self._act(ClusterActivities.finish, ClusterEnd(cluster_id, reason))
+            why = "scale cancelled" if cancelled else f"scale failed: {failure_reason(error)}"
+            reason = await _to_the_end(self._compensate(cluster_id, why))
             if cancelled:
                 raise
             raise ApplicationError(reason, type="ScaleFailed", non_retryable=True) from error
         return "ready"
+
+    async def _compensate(self, cluster_id: str, reason: str) -> str:
+        """The members that were joining are released; the cluster is ready as it was."""
+        workflow.set_current_details(f"unwinding: {reason}")
+        members: list[MemberView] = await self._act(ClusterActivities.members, cluster_id)
+        joining = [m.node_id for m in members if m.state == "joining"]
+        try:
+            await self._release(cluster_id, joining, shrink=True)
+        except FAILURES as unwind_error:
+            reason = f"{reason}; unwinding incomplete: {failure_reason(unwind_error)}"
+        await self._act(ClusterActivities.finish, ClusterEnd(cluster_id, reason))
+        return reason
 
 
 @workflow.defn(name=DELETE_CLUSTER)

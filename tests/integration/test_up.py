@@ -93,7 +93,8 @@ def _wait_banner_count(data_dir: Path, count: int, timeout: float = 120) -> None
 def _create_network(data_dir: Path, timeout: float = 60) -> dict:  # type: ignore[type-arg]
     api = ENV["METALPLANE_API_URL"]
     admin = {"Authorization": f"Bearer {_token(data_dir, 'platform-admin')}"}
-    reply = httpx.post(f"{api}/v1/tenants", json={"id": "acme", "display_name": "A"}, headers=admin)
+    body = {"id": "acme", "display_name": "A", "quotas": {"nodes": 1, "gpus": 8}}
+    reply = httpx.post(f"{api}/v1/tenants", json=body, headers=admin)
     assert reply.status_code == 201, reply.text
     tenant = {"Authorization": f"Bearer {_token(data_dir, 'tenant-admin', 'acme')}"}
     reply = httpx.post(f"{api}/v1/networks", json={"name": "lan"}, headers=tenant)
@@ -105,6 +106,23 @@ def _create_network(data_dir: Path, timeout: float = 60) -> dict:  # type: ignor
         time.sleep(0.3)
         network = httpx.get(url, headers=tenant).json()
     return network
+
+
+def _create_cluster(data_dir: Path, timeout: float = 120) -> dict:  # type: ignore[type-arg]
+    """A one-node Slurm cluster of the tenant (on the free lab-002) until it is ready."""
+    api = ENV["METALPLANE_API_URL"]
+    tenant = {"Authorization": f"Bearer {_token(data_dir, 'tenant-admin', 'acme')}"}
+    body = {"name": "c1", "kind": "slurm", "node_count": 1, "gpu_model": "H100 80GB HBM3",
+            "image": "lab-sim"}  # fmt: skip
+    reply = httpx.post(f"{api}/v1/clusters", json=body, headers=tenant)
+    assert reply.status_code == 201, reply.text
+    url = f"{api}/v1/clusters/{reply.json()['id']}"
+    deadline = time.monotonic() + timeout
+    cluster = reply.json()
+    while cluster["state"] == "creating" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        cluster = httpx.get(url, headers=tenant).json()
+    return cluster
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -127,6 +145,7 @@ def test_up_provision_stop_and_resume(tmp_path: Path) -> None:
             "InfiniBand: ibsim + OpenSM, 2 HCA ports"
         )
         assert network_lab in banner, banner[-2000:]
+        assert "Clusters     Slurm: lab nodes run munged, slurmd and slurmctld" in banner
         cli = subprocess.run(
             _metalplane("nodes", "provision", "lab-001", "--image", "lab-sim", "--no-wait",
                         data_dir=data_dir),
@@ -152,5 +171,13 @@ def test_up_provision_stop_and_resume(tmp_path: Path) -> None:
         _wait_banner_count(data_dir, 2)
         # The lab's switches got new credentials on this start: a tenant network still reaches them.
         assert _create_network(data_dir)["state"] == "ready"
+        # A tenant's Slurm cluster on `make run`: real daemons on the lab node, a job runs.
+        cluster = _create_cluster(data_dir)
+        assert cluster["state"] == "ready", cluster["last_error"]
+        srun = httpx.post(
+            "http://127.0.0.1:18500/lab/nodes/lab-002/slurm",
+            json={"argv": ["srun", "-N1", "hostname"]}, timeout=60,
+        ).json()  # fmt: skip
+        assert srun["ok"] and srun["stdout"].split() == ["lab-002"], srun
     finally:
         _stop(up)
