@@ -17,7 +17,9 @@ from temporalio import activity
 
 import images
 from core.facts import NodeFacts
-from inventory import boot_sessions, nodes
+from images import mounts
+from images.mounts import StorageMount
+from inventory import boot_sessions, clusters, nodes
 from inventory.errors import InventoryError
 from inventory.states import NodeState
 
@@ -145,6 +147,8 @@ class InventoryActivities:
                     expected_kernel_sha256=boot.kernel_sha256,
                     expected_initrd_sha256=boot.initrd_sha256,
                 )
+                storage = await clusters.storage_of(session, request.node_id)
+                mismatches += mounts.check([StorageMount(**m) for m in storage], facts.mounts)
                 if mismatches:
                     return [m.message for m in mismatches]
                 await boot_sessions.close_sessions(session, request.node_id)

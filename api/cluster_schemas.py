@@ -6,8 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from images.mounts import StorageMount, reserved
 from inventory.models import Cluster, ClusterMember
 
 from .schemas import Text
@@ -21,8 +22,8 @@ class ClusterCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     name: ClusterName
-    kind: Literal["slurm"] = Field(
-        description="the scheduler bootstrapped on the nodes (Kubernetes is not built yet)"
+    kind: Literal["slurm", "kubernetes"] = Field(
+        description="what the nodes bootstrap: a Slurm cluster, or Kubernetes with kubeadm"
     )
     node_count: int = Field(ge=1, le=4096, description="the first node is the head node")
     gpu_model: Text = Field(min_length=1, max_length=128, description="e.g. `H100-SXM5-80GB`")
@@ -30,6 +31,21 @@ class ClusterCreate(BaseModel):
     network: uuid.UUID | None = Field(
         default=None, description="a ready network of the tenant; one is created when absent"
     )
+    storage_mounts: list[StorageMount] = Field(
+        default_factory=list, max_length=16,
+        description="parallel filesystems every node mounts; checked in its phone-home facts",
+    )  # fmt: skip
+
+    @field_validator("storage_mounts")
+    @classmethod
+    def _distinct_safe_points(cls, mounts: list[StorageMount]) -> list[StorageMount]:
+        points = [m.mount_point.rstrip("/") for m in mounts]
+        if len(set(points)) != len(points):
+            raise ValueError("two mounts share a mount point")
+        unsafe = [p for p in points if reserved(p)]
+        if unsafe:
+            raise ValueError(f"mount points {unsafe} would shadow the operating system")
+        return mounts
 
 
 class ClusterScale(BaseModel):
@@ -65,6 +81,7 @@ class ClusterOut(BaseModel):
     image: str
     network_id: uuid.UUID | None
     network_owned: bool = Field(description="created for this cluster, deleted with it")
+    storage_mounts: list[StorageMount]
     state: str
     last_error: str | None
     members: list[MemberOut]
@@ -81,6 +98,7 @@ class ClusterOut(BaseModel):
             kind=cluster.kind, node_count=cluster.node_count, gpu_model=cluster.gpu_model,
             image=cluster.image, network_id=cluster.network_id,
             network_owned=cluster.network_owned, state=cluster.state,
+            storage_mounts=[StorageMount(**m) for m in cluster.storage_mounts],
             last_error=cluster.last_error, members=[MemberOut.of(m) for m in members],
             report=cluster.report, reported_at=cluster.reported_at, workflow_id=workflow_id,
             created_at=cluster.created_at, updated_at=cluster.updated_at,

@@ -14,21 +14,18 @@ import asyncio
 import json
 import os
 import platform as host
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import psutil
 from temporalio.client import WorkflowFailureError
 
-from cli import devstack
+from bench.peers import embedded_peers
 from tests.platform import Ports, running_platform
 
 RESULTS = Path(__file__).parent / "results"
 PORTS = Ports(api=18900, lab_control=18901, redfish=18902, ipmi_base=20000)
-TEMPORAL_PORT = 17900
 
 
 def _reference_cpu_seconds() -> float:
@@ -66,17 +63,11 @@ def _cpu_seconds(roots: dict[str, tuple[psutil.Process, bool]]) -> dict[str, flo
 
 async def run(nodes: int, protocols: str, drop_rate: float) -> dict[str, object]:
     reference_before = _reference_cpu_seconds()
-    work = Path(tempfile.mkdtemp(prefix="metalplane-bench-"))
-    postgres = devstack.start_postgres(work / "postgres")
-    temporal = devstack.start_temporal(
-        work / "temporal", port=TEMPORAL_PORT, ui_port=None,
-        http_port=TEMPORAL_PORT + 10, metrics_port=TEMPORAL_PORT + 11,
-    )  # fmt: skip
-    try:
-        await devstack.wait_for_temporal(f"127.0.0.1:{TEMPORAL_PORT}")
+    async with embedded_peers() as peers:
+        postgres, temporal = peers.postgres, peers.temporal
         async with running_platform(
             name="bench", postgres_url=postgres.url,
-            temporal_address=f"127.0.0.1:{TEMPORAL_PORT}", data_dir=work / "platform",
+            temporal_address=peers.temporal_address, data_dir=peers.work / "platform",
             ports=PORTS, nodes=nodes, boot_delay=0.0, protocols=protocols,
             phone_home_timeout=600, in_process_workers=(),
         ) as platform:  # fmt: skip
@@ -120,11 +111,7 @@ async def run(nodes: int, protocols: str, drop_rate: float) -> dict[str, object]
             cpu_after = _cpu_seconds(processes)
             cpu = {name: cpu_after[name] - cpu_before[name] for name in processes}
             control_plane_cpu = sum(v for name, v in cpu.items() if name != "lab")
-        reference_after = _reference_cpu_seconds()
-    finally:
-        devstack.stop_process(temporal)
-        postgres.stop()
-        shutil.rmtree(work, ignore_errors=True) if os.environ.get("BENCH_KEEP") is None else None
+    reference_after = _reference_cpu_seconds()
     values = sorted(durations.values())
     return {
         "scenario": "provision",

@@ -10,6 +10,12 @@ class Nic(BaseModel):
     mac: str
 
 
+class MountFact(BaseModel):
+    source: str = Field(max_length=1280)
+    target: str = Field(max_length=1024)
+    fstype: str = Field(max_length=32)
+
+
 class NodeFacts(BaseModel):
     """Facts a node's agent read from the running system (or a simulated node derived from what it
     received). The verifier compares them with the image's tuning profile."""
@@ -31,3 +37,6 @@ class NodeFacts(BaseModel):
     system_vendor: str | None = None
     system_model: str | None = None
     nics: list[Nic] = Field(default_factory=list)
+    mounts: list[MountFact] = Field(
+        default_factory=list, description="Network filesystems mounted (from /proc/mounts)"
+    )

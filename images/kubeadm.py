@@ -18,12 +18,14 @@ import re
 import secrets
 import string
 from dataclasses import dataclass, field
+from typing import Literal
 
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from pydantic import BaseModel, ConfigDict, Field
 
 API_VERSION = "kubeadm.k8s.io/v1beta4"
 KUBERNETES_VERSION = "v1.31.4"
@@ -170,3 +172,19 @@ def render_join(cluster: KubeadmCluster, node_name: str, labels: dict[str, str])
         "nodeRegistration": _registration(node_name, labels),
     }
     return yaml.safe_dump(join, sort_keys=False)
+
+
+class KubeRole(BaseModel):
+    """What one node of a Kubernetes cluster is (user-data; its kubeadm configuration, which
+    holds the bootstrap token, comes with the secrets)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cluster: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")  # the cluster's key on its nodes
+    role: Literal["controller", "compute"]  # controller: the control-plane node
+    node_name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")
+    address: str  # on the tenant network, "10.50.0.11/24"
+    api_endpoint: str  # the control plane, "10.50.0.10:6443"
+    gpu_vendor: Literal["nvidia", "amd", "intel"] | None = None
+    gpus: int = Field(default=0, ge=0, le=64)
+    labels: dict[str, str] = Field(default_factory=dict)

@@ -11,6 +11,7 @@ import yaml
 
 from images.catalog import ImageDefinition
 from images.cmdline import arg_key, merge_args
+from images.mounts import StorageMount, cloud_init_mounts
 from images.tuning import TuningProfile
 
 # Arguments the renderer owns: the initrd name iPXE registers and the per-node NoCloud seed.
@@ -117,8 +118,10 @@ def render_user_data(
     boot_session_id: str,
     token: str,
     cluster: dict[str, Any] | None = None,
+    mounts: Sequence[StorageMount] = (),
 ) -> str:
-    """`cluster`: the node's part in its cluster (images.slurm.ClusterSection), if any."""
+    """`cluster`: the node's part in its cluster (images.slurm.ClusterSection), if any;
+    `mounts`: its cluster's storage, mounted by cloud-init's `mounts` module."""
     os_ = profile.os
     doc: dict[str, Any] = {
         "metalplane": {
@@ -145,5 +148,7 @@ def render_user_data(
     }
     if cluster is not None:
         doc["metalplane"]["cluster"] = cluster
+    if mounts:
+        doc["mounts"] = cloud_init_mounts(mounts)
     body = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
     return "#cloud-config\n" + body

@@ -143,23 +143,3 @@ def slurmd_conf(gpu_type: str, count: int) -> str:
     """`slurmd -Z --conf`: features and GPUs (CPUs and memory are detected by slurmd)."""
     conf = f"Feature=metalplane,{gpu_type}"
     return conf + (f" Gres=gpu:{gpu_type}:{count}" if count else "")
-
-
-class ClusterSection(BaseModel):
-    """The user-data's `metalplane.cluster`: the node's part in its cluster, without secrets."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    kind: Literal["slurm"]
-    id: str
-    secrets_url: str  # GET with the phone-home token, before phoning home
-    report_url: str | None = None  # the head node's reports (docs/boot-contract.md)
-    report_interval_seconds: float = Field(default=2.0, gt=0, le=300)
-    slurm: SlurmRole
-
-
-class ClusterSecrets(BaseModel):
-    """What the secrets URL answers to a member's boot."""
-
-    munge_key: str  # base64
-    report_token: str | None = None  # the head node's, for the report URL

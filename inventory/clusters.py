@@ -399,3 +399,13 @@ async def members_by_cluster(
     for member in (await session.scalars(query)).all():
         found[member.cluster_id].append(member)
     return found
+
+
+async def storage_of(session: AsyncSession, node_id: str) -> list[dict[str, Any]]:
+    """The storage mounts of the node's cluster ([] when it is in none)."""
+    mounts = await session.scalar(
+        select(Cluster.storage_mounts)
+        .join(ClusterMember, ClusterMember.cluster_id == Cluster.id)
+        .where(ClusterMember.node_id == node_id)
+    )
+    return list(mounts or [])

@@ -368,6 +368,10 @@ class Cluster(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     # Secret: served only to a member's open boot session (never listed or logged).
     munge_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Kubernetes: the cluster's CA (its key a secret like the munge key) and bootstrap token.
+    ca_cert: Mapped[str | None] = mapped_column(Text)
+    ca_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    join_token: Mapped[str | None] = mapped_column(Text)
     # Raised to ask the head node for a test job on every member (see its report).
     verify_generation: Mapped[int] = mapped_column(Integer, server_default="0")
     report: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # the head node's last report

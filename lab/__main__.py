@@ -26,6 +26,9 @@ def parse_args(argv: list[str] | None = None) -> LabConfig:
     p.add_argument(
         "--slurm", action="store_true", help="run cluster roles with real Slurm daemons (root)"
     )
+    p.add_argument(
+        "--flat-network", metavar="PREFIX", help="every node on one bridge, no fabric (root)"
+    )
     args = p.parse_args(argv)
     protocols = tuple(x.strip() for x in args.protocols.split(",") if x.strip())
     if not protocols or any(x not in ("ipmi", "redfish") for x in protocols):
@@ -40,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> LabConfig:
         boot_delay=args.boot_delay,
         protocols=cast(tuple[Protocol, ...], protocols),
         slurm=args.slurm,
+        flat_network=args.flat_network,
     )
 
 

@@ -13,8 +13,8 @@ import aiohttp
 import yaml
 from pydantic import ValidationError
 
-from core.facts import Nic, NodeFacts
-from images.slurm import ClusterSecrets, ClusterSection
+from core.facts import MountFact, Nic, NodeFacts
+from images.cluster_section import ClusterSecrets, ClusterSection
 from lab.cmdline import BootConfigError, parse_cmdline, parse_ipxe
 from lab.node import BootDev, SimNode
 
@@ -66,6 +66,20 @@ def _metalplane_section(text: str) -> dict[str, Any]:
     if not isinstance(phone_home, dict) or not phone_home.get("url") or not phone_home.get("token"):
         raise BootConfigError("user-data has no metalplane.phone_home url/token")
     return section
+
+
+def _mounts(doc: dict[str, Any]) -> list[MountFact]:
+    """What cloud-init's `mounts` module mounts (fstab fields). A simulated node has no
+    filesystems: it reports them mounted as asked, as /proc/mounts would show them."""
+    entries = doc.get("mounts") or []
+    if not isinstance(entries, list):
+        raise BootConfigError("user-data `mounts` is not a list")
+    found = []
+    for entry in entries:
+        if not isinstance(entry, list) or len(entry) < 3:
+            raise BootConfigError(f"user-data mount entry {entry!r} is not fstab fields")
+        found.append(MountFact(source=str(entry[0]), target=str(entry[1]), fstype=str(entry[2])))
+    return found
 
 
 @dataclass(frozen=True)
@@ -120,6 +134,7 @@ async def network_boot(
         raise BootConfigError("kernel command line has no ds=nocloud-net;s=<seed>")
     user_data = await _get(client, f"{kernel.nocloud_seed}user-data", "user-data")
     section = _metalplane_section(user_data)
+    mounts = _mounts(yaml.safe_load(user_data))
     cluster = await _cluster_part(section, client)
     tuning = section.get("tuning") or {}
     facts = NodeFacts(
@@ -136,6 +151,7 @@ async def network_boot(
         system_vendor=node.vendor,
         system_model=node.model,
         nics=[Nic(name=f"eth{i}", mac=m) for i, m in enumerate(node.macs)],
+        mounts=mounts,
     )
     phone_home = section["phone_home"]
     try:
@@ -213,7 +229,7 @@ class BootRunner:
         node.boot_finished(generation, error=None, phoned_home=True)
         if cluster is not None:
             if self.clusters is None:
-                node.set_cluster_error("this lab runs no cluster daemons (lab --slurm)")
+                node.set_cluster_error("this lab runs no cluster roles")
             else:
                 await self.clusters.apply(node, cluster)
 

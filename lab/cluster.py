@@ -10,12 +10,15 @@ import asyncio
 import base64
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from core.cluster_report import UP_STATES, ClusterReport, ReportedNode, Verification
+from drivers.kubernetes import GPU_RESOURCES, KubeCluster, KubeError, KubeNode
 from lab.boot import ClusterPart
+from lab.kube import KubeLab, KubeLabError
 from lab.node import SimNode
 from lab.slurm import SlurmLab, SlurmLabError
 
@@ -23,6 +26,7 @@ log = logging.getLogger(__name__)
 
 LEAVING = "metalplane: leaving the cluster"  # the drain reason of nodes being removed
 TEST_JOB_TIMEOUT = 60.0
+JOIN_RETRY = 1.0  # seconds between `kubeadm join` attempts while the control plane is away
 
 
 def reported_node(raw: dict[str, Any]) -> ReportedNode:
@@ -40,13 +44,25 @@ def reported_node(raw: dict[str, Any]) -> ReportedNode:
     )
 
 
-class ClusterRunner:
-    """One per lab. Per node: its Slurm daemons, and on the head node the reporting agent."""
+@dataclass(frozen=True)
+class _Running:
+    kind: str
+    cluster: str
+    node_name: str
+    head: bool
 
-    def __init__(self, slurm: SlurmLab) -> None:
+
+class ClusterRunner:
+    """One per lab. Per node: its Slurm daemons or its Kubernetes kubelet (lab/kube.py), and on
+    the head node the reporting agent."""
+
+    def __init__(self, slurm: SlurmLab, *, run_slurm: bool = True) -> None:
         self.slurm = slurm
+        self.run_slurm = run_slurm  # real Slurm daemons need root and slurm-wlm
+        self.kube = KubeLab()
         self._locks: dict[str, asyncio.Lock] = {}
-        self._agents: dict[str, asyncio.Task[None]] = {}
+        self._agents: dict[str, asyncio.Task[None]] = {}  # head node agents, kubelets joining
+        self._running: dict[str, _Running] = {}
         self._stopping: set[asyncio.Task[None]] = set()
         self._client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30, connect=5))
 
@@ -59,8 +75,17 @@ class ClusterRunner:
         async with self._lock(node.node_id):
             await self._stop(node.node_id)
             node.set_cluster_error(None)
+            if part.section.kubernetes is not None:
+                await self._apply_kube(node, part)
+                return
+            if not self.run_slurm:
+                node.set_cluster_error("this lab runs no Slurm daemons (lab --slurm, as root)")
+                return
             if node.netns is None:
                 node.set_cluster_error("no network namespace: the lab has not cabled this node")
+                return
+            if part.section.slurm is None or part.secrets.munge_key is None:
+                node.set_cluster_error("a Slurm role needs its section and munge key")
                 return
             role = part.section.slurm.model_copy(
                 update={"munge_key": base64.b64decode(part.secrets.munge_key)}
@@ -71,9 +96,53 @@ class ClusterRunner:
                 log.warning("%s: Slurm role failed: %s", node.node_id, exc)
                 node.set_cluster_error(str(exc))
                 return
+            self._running[node.node_id] = _Running(
+                "slurm", role.cluster, role.node_name, role.role == "controller"
+            )
             if part.section.report_url and part.secrets.report_token:
                 self._agents[node.node_id] = asyncio.create_task(self._agent(part))
             log.info("%s: %s of %s", node.node_id, role.role, role.cluster)
+
+    async def _apply_kube(self, node: SimNode, part: ClusterPart) -> None:
+        """`kubeadm init` on the head node, then its agent; `kubeadm join` on the others,
+        retried until the control plane answers (as kubeadm's discovery retries)."""
+        role, secrets = part.section.kubernetes, part.secrets
+        assert role is not None
+        if not secrets.kubeadm_config or not secrets.ca_cert:
+            node.set_cluster_error("the secrets carry no kubeadm configuration or CA")
+            return
+        resource = GPU_RESOURCES.get(role.gpu_vendor or "")
+        self._running[node.node_id] = _Running(
+            "kubernetes", role.cluster, role.node_name, role.role == "controller"
+        )
+        if role.role == "compute":
+            self._agents[node.node_id] = asyncio.create_task(
+                self._join(node, role.cluster, role.node_name, secrets.kubeadm_config, role.gpus)
+            )
+            return
+        try:
+            url = await self.kube.init(
+                role.cluster, node_name=role.node_name, address=role.address,
+                config=secrets.kubeadm_config, ca_cert=secrets.ca_cert.encode(),
+                ca_key=(secrets.ca_key or "").encode(), gpus=role.gpus,
+                gpu_vendor=role.gpu_vendor, gpu_resource=resource,
+            )  # fmt: skip
+        except (KubeLabError, ValueError) as exc:
+            log.warning("%s: kubeadm init failed: %s", node.node_id, exc)
+            node.set_cluster_error(f"kubeadm init: {exc}")
+            return
+        if part.section.report_url and secrets.report_token:
+            self._agents[node.node_id] = asyncio.create_task(self._kube_agent(part, url))
+
+    async def _join(self, node: SimNode, cluster: str, name: str, config: str, gpus: int) -> None:
+        while True:
+            try:
+                await self.kube.join(cluster, node_name=name, config=config, gpus=gpus)
+                node.set_cluster_error(None)
+                return
+            except KubeLabError as exc:
+                node.set_cluster_error(f"kubeadm join: {exc}")
+            await asyncio.sleep(JOIN_RETRY)
 
     def stop_soon(self, node_id: str) -> None:
         """Power off (called on the loop): the daemons go, in order, in the background."""
@@ -91,27 +160,42 @@ class ClusterRunner:
             agent.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await agent
+        running = self._running.pop(node_id, None)
+        if running is not None and running.kind == "kubernetes":
+            if running.head:
+                await self.kube.shutdown(running.cluster)
+            else:
+                await self.kube.leave(running.cluster, running.node_name)
         await self.slurm.stop(node_id)
 
     async def close(self) -> None:
         await asyncio.gather(*self._stopping, return_exceptions=True)
         for node_id in list(self._agents):
             await self.stop(node_id)
+        await self.kube.close()
         await self.slurm.stop_all()
         self.slurm.remove_runtime()
         await self._client.close()
 
     def status(self, node_id: str) -> dict[str, Any]:
-        status = self.slurm.status(node_id)
+        status, running = self.slurm.status(node_id), self._running.get(node_id)
         return {
-            "running": status.running, "cluster": status.cluster, "role": status.role,
+            "kind": running.kind if running else None,
+            "running": running is not None, "cluster": running.cluster if running else None,
+            "role": status.role,
             "daemons": status.pids, "slurmd_exits": status.slurmd_exits,
             "error": status.error, "log_tail": status.log_tail,
             "agent": node_id in self._agents,
+            "kube_api": self.kube.url(running.cluster)
+            if running and running.kind == "kubernetes" and running.head else None,
         }  # fmt: skip
+
+    async def _kube_agent(self, part: ClusterPart, url: str) -> None:
+        await _KubeAgent(self, part, url).run()
 
     # -- the head node's agent -------------------------------------------------------------------
     async def _agent(self, part: ClusterPart) -> None:
+        assert part.section.slurm is not None
         section, cluster = part.section, part.section.slurm.cluster
         members: list[str] | None = None  # unknown until the platform answers
         asked, done = 0, 0  # test job generations: asked for, passed
@@ -176,6 +260,85 @@ class ClusterRunner:
         ok = hosts == sorted(members)
         error = None if ok else f"test job ran on {hosts}, not on {sorted(members)}"
         return Verification(generation=generation, ok=ok, hosts=hosts, error=error)
+
+
+class _KubeAgent:
+    """The head node's agent of a Kubernetes cluster, through the official client: applies the
+    GPU runtime, reports the nodes, cordons, drains and deletes the ones no longer members, and
+    verifies every member Ready with its GPUs advertised."""
+
+    def __init__(self, runner: ClusterRunner, part: ClusterPart, url: str) -> None:
+        assert part.section.kubernetes is not None
+        self.runner, self.part, self.role = runner, part, part.section.kubernetes
+        self.api = KubeCluster(url)
+        self.resource = GPU_RESOURCES.get(self.role.gpu_vendor or "", "")
+        self.cordoned: set[str] = set()  # by us, to remove them
+
+    async def run(self) -> None:
+        members: list[str] | None = None
+        asked, done = 0, 0
+        verification: Verification | None = None
+        runtime = self.role.gpu_vendor is None
+        try:
+            while True:
+                try:
+                    if not runtime:
+                        await self.api.ensure_gpu_runtime(str(self.role.gpu_vendor))
+                        runtime = True
+                    nodes = await self.api.nodes(self.resource)
+                    if members is not None:
+                        await self._reconcile(nodes, members)
+                        ready = {n.name for n in nodes if n.ready and not n.unschedulable}
+                        if asked > done and set(members) <= ready:
+                            verification = await self._verify(nodes, members, asked)
+                            if verification.ok:
+                                done = asked
+                    report = ClusterReport(
+                        nodes=[self._reported(n) for n in nodes], verification=verification
+                    )
+                    desired = await self.runner._send(self.part, report)
+                    members = [str(m) for m in desired.get("members", [])]
+                    asked = int(desired.get("verify_generation", 0))
+                except (KubeError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                    log.warning("%s: cluster agent: %s", self.role.cluster, exc)
+                await asyncio.sleep(self.part.section.report_interval_seconds)
+        finally:
+            self.api.close()
+
+    def _reported(self, node: KubeNode) -> ReportedNode:
+        return ReportedNode(
+            name=node.name[:63], state="ready" if node.ready else "notready",
+            flags=["CORDONED"] if node.unschedulable else [],
+            features=[f"{k}={v}"[:128] for k, v in sorted(node.labels.items())][:32],
+            gres=f"{self.resource}:{node.gpus}" if self.resource else "",
+        )  # fmt: skip
+
+    async def _reconcile(self, nodes: list[KubeNode], members: list[str]) -> None:
+        """kubectl cordon, drain, delete node: for every node that is no longer a member."""
+        for node in nodes:
+            if node.name not in members:
+                if not node.unschedulable:
+                    await self.api.cordon(node.name)
+                    self.cordoned.add(node.name)
+                elif await self.api.drain(node.name) == 0:
+                    await self.api.delete_node(node.name)
+                    self.cordoned.discard(node.name)
+            elif node.name in self.cordoned and node.unschedulable:  # a removal undone
+                await self.api.uncordon(node.name)
+                self.cordoned.discard(node.name)
+
+    async def _verify(
+        self, nodes: list[KubeNode], members: list[str], generation: int
+    ) -> Verification:
+        if self.role.gpu_vendor and not await self.api.gpu_runtime_ready(self.role.gpu_vendor):
+            return Verification(generation=generation, ok=False, error="GPU runtime not ready")
+        good = sorted(
+            n.name for n in nodes
+            if n.name in members and n.ready and n.gpus == self.role.gpus
+        )  # fmt: skip
+        missing = sorted(set(members) - set(good))
+        error = f"not Ready with {self.role.gpus} GPUs: {missing}" if missing else None
+        return Verification(generation=generation, ok=not missing, hosts=good, error=error)
 
 
 def _all_up(nodes: list[ReportedNode], members: list[str]) -> bool:

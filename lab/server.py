@@ -14,6 +14,7 @@ import uvicorn
 from lab.boot import BootRunner
 from lab.cluster import ClusterRunner
 from lab.control import create_app
+from lab.flat_network import FlatNetwork
 from lab.ipmi_bmc import IpmiLab
 from lab.node import SimNode
 from lab.redfish_bmc import RedfishLab
@@ -38,7 +39,8 @@ class LabConfig:
     protocols: tuple[Protocol, ...] = ("ipmi", "redfish")  # node i gets protocols[i % len]
     address: str = "127.0.0.1"
     users: dict[str, str] = field(default_factory=lambda: {LAB_USERNAME: LAB_PASSWORD})
-    slurm: bool = False  # nodes run their cluster role with real Slurm daemons (root)
+    slurm: bool = False  # Slurm roles run real Slurm daemons (root); Kubernetes roles always run
+    flat_network: str | None = None  # prefix: every node on one bridge, no fabric (root)
 
 
 class Lab:
@@ -49,6 +51,7 @@ class Lab:
         self.redfish: RedfishLab | None = None
         self.boot: BootRunner | None = None
         self.clusters: ClusterRunner | None = None
+        self.flat: FlatNetwork | None = None
         self._uvicorn: uvicorn.Server | None = None
         self._serve_task: asyncio.Task[None] | None = None
 
@@ -100,12 +103,16 @@ class Lab:
     async def start(self) -> None:
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        if cfg.slurm:
-            self.clusters = ClusterRunner(SlurmLab(cfg.state_dir / "slurm"))
+        self.clusters = ClusterRunner(SlurmLab(cfg.state_dir / "slurm"), run_slurm=cfg.slurm)
         self.boot = BootRunner(
             asyncio.get_running_loop(), cfg.boot_url, cfg.boot_delay, self.clusters
         )
         self._load_nodes()
+        if cfg.flat_network:
+            self.flat = FlatNetwork(cfg.flat_network)
+            await asyncio.to_thread(self.flat.up, list(self.nodes))
+            for node_id, node in self.nodes.items():
+                node.set_netns(self.flat.netns(node_id))
         # Every node gets both: an IPMI port (IPMI nodes) and a Redfish System (BIOS for all).
         self.redfish = RedfishLab(
             self.nodes.values(), cfg.users, cfg.state_dir, cfg.redfish_port, cfg.address
@@ -146,6 +153,8 @@ class Lab:
             await self.boot.close()
         if self.clusters is not None:
             await self.clusters.close()
+        if self.flat is not None:
+            await asyncio.to_thread(self.flat.down)
         self.ipmi.stop()
         if self.redfish is not None:
             self.redfish.stop()

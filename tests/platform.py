@@ -203,6 +203,7 @@ def _start_lab(
     public_url: str,
     protocols: str | None,
     slurm: bool = False,
+    flat_network: str | None = None,
 ) -> subprocess.Popen[bytes]:
     argv = [
         sys.executable, "-m", "lab", "--nodes", str(nodes),
@@ -214,6 +215,8 @@ def _start_lab(
         argv += ["--protocols", protocols]
     if slurm:
         argv.append("--slurm")
+    if flat_network:
+        argv += ["--flat-network", flat_network]
     log = open(data_dir / "lab.log", "ab")
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -246,6 +249,7 @@ async def running_platform(
     jwt_audience: str = "metalplane",
     extra_settings: dict[str, Any] | None = None,
     lab_slurm: bool = False,
+    lab_flat_network: str | None = None,
 ) -> AsyncIterator[Platform]:
     settings = Settings(
         data_dir=data_dir,
@@ -295,7 +299,14 @@ async def running_platform(
         workers.append(cluster_worker.build_worker(client, activities_c, settings, "cluster"))
     worker_tasks = [asyncio.create_task(w.run()) for w in workers]
     platform.lab_process = _start_lab(
-        data_dir, ports, nodes, boot_delay, settings.public_url, protocols, lab_slurm
+        data_dir,
+        ports,
+        nodes,
+        boot_delay,
+        settings.public_url,
+        protocols,
+        lab_slurm,
+        lab_flat_network,
     )
     try:
         await _wait_url(f"{platform.lab_url}/lab/nodes", platform.lab_process)

@@ -19,7 +19,8 @@ from temporalio.service import RPCError, RPCStatusCode
 import images
 from core.contracts import SIGNAL_PHONE_HOME, PhoneHomeSignal
 from core.facts import NodeFacts
-from inventory import boot_sessions, nodes
+from images.mounts import StorageMount
+from inventory import boot_sessions, clusters, nodes
 from inventory.models import BootSession
 
 from ..deps import Db, Temporal
@@ -79,6 +80,7 @@ async def user_data(mac: Mac, request: Request, db: Db) -> str:
         boot_session_id=str(boot.id),
         token=boot_sessions.token_for(boot.id, request.app.state.boot_secret),
         cluster=await cluster_section(db, boot.node_id, public_url),
+        mounts=[StorageMount(**m) for m in await clusters.storage_of(db, boot.node_id)],
     )
 
 

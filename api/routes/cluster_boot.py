@@ -4,34 +4,22 @@ node's reports, which are kept and signalled to the cluster's running operation.
 
 from __future__ import annotations
 
-import base64
-import ipaddress
 import logging
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, status
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.service import RPCError, RPCStatusCode
 
-import images
 from core.cluster_report import ClusterReport
 from core.contracts import SIGNAL_CLUSTER_REPORT, ClusterReportSignal, cluster_workflow_id
-from images.slurm import (
-    ClusterSecrets,
-    ClusterSection,
-    SlurmRole,
-    cluster_key,
-    gres_type,
-    render_gres_conf,
-    render_slurm_conf,
-    slurmd_conf,
-)
+from images.cluster_section import ClusterSecrets
 from inventory import boot_sessions, clusters
-from inventory.models import Cluster, ClusterMember, Node
+from inventory.models import Cluster
 
+from .. import cluster_roles
 from ..deps import Db, Temporal
 from ..openapi import errors
 from ..problems import Problem
@@ -62,36 +50,8 @@ def _bearer(authorization: str | None) -> str:
 
 async def cluster_section(db: AsyncSession, node_id: str, public_url: str) -> dict[str, Any] | None:
     """The node's part in its cluster for its user-data, or None when it is in none."""
-    member = await clusters.membership(db, node_id)
-    if member is None:
-        return None
-    cluster = await db.get_one(Cluster, member.cluster_id)
-    controller = await db.scalar(
-        select(ClusterMember).where(
-            ClusterMember.cluster_id == cluster.id, ClusterMember.role == "controller"
-        )
-    )
-    if controller is None:  # between a controller's failure and its replacement
-        return None
-    node = await db.get_one(Node, node_id)
-    image = images.get_image(cluster.image)
-    gpu, count = gres_type(cluster.gpu_model), node.gpu_count
-    controller_ip = str(ipaddress.ip_interface(str(controller.address)).ip)
-    head = member.role == "controller"
-    role = SlurmRole(
-        cluster=cluster_key(cluster.name, str(cluster.id)), role=member.role,
-        node_name=member.hostname, address=str(member.address), controller=controller_ip,
-        slurmd_conf=slurmd_conf(gpu, count), gpus=count, gpu_type=gpu,
-        slurm_conf=render_slurm_conf(cluster.name, controller.hostname, controller_ip)
-        if head else None,
-        gres_conf=render_gres_conf(gpu, count, image.gpu_device_prefix) if head else None,
-    )  # fmt: skip
-    base = public_url.rstrip("/")
-    section = ClusterSection(
-        kind="slurm", id=str(cluster.id), secrets_url=f"{base}/boot/cluster-secrets",
-        report_url=f"{base}/boot/cluster-report" if head else None, slurm=role,
-    )  # fmt: skip
-    return section.model_dump(mode="json", exclude={"slurm": {"munge_key"}})
+    member = await cluster_roles.member_of(db, node_id)
+    return None if member is None else cluster_roles.section(member, public_url)
 
 
 @router.get(
@@ -112,16 +72,11 @@ async def cluster_secrets(
     boot = await boot_sessions.get_session(db, session_id)
     if boot is None or boot.closed_at is not None or boot.expires_at <= datetime.now(UTC):
         raise _refused("the boot session is closed or expired")
-    member = await clusters.membership(db, boot.node_id)
+    member = await cluster_roles.member_of(db, boot.node_id)
     if member is None:
         raise Problem(404, "not-a-member", "Not in a cluster", f"{boot.node_id} is in no cluster")
-    cluster = await db.get_one(Cluster, member.cluster_id)
-    if cluster.munge_key is None:
-        raise Problem(404, "no-secrets", "No secrets", f"cluster {cluster.name} has none")
-    return ClusterSecrets(
-        munge_key=base64.b64encode(cluster.munge_key).decode(),
-        report_token=report_token(cluster.id, secret) if member.role == "controller" else None,
-    )
+    token = report_token(member.cluster.id, secret) if member.head else None
+    return cluster_roles.secrets(member, token)
 
 
 @router.post(

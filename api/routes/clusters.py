@@ -22,6 +22,7 @@ from core.contracts import (
 from core.settings import Settings
 from identity.oidc import Principal
 from identity.policy import Action, Resource
+from images import kubeadm
 from inventory import clusters, networks
 from inventory.errors import InventoryError
 from inventory.models import Cluster, Network
@@ -62,6 +63,17 @@ async def _authorized(
     if cluster is None:
         raise Problem(404, "not-found", "Not found", f"no cluster {str(cluster_id)!r}")
     return cluster
+
+
+def _secrets(kind: str, name: str) -> dict[str, object]:
+    """Made once per cluster: Slurm's munge key; Kubernetes' CA and bootstrap token."""
+    if kind == "slurm":
+        return {"munge_key": os.urandom(MUNGE_KEY_BYTES)}
+    ca = kubeadm.new_ca(name)
+    return {
+        "ca_cert": ca.cert_pem.decode(), "ca_key": ca.key_pem,
+        "join_token": kubeadm.bootstrap_token(),
+    }  # fmt: skip
 
 
 def _check_size(settings: Settings, node_count: int) -> None:
@@ -133,7 +145,8 @@ async def create_cluster(
             id=uuid.uuid4(), tenant_id=who.tenant, owner=who.subject, name=body.name,
             kind=body.kind, node_count=body.node_count, gpu_model=body.gpu_model,
             image=image.name, network_id=network.id, network_owned=body.network is None,
-            state="creating", munge_key=os.urandom(MUNGE_KEY_BYTES),
+            state="creating", **_secrets(body.kind, body.name),
+            storage_mounts=[m.model_dump() for m in body.storage_mounts],
         )  # fmt: skip
         await clusters.create(db, cluster)
     except InventoryError as exc:

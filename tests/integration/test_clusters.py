@@ -18,6 +18,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import select, update
 
+from drivers.kubernetes import KubeCluster
 from inventory.models import Allocation, Cluster, ClusterMember, Network, Node
 from lab.fabric import Fabric, FabricConfig
 from tests.integration.test_fabric_network import eventually, switch_state
@@ -25,12 +26,14 @@ from tests.platform import Platform, Ports, running_platform
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-PORTS = Ports(api=18230, lab_control=18330, redfish=18331, ipmi_base=19640)
+PORTS = Ports(api=18235, lab_control=18335, redfish=18336, ipmi_base=19720)
 PREFIX, MGMT = "mpcl", "172.31.248.0/24"  # pinned: this module's namespaces and subnet
 LEAVES = ("leaf1", "leaf2")
 NODES = 12
 PROVISIONING = {"vlan": 10, "vni": 10010, "cidr": "192.168.100.0/24"}
 H100, H200, MI300X = "H100 80GB HBM3", "H200 141GB HBM3e", "Instinct MI300X"
+SCRATCH = {"server": "10.0.0.5", "path": "/export/scratch", "mount_point": "/scratch",
+           "fstype": "nfs", "options": "vers=4.2,hard"}  # fmt: skip
 
 
 def nic_port(index: int) -> tuple[str, str, str]:
@@ -120,18 +123,10 @@ async def wait_cluster(
 
 
 async def create(
-    api: httpx.AsyncClient, name: str, count: int, gpu: str, *, expect: int = 201
+    api: httpx.AsyncClient, name: str, count: int, gpu: str, *, expect: int = 201, **extra: Any
 ) -> dict[str, Any]:
-    reply = await api.post(
-        "/v1/clusters",
-        json={
-            "name": name,
-            "kind": "slurm",
-            "node_count": count,
-            "gpu_model": gpu,
-            "image": "lab-sim",
-        },
-    )
+    body = {"name": name, "kind": "slurm", "node_count": count, "gpu_model": gpu} | extra
+    reply = await api.post("/v1/clusters", json={**body, "image": "lab-sim"})
     assert reply.status_code == expect, reply.text
     return reply.json()
 
@@ -161,7 +156,7 @@ async def test_a_slurm_cluster_from_request_to_srun_and_back(
     platform: Platform, fabric: Fabric
 ) -> None:
     async with tenant_api(platform, "acme") as api:
-        cluster = await create(api, "c1", 4, H100)
+        cluster = await create(api, "c1", 4, H100, storage_mounts=[SCRATCH])
         assert cluster["state"] == "creating" and len(cluster["members"]) == 4
         assert [m["role"] for m in cluster["members"]].count("controller") == 1
         cluster = await wait_cluster(api, cluster["id"], {"ready", "failed"})
@@ -171,6 +166,11 @@ async def test_a_slurm_cluster_from_request_to_srun_and_back(
         assert sorted(hosts) == ["lab-001", "lab-002", "lab-003", "lab-004"]
         nodes = {n["name"]: n for n in cluster["report"]["nodes"]}
         assert all(n["gres"] == "gpu:h100-80gb-hbm3:8" for n in nodes.values())
+        async with platform.api() as ops:  # the storage, as each node reported it mounted
+            facts = (await ops.get("/v1/nodes/lab-003")).json()["facts"]
+        assert facts["mounts"] == [
+            {"source": "10.0.0.5:/export/scratch", "target": "/scratch", "fstype": "nfs"}
+        ]
         # Slurm's traffic crossed the fabric: the nodes' ports on both leaves are in the
         # VLAN of the cluster's own network.
         network = (await api.get(f"/v1/networks/{cluster['network_id']}")).json()
@@ -240,6 +240,42 @@ async def test_scale_up_by_two_and_down_by_one_spares_running_jobs(platform: Pla
         assert node["tenant_id"] is None and node["cluster_id"] is None
         await platform.lab_slurm(head, "scancel", str(job_id))
         await delete(api, cluster["id"])
+    await audit(platform)
+
+
+async def test_a_kubernetes_cluster_with_its_gpu_runtime_scales_and_goes(
+    platform: Platform,
+) -> None:
+    """Contract-tested: the control plane is the kmock emulator (lab/kube.py); the nodes'
+    kubeadm configurations are checked by the lab, the head node drives it with the client."""
+    async with tenant_api(platform, "acme") as api:
+        cluster = await create(api, "k1", 2, H200, kind="kubernetes")
+        cluster = await wait_cluster(api, cluster["id"], {"ready", "failed"})
+        assert cluster["state"] == "ready", cluster["last_error"]
+        head = next(m["node_id"] for m in cluster["members"] if m["role"] == "controller")
+        kube = KubeCluster((await platform.lab_node(head))["cluster"]["kube_api"])
+        try:
+            nodes = {n.name: n for n in await kube.nodes("nvidia.com/gpu")}
+            assert sorted(nodes) == sorted(m["hostname"] for m in cluster["members"])
+            assert all(n.ready and n.gpus == 8 for n in nodes.values())
+            assert {n.labels["metalplane.io/cluster"] for n in nodes.values()} == {"k1"}
+            assert await kube.gpu_runtime_ready("nvidia")  # the ClusterPolicy it applied
+            assert {n["state"] for n in cluster["report"]["nodes"]} == {"ready"}
+
+            url = f"/v1/clusters/{cluster['id']}"
+            for count in (3, 2):
+                reply = await api.patch(url, json={"node_count": count})
+                assert reply.status_code == 202, reply.text
+                cluster = await wait_cluster(api, cluster["id"], {"ready", "failed"})
+                assert cluster["state"] == "ready" and cluster["last_error"] is None, cluster
+                names = sorted(m["hostname"] for m in cluster["members"])
+                assert sorted(n.name for n in await kube.nodes("nvidia.com/gpu")) == names
+                assert len(names) == count
+        finally:
+            kube.close()
+        await delete(api, cluster["id"])
+    for index in range(5, 9):
+        await platform.wait_state(f"lab-{index:03d}", {"available"})
     await audit(platform)
 
 
@@ -319,9 +355,10 @@ async def test_admission_refuses_at_once_and_allocates_nothing(platform: Platfor
         assert reply.status_code == 409 and reply.json()["type"].endswith("quota-exceeded")
         for bad, status in (
             ({"image": "no-such-image"}, 422),
-            ({"kind": "kubernetes"}, 422),
+            ({"kind": "openstack"}, 422),
             ({"network": "00000000-0000-0000-0000-000000000001"}, 404),
             ({"node_count": 0}, 422),
+            ({"storage_mounts": [{**SCRATCH, "mount_point": "/etc"}]}, 422),
         ):
             reply = await api.post("/v1/clusters", json={**body, "name": "bad", **bad})
             assert reply.status_code == status, (bad, reply.text)
