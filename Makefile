@@ -54,8 +54,10 @@ lint: $(STAMP)
 test: $(STAMP) $(OIDC_STAMP) $(LAB_APT_STAMP) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Provisioning at scale, then tenant clusters at once (real Slurm daemons: needs root).
 bench: $(STAMP)
 	$(BIN)/python -m bench.provision $(ARGS)
+	$(BIN)/python -m bench.clusters $(CLUSTER_ARGS)
 
 clean:
 	rm -rf $(VENV) .metalplane .pytest_cache .ruff_cache

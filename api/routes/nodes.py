@@ -150,6 +150,15 @@ async def enroll_node(
     return NodeOut.of(node)
 
 
+def _not_in_a_cluster(node: Node) -> None:
+    """A cluster's nodes are its workflows' to provision and release."""
+    if node.cluster_id is not None:
+        raise Problem(
+            409, "node-in-cluster", "Node belongs to a cluster",
+            f"node {node.id!r} is in cluster {node.cluster_id}; scale or delete the cluster",
+        )  # fmt: skip
+
+
 async def _start(
     client: Client,
     request: Request,
@@ -205,6 +214,7 @@ async def provision_node(
     _: NodeOperator,
 ) -> OperationAccepted:
     node = await _node(db, node_id)
+    _not_in_a_cluster(node)
     image = ready_image(request, body.image)
     if node.state not in PROVISION_FROM:
         raise Problem(
@@ -240,6 +250,7 @@ async def release_node(
     node_id: NodeId, request: Request, db: Db, client: Temporal, _: NodeOperator
 ) -> OperationAccepted:
     node = await _node(db, node_id)
+    _not_in_a_cluster(node)
     if node.state not in RELEASE_FROM:
         raise Problem(
             409,

@@ -10,6 +10,7 @@ lab packages); without them the tests fail.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -21,6 +22,7 @@ from sqlalchemy import select, update
 from drivers.kubernetes import KubeCluster
 from inventory.models import Allocation, Cluster, ClusterMember, Network, Node
 from lab.fabric import Fabric, FabricConfig
+from tests.integration.test_events import sse_events
 from tests.integration.test_fabric_network import eventually, switch_state
 from tests.platform import Platform, Ports, running_platform
 
@@ -131,6 +133,26 @@ async def create(
     return reply.json()
 
 
+async def progress(platform: Platform, tenant: str, cluster_id: str) -> list[str]:
+    """The cluster's states as its tenant sees them on the event stream (replayed from the
+    start, until it is ready or failed)."""
+    token = platform.mint("tenant-admin", tenant=tenant, subject="watcher")
+    headers = {"Authorization": f"Bearer {token}"}
+    states: list[str] = []
+    async with (
+        httpx.AsyncClient(base_url=platform.api_url, timeout=30) as http,
+        http.stream("GET", "/v1/events?kind=cluster&after=0", headers=headers) as stream,
+    ):
+        async with asyncio.timeout(30):
+            async for event in sse_events(stream):
+                data = json.loads(event["data"])
+                if data["resource_id"] == cluster_id:
+                    states.append(data["to_state"])
+                    if data["to_state"] in ("ready", "failed"):
+                        return states
+    return states
+
+
 async def delete(api: httpx.AsyncClient, cluster_id: str) -> None:
     assert (await api.delete(f"/v1/clusters/{cluster_id}")).status_code == 202
     await wait_cluster(api, cluster_id, {"gone"})
@@ -161,6 +183,7 @@ async def test_a_slurm_cluster_from_request_to_srun_and_back(
         assert [m["role"] for m in cluster["members"]].count("controller") == 1
         cluster = await wait_cluster(api, cluster["id"], {"ready", "failed"})
         assert cluster["state"] == "ready", cluster["last_error"]
+        assert await progress(platform, "acme", cluster["id"]) == ["creating", "ready"]
         head = next(m["node_id"] for m in cluster["members"] if m["role"] == "controller")
         hosts = (await platform.lab_slurm(head, "srun", "-N4", "hostname")).split()
         assert sorted(hosts) == ["lab-001", "lab-002", "lab-003", "lab-004"]
@@ -168,6 +191,8 @@ async def test_a_slurm_cluster_from_request_to_srun_and_back(
         assert all(n["gres"] == "gpu:h100-80gb-hbm3:8" for n in nodes.values())
         async with platform.api() as ops:  # the storage, as each node reported it mounted
             facts = (await ops.get("/v1/nodes/lab-003")).json()["facts"]
+            taken = await ops.post("/v1/nodes/lab-003/release")  # the cluster's, not the operator's
+            assert taken.status_code == 409 and taken.json()["type"].endswith("node-in-cluster")
         assert facts["mounts"] == [
             {"source": "10.0.0.5:/export/scratch", "target": "/scratch", "fstype": "nfs"}
         ]
@@ -188,8 +213,6 @@ async def test_a_slurm_cluster_from_request_to_srun_and_back(
 
 
 async def jobs(platform: Platform, head: str) -> list[dict[str, Any]]:
-    import json
-
     return json.loads(await platform.lab_slurm(head, "squeue", "--json"))["jobs"]
 
 
@@ -249,7 +272,19 @@ async def test_a_kubernetes_cluster_with_its_gpu_runtime_scales_and_goes(
     """Contract-tested: the control plane is the kmock emulator (lab/kube.py); the nodes'
     kubeadm configurations are checked by the lab, the head node drives it with the client."""
     async with tenant_api(platform, "acme") as api:
-        cluster = await create(api, "k1", 2, H200, kind="kubernetes")
+        made = await api.post("/v1/networks", json={"name": "lan", "cidr": "10.77.0.0/24"})
+        assert made.status_code == 201, made.text
+        network = f"/v1/networks/{made.json()['id']}"
+
+        async def network_ready() -> bool:
+            return (await api.get(network)).json()["state"] == "ready"
+
+        await eventually(network_ready, 60)
+        cluster = await create(
+            api, "k1", 2, H200, kind="kubernetes", network=made.json()["id"]
+        )  # the tenant's own network: the cluster uses it and leaves it
+        assert not cluster["network_owned"]
+        assert {m["address"] for m in cluster["members"]} == {"10.77.0.10/24", "10.77.0.11/24"}
         cluster = await wait_cluster(api, cluster["id"], {"ready", "failed"})
         assert cluster["state"] == "ready", cluster["last_error"]
         head = next(m["node_id"] for m in cluster["members"] if m["role"] == "controller")
@@ -274,6 +309,13 @@ async def test_a_kubernetes_cluster_with_its_gpu_runtime_scales_and_goes(
         finally:
             kube.close()
         await delete(api, cluster["id"])
+        assert (await api.get(network)).json()["state"] == "ready"  # not the cluster's to delete
+        assert (await api.delete(network)).status_code == 202
+
+        async def network_gone() -> bool:
+            return (await api.get(network)).status_code == 404
+
+        await eventually(network_gone, 60)
     for index in range(5, 9):
         await platform.wait_state(f"lab-{index:03d}", {"available"})
     await audit(platform)
