@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import cast
 
 from lab.server import Lab, LabConfig, Protocol
+from lab.vendors import GPU_MODELS
 
 
 def parse_args(argv: list[str] | None = None) -> LabConfig:
@@ -29,6 +30,7 @@ def parse_args(argv: list[str] | None = None) -> LabConfig:
     p.add_argument(
         "--flat-network", metavar="PREFIX", help="every node on one bridge, no fabric (root)"
     )
+    p.add_argument("--gpu-model", choices=[g[1] for g in GPU_MODELS], help="every node's GPU model")
     args = p.parse_args(argv)
     protocols = tuple(x.strip() for x in args.protocols.split(",") if x.strip())
     if not protocols or any(x not in ("ipmi", "redfish") for x in protocols):
@@ -44,6 +46,7 @@ def parse_args(argv: list[str] | None = None) -> LabConfig:
         protocols=cast(tuple[Protocol, ...], protocols),
         slurm=args.slurm,
         flat_network=args.flat_network,
+        gpu_model=args.gpu_model,
     )
 
 

@@ -89,10 +89,16 @@ class SimNode:
     # -- construction and persistence -------------------------------------------------------
 
     @classmethod
-    def create(cls, index: int, protocol: Literal["ipmi", "redfish"]) -> SimNode:
-        """Node number index (1-based), deterministic in everything but runtime state."""
+    def create(
+        cls, index: int, protocol: Literal["ipmi", "redfish"], gpu_model: str | None = None
+    ) -> SimNode:
+        """Node number index (1-based), deterministic in everything but runtime state. Its GPU
+        model cycles through the lab's models in blocks of four, or is `gpu_model`."""
         profile = VENDORS[(index - 1) % len(VENDORS)]
-        gpu_vendor, gpu_model, gpu_count = GPU_MODELS[(index - 1) // len(VENDORS) % len(GPU_MODELS)]
+        gpu = GPU_MODELS[(index - 1) // len(VENDORS) % len(GPU_MODELS)]
+        if gpu_model is not None:
+            (gpu,) = [g for g in GPU_MODELS if g[1] == gpu_model]
+        gpu_vendor, gpu_model, gpu_count = gpu
         node_id = f"lab-{index:03d}"
         macs = [
             f"52:54:00:{(index >> 8) & 0xFF:02x}:{index & 0xFF:02x}:{port:02x}" for port in (1, 2)

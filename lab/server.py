@@ -41,6 +41,7 @@ class LabConfig:
     users: dict[str, str] = field(default_factory=lambda: {LAB_USERNAME: LAB_PASSWORD})
     slurm: bool = False  # Slurm roles run real Slurm daemons (root); Kubernetes roles always run
     flat_network: str | None = None  # prefix: every node on one bridge, no fabric (root)
+    gpu_model: str | None = None  # every node's, instead of the lab's mix
 
 
 class Lab:
@@ -96,7 +97,8 @@ class Lab:
             if path.exists():
                 node = SimNode.from_dict(json.loads(path.read_text()))
             else:
-                node = SimNode.create(index, protocols[(index - 1) % len(protocols)])
+                protocol = protocols[(index - 1) % len(protocols)]
+                node = SimNode.create(index, protocol, self.config.gpu_model)
             node.attach(self.boot, path)
             self.nodes[node_id] = node
 

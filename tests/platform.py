@@ -204,6 +204,7 @@ def _start_lab(
     protocols: str | None,
     slurm: bool = False,
     flat_network: str | None = None,
+    gpu_model: str | None = None,
 ) -> subprocess.Popen[bytes]:
     argv = [
         sys.executable, "-m", "lab", "--nodes", str(nodes),
@@ -217,6 +218,8 @@ def _start_lab(
         argv.append("--slurm")
     if flat_network:
         argv += ["--flat-network", flat_network]
+    if gpu_model:
+        argv += ["--gpu-model", gpu_model]
     log = open(data_dir / "lab.log", "ab")
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -250,6 +253,7 @@ async def running_platform(
     extra_settings: dict[str, Any] | None = None,
     lab_slurm: bool = False,
     lab_flat_network: str | None = None,
+    lab_gpu_model: str | None = None,
 ) -> AsyncIterator[Platform]:
     settings = Settings(
         data_dir=data_dir,
@@ -307,6 +311,7 @@ async def running_platform(
         protocols,
         lab_slurm,
         lab_flat_network,
+        lab_gpu_model,
     )
     try:
         await _wait_url(f"{platform.lab_url}/lab/nodes", platform.lab_process)
