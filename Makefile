@@ -9,14 +9,18 @@ ARGS ?=
 PYTEST_ARGS ?=
 OIDC_LAB := lab/oidc
 OIDC_STAMP := $(OIDC_LAB)/node_modules/.package-lock.json
-# Debian packages of the network lab: FRR and sshd in namespaces (the Ethernet fabric),
-# user-mode-linux and kmod (leaf switches with a kernel that has VRFs), ibsim and OpenSM (an
-# InfiniBand subnet), slurm-wlm and munge (the lab nodes' real Slurm daemons, lab/slurm).
+# Debian packages of the lab: FRR and sshd in namespaces (the Ethernet fabric), user-mode-linux
+# and kmod (leaf switches with a kernel that has VRFs), ibsim and OpenSM (an InfiniBand subnet),
+# slurm-wlm and munge (the lab nodes' real Slurm daemons, lab/slurm), QEMU with its iPXE ROMs,
+# busybox-static and cpio (QEMU nodes that PXE boot the lab image, lab/qemu.py).
 LAB_APT := frr openssh-server user-mode-linux kmod ibsim-utils libumad2sim0 opensm infiniband-diags \
-	slurm-wlm munge
+	slurm-wlm munge qemu-system-x86 ipxe-qemu busybox-static cpio
 LAB_APT_STAMP := $(VENV)/.lab-apt-stamp
+# The lab's golden image for QEMU nodes, built from Debian packages (images/lab_qemu/).
+LAB_IMAGE_DIR := images/lab_qemu
+LAB_IMAGE := $(LAB_IMAGE_DIR)/build/initrd.img
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean lab-image
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,20 +48,29 @@ $(LAB_APT_STAMP): Makefile | $(STAMP)
 # The network lab's packages as root; as another user `up` runs without the network lab and
 # says why.
 run: $(STAMP)
-	if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory $(LAB_APT_STAMP); fi
+	if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory $(LAB_APT_STAMP) $(LAB_IMAGE); fi
 	$(BIN)/metalplane up $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(STAMP) $(OIDC_STAMP) $(LAB_APT_STAMP) lint
+test: $(STAMP) $(OIDC_STAMP) $(LAB_APT_STAMP) $(LAB_IMAGE) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Provisioning at scale, then tenant clusters at once (real Slurm daemons: needs root).
+# The Debian cloud kernel and an initramfs with the node agent (downloads the kernel package).
+lab-image: $(LAB_IMAGE)
+$(LAB_IMAGE): $(LAB_IMAGE_DIR)/build.sh $(LAB_IMAGE_DIR)/init $(LAB_IMAGE_DIR)/metalplane-agent \
+		$(LAB_IMAGE_DIR)/udhcpc.script | $(LAB_APT_STAMP)
+	sh $(LAB_IMAGE_DIR)/build.sh $(LAB_IMAGE_DIR)/build
+
+# Provisioning at scale, tenant clusters at once (real Slurm daemons: needs root), then QEMU
+# nodes that really PXE boot.
 bench: $(STAMP)
 	$(BIN)/python -m bench.provision $(ARGS)
 	$(BIN)/python -m bench.clusters $(CLUSTER_ARGS)
+	$(MAKE) --no-print-directory $(LAB_IMAGE)
+	$(BIN)/python -m bench.qemu_boot $(QEMU_ARGS)
 
 clean:
 	rm -rf $(VENV) .metalplane .pytest_cache .ruff_cache

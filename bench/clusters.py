@@ -13,22 +13,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform as host
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 from temporalio.client import WorkflowFailureError
 
-from bench.peers import embedded_peers
+from bench.peers import embedded_peers, save
 from core.contracts import cluster_workflow_id
 from tests.platform import Platform, Ports, running_platform
 
-RESULTS = Path(__file__).parent / "results"
 PORTS = Ports(api=18910, lab_control=18911, redfish=18912, ipmi_base=20500)
 QUEUES = ("baremetal", "inventory", "network", "cluster")
 # One GPU model fleet-wide: every tenant wants the same nodes, the hardest case for admission
@@ -140,10 +137,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=10, help="nodes per cluster")
     args = parser.parse_args()
     result = asyncio.run(run(args.tenants, args.size))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"clusters-{args.tenants}x{args.size}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save(result, f"clusters-{args.tenants}x{args.size}")
 
 
 if __name__ == "__main__":

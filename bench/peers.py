@@ -4,6 +4,7 @@ fresh work directory, removed afterwards (unless BENCH_KEEP is set)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -42,3 +43,13 @@ async def embedded_peers() -> AsyncIterator[Peers]:
         postgres.stop()
         if os.environ.get("BENCH_KEEP") is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def save(result: dict[str, Any], name: str) -> None:
+    """bench/results/<name>.json, and the same on stdout."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))

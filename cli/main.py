@@ -44,6 +44,9 @@ def up(
     network_lab: Annotated[
         bool, typer.Option(help="Simulated network fabric for the lab (needs root)")
     ] = True,
+    qemu_nodes: Annotated[
+        int, typer.Option(help="More lab nodes that are QEMU VMs really PXE booting (lab-qemu)")
+    ] = 0,
 ) -> None:
     """Run the whole platform on embedded defaults (Ctrl-C stops it)."""
     from .up import LabOptions, run
@@ -56,6 +59,7 @@ def up(
         redfish_port=lab_port + 1,
         ipmi_base_port=ipmi_base_port,
         network_lab=network_lab,
+        qemu_nodes=qemu_nodes,
     )
     asyncio.run(run(_settings(data_dir), lab))
 

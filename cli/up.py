@@ -42,6 +42,7 @@ class LabOptions:
     redfish_port: int = 8101
     ipmi_base_port: int = 9001
     network_lab: bool = True  # the Ethernet fabric and IB subnet, when the machine allows it
+    qemu_nodes: int = 0  # more nodes: QEMU VMs that PXE boot the lab-qemu image (after the others)
 
 
 class Platform:
@@ -109,7 +110,7 @@ class Platform:
         self._spawn("api", [metalplane, "api"], env)
         for queue in WORKER_QUEUES:
             self._spawn(f"worker-{queue}", [metalplane, "worker", queue], env)
-        if self.lab.nodes > 0:
+        if self.lab.nodes + self.lab.qemu_nodes > 0:
             slurm = self._lab_runs_slurm()
             self._spawn("lab", [
                 sys.executable, "-m", "lab", *(["--slurm"] if slurm else []),
@@ -120,9 +121,10 @@ class Platform:
                 "--ipmi-base-port", str(self.lab.ipmi_base_port),
                 "--boot-url", self.settings.public_url,
                 "--state-dir", str(self.data_dir / "lab"),
+                "--qemu-nodes", str(self.lab.qemu_nodes),
             ], env)  # fmt: skip
         await self._wait_http(f"http://{self.settings.api_host}:{self.settings.api_port}/healthz")
-        if self.lab.nodes > 0:
+        if self.lab.nodes + self.lab.qemu_nodes > 0:
             await self._enroll_lab_nodes()
 
     def _lab_runs_slurm(self) -> bool:
@@ -261,7 +263,10 @@ def banner(settings: Settings, platform: Platform) -> str:
         f"  API          {api}   (docs: {api}/docs)",
         f"  Temporal UI  http://127.0.0.1:{settings.temporal_ui_port}"
         + ("" if platform.temporal else "  (external Temporal: see its own UI)"),
-        f"  Lab          {platform.lab.nodes} simulated nodes, control on "
+        f"  Lab          {platform.lab.nodes} simulated nodes"
+        + (f" + {platform.lab.qemu_nodes} QEMU nodes (image lab-qemu)" if platform.lab.qemu_nodes
+           else "")
+        + ", control on "
         f"http://127.0.0.1:{platform.lab.control_port}/lab/nodes",
         f"  Network lab  {platform.network_lab_note}",
         f"  Clusters     {platform.clusters_note}",

@@ -23,7 +23,9 @@ class NodeFacts(BaseModel):
     kernel_cmdline: str = Field(description="The kernel command line the node booted with")
     kernel_sha256: str | None = Field(default=None, description="Digest of the kernel it fetched")
     initrd_sha256: str | None = Field(default=None, description="Digest of the initrd it fetched")
-    cpu_governor: str | None = Field(default=None, description="cpufreq scaling governor in use")
+    cpu_governor: str | None = Field(
+        default=None, description="cpufreq scaling governor in use; None: no cpufreq here"
+    )
     hugepages: dict[str, int] = Field(
         default_factory=dict, description="Huge page size in kB -> pages reserved"
     )

@@ -55,6 +55,12 @@ class ImageDefinition(BaseModel):
     kernel_args: tuple[str, ...] = Field(default=(), description="Base arguments (console...)")
     tuning_profile: str
     cpu_vendor: CpuVendor = "any"
+    reports_digests: bool = Field(
+        default=True,
+        description="its agent reports the SHA-256 of the kernel and initrd it booted; an "
+        "image whose agent cannot measure them (nothing hands the booted files to the OS) "
+        "says false, and verification does not expect digests",
+    )
     gpu_device_prefix: str = Field(
         default="/dev/nvidia", description="GPU device files are <prefix>0, <prefix>1, ..."
     )

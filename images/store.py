@@ -10,6 +10,9 @@ from images.catalog import ImageDefinition, get_image
 from images.errors import UnknownArtifact
 
 LAB_IMAGE = "lab-sim"
+QEMU_IMAGE = "lab-qemu"
+# Where `make lab-image` builds the lab QEMU image (kernel and initrd from Debian packages).
+QEMU_BUILD = Path(__file__).parent / "lab_qemu" / "build"
 _CHUNK = 1 << 20
 
 
@@ -62,7 +65,8 @@ def _lab_content(image: ImageDefinition, role: str, filler_lines: int) -> bytes:
 
 
 def materialize_lab_artifacts(root: Path | str) -> list[Path]:
-    """Write the lab-sim artifacts under root; unchanged files are left alone (stable mtime)."""
+    """Write the lab-sim artifacts under root, and the lab-qemu ones when `make lab-image` has
+    built them; unchanged files are left alone (stable mtime)."""
     image = get_image(LAB_IMAGE)
     store = ImageStore(root)
     contents = {
@@ -78,4 +82,24 @@ def materialize_lab_artifacts(root: Path | str) -> list[Path]:
             tmp.write_bytes(data)
             os.replace(tmp, path)  # a node never fetches a half-written file
         written.append(path)
+    written += _place_qemu_image(store)
     return written
+
+
+def _place_qemu_image(store: ImageStore) -> list[Path]:
+    image = get_image(QEMU_IMAGE)
+    placed: list[Path] = []
+    for file in image.artifacts.files:
+        built, path = QEMU_BUILD / file, store.artifact_path(image, file)
+        if not built.is_file():
+            return placed  # not built: the image stays not ready
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stat = built.stat()
+        if not (path.is_file() and path.stat().st_size == stat.st_size
+                and path.stat().st_mtime_ns == stat.st_mtime_ns):  # fmt: skip
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_bytes(built.read_bytes())
+            os.utime(tmp, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+            os.replace(tmp, path)
+        placed.append(path)
+    return placed

@@ -31,6 +31,7 @@ def parse_args(argv: list[str] | None = None) -> LabConfig:
         "--flat-network", metavar="PREFIX", help="every node on one bridge, no fabric (root)"
     )
     p.add_argument("--gpu-model", choices=[g[1] for g in GPU_MODELS], help="every node's GPU model")
+    p.add_argument("--qemu-nodes", type=int, default=0, help="more nodes that are QEMU VMs")
     args = p.parse_args(argv)
     protocols = tuple(x.strip() for x in args.protocols.split(",") if x.strip())
     if not protocols or any(x not in ("ipmi", "redfish") for x in protocols):
@@ -47,6 +48,7 @@ def parse_args(argv: list[str] | None = None) -> LabConfig:
         slurm=args.slurm,
         flat_network=args.flat_network,
         gpu_model=args.gpu_model,
+        qemu_nodes=args.qemu_nodes,
     )
 
 

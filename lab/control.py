@@ -47,7 +47,8 @@ def create_app(lab: Lab) -> FastAPI:
     def get_node(node_id: str) -> dict[str, Any]:
         node = node_or_404(node_id)
         cluster = lab.clusters.status(node_id) if lab.clusters is not None else None
-        return {**lab.enrollment(node), **node.state(), "cluster": cluster}
+        qemu = lab.qemu.pids().get(node_id) if lab.qemu is not None else None
+        return {**lab.enrollment(node), **node.state(), "cluster": cluster, "qemu_pid": qemu}
 
     @app.put("/lab/nodes/{node_id}/netns")
     def put_netns(node_id: str, body: NetnsBody) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import json
 import os
 import random
 import threading
+import time
 import uuid as uuidlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -79,6 +80,7 @@ class SimNode:
     generation: int = 0  # bumped at each power transition: stale boot tasks notice
     netns: str | None = None  # where its NIC is (a fabric host): its cluster daemons run there
     cluster_error: str | None = None  # why its OS could not run its cluster role
+    powered_on_at: float | None = None  # epoch seconds of the last power-on (or reset)
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
@@ -150,6 +152,7 @@ class SimNode:
         return "disk" if device == "none" else device
 
     def _start_boot(self) -> None:
+        self.powered_on_at = time.time()
         device = self._consume_boot_device()
         self.generation += 1
         self.os_up = False
@@ -304,4 +307,5 @@ class SimNode:
                 "os_up": self.os_up,
                 "netns": self.netns,
                 "cluster_error": self.cluster_error,
+                "powered_on_at": self.powered_on_at,
             }

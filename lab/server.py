@@ -17,6 +17,7 @@ from lab.control import create_app
 from lab.flat_network import FlatNetwork
 from lab.ipmi_bmc import IpmiLab
 from lab.node import SimNode
+from lab.qemu import QemuRunner
 from lab.redfish_bmc import RedfishLab
 from lab.slurm import SlurmLab
 
@@ -42,6 +43,7 @@ class LabConfig:
     slurm: bool = False  # Slurm roles run real Slurm daemons (root); Kubernetes roles always run
     flat_network: str | None = None  # prefix: every node on one bridge, no fabric (root)
     gpu_model: str | None = None  # every node's, instead of the lab's mix
+    qemu_nodes: int = 0  # more nodes, after the simulated ones: QEMU VMs that really boot (IPMI)
 
 
 class Lab:
@@ -53,6 +55,7 @@ class Lab:
         self.boot: BootRunner | None = None
         self.clusters: ClusterRunner | None = None
         self.flat: FlatNetwork | None = None
+        self.qemu: QemuRunner | None = None
         self._uvicorn: uvicorn.Server | None = None
         self._serve_task: asyncio.Task[None] | None = None
 
@@ -91,21 +94,29 @@ class Lab:
         node_dir = self.config.state_dir / "nodes"
         node_dir.mkdir(parents=True, exist_ok=True)
         protocols = self.config.protocols
-        for index in range(1, self.config.nodes + 1):
+        for index in range(1, self.config.nodes + self.config.qemu_nodes + 1):
             node_id = f"lab-{index:03d}"
             path = node_dir / f"{node_id}.json"
             if path.exists():
                 node = SimNode.from_dict(json.loads(path.read_text()))
             else:
                 protocol = protocols[(index - 1) % len(protocols)]
+                if index > self.config.nodes:
+                    protocol = "ipmi"  # QEMU nodes: powered and switched over IPMI
                 node = SimNode.create(index, protocol, self.config.gpu_model)
-            node.attach(self.boot, path)
+            if index > self.config.nodes:  # a lab restart cut the VMs' power
+                node.power, node.boot_in_progress, node.os_up = "off", False, False
+            node.attach(self.qemu if index > self.config.nodes else self.boot, path)
             self.nodes[node_id] = node
 
     async def start(self) -> None:
         cfg = self.config
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self.clusters = ClusterRunner(SlurmLab(cfg.state_dir / "slurm"), run_slurm=cfg.slurm)
+        if cfg.qemu_nodes:
+            if not QemuRunner.available():
+                raise RuntimeError("QEMU nodes need qemu-system-x86_64 (make lab-image, as root)")
+            self.qemu = QemuRunner(asyncio.get_running_loop(), cfg.state_dir / "qemu", cfg.boot_url)
         self.boot = BootRunner(
             asyncio.get_running_loop(), cfg.boot_url, cfg.boot_delay, self.clusters
         )
@@ -153,6 +164,8 @@ class Lab:
             await self._serve_task
         if self.boot is not None:
             await self.boot.close()
+        if self.qemu is not None:
+            await self.qemu.close()
         if self.clusters is not None:
             await self.clusters.close()
         if self.flat is not None:

@@ -107,6 +107,17 @@ class Platform:
             reply.raise_for_status()
             return reply.json()
 
+    async def wait_for_lab(
+        self, node_id: str, predicate: Any, timeout: float = 60
+    ) -> dict[str, Any]:
+        """Poll the lab's view of the node until predicate(state) holds."""
+        async with asyncio.timeout(timeout):
+            while True:
+                state = await self.lab_node(node_id)
+                if predicate(state):
+                    return state
+                await asyncio.sleep(0.1)
+
     async def set_faults(self, node_id: str, **faults: float) -> None:
         async with httpx.AsyncClient(timeout=10) as http:
             reply = await http.put(f"{self.lab_url}/lab/nodes/{node_id}/faults", json=faults)
@@ -205,6 +216,7 @@ def _start_lab(
     slurm: bool = False,
     flat_network: str | None = None,
     gpu_model: str | None = None,
+    qemu_nodes: int = 0,
 ) -> subprocess.Popen[bytes]:
     argv = [
         sys.executable, "-m", "lab", "--nodes", str(nodes),
@@ -220,6 +232,8 @@ def _start_lab(
         argv += ["--flat-network", flat_network]
     if gpu_model:
         argv += ["--gpu-model", gpu_model]
+    if qemu_nodes:
+        argv += ["--qemu-nodes", str(qemu_nodes)]
     log = open(data_dir / "lab.log", "ab")
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -254,6 +268,7 @@ async def running_platform(
     lab_slurm: bool = False,
     lab_flat_network: str | None = None,
     lab_gpu_model: str | None = None,
+    lab_qemu_nodes: int = 0,
 ) -> AsyncIterator[Platform]:
     settings = Settings(
         data_dir=data_dir,
@@ -312,6 +327,7 @@ async def running_platform(
         lab_slurm,
         lab_flat_network,
         lab_gpu_model,
+        lab_qemu_nodes,
     )
     try:
         await _wait_url(f"{platform.lab_url}/lab/nodes", platform.lab_process)

@@ -35,6 +35,12 @@ _BINARY = {"type": "string", "format": "binary"}
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+def boot_base_url(request: Request) -> str:
+    """The boot service as the node reached it: a node on another network than the operator
+    (a VM behind NAT, a provisioning VLAN) gets URLs it can reach, whatever public_url says."""
+    return str(request.base_url).rstrip("/")
+
+
 async def _open_boot(db: Db, mac: str) -> BootSession:
     boot = await boot_sessions.open_session_by_mac(db, mac)
     if boot is None:
@@ -56,7 +62,7 @@ async def ipxe_script(mac: Mac, request: Request, db: Db) -> str:
     image = images.get_image(boot.image)
     return images.render_ipxe_with_args(
         image,
-        public_url=request.app.state.settings.public_url,
+        public_url=boot_base_url(request),
         mac=mac,
         args=list(boot.kernel_args),
     )
@@ -71,7 +77,7 @@ async def ipxe_script(mac: Mac, request: Request, db: Db) -> str:
 async def user_data(mac: Mac, request: Request, db: Db) -> str:
     boot = await _open_boot(db, mac)
     image = images.get_image(boot.image)
-    public_url = request.app.state.settings.public_url
+    public_url = boot_base_url(request)
     return images.render_user_data(
         image,
         image.profile,

@@ -132,3 +132,7 @@ def test_other_vendors_verify_against_their_own_names(vendor: str) -> None:
 def test_booted_cmdline_parses_like_the_kernel() -> None:
     assert parse_cmdline("a=1 flag a=2")["a"] == "2"
     assert parse_cmdline("a=1 flag")["flag"] is None
+
+
+def test_a_machine_without_frequency_scaling_has_no_governor_to_check() -> None:
+    assert run(good_facts(cpu_governor=None)) == []

@@ -1,0 +1,38 @@
+#!/bin/sh
+# Build the lab QEMU golden image from Debian packages: the Debian cloud kernel and an
+# initramfs of busybox-static, the virtio network modules and the metalplane node agent.
+# Usage: build.sh OUT_DIR  ->  OUT_DIR/vmlinuz, OUT_DIR/initrd.img
+set -eu
+out=$1
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+kernel_package() {
+    apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+        awk '/Depends: linux-image-[0-9]/ {print $2; exit}'
+}
+package=$(kernel_package)
+if [ -z "$package" ] && [ "$(id -u)" = 0 ]; then  # no apt index yet (a fresh machine)
+    apt-get update -q >/dev/null && package=$(kernel_package)
+fi
+[ -n "$package" ] || { echo "no linux-image-cloud-amd64 in the apt index (apt-get update)" >&2; exit 1; }
+(cd "$work" && apt-get download -q "$package" >/dev/null 2>&1) || {
+    echo "apt-get download $package failed" >&2; exit 1; }
+dpkg-deb -x "$work"/*.deb "$work/kernel"
+root=$work/root
+mkdir -p "$root/bin" "$root/etc" "$root/lib/modules" "$root/proc" "$root/sys" "$root/dev" "$root/tmp"
+cp /bin/busybox "$root/bin/busybox"
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci \
+         failover net_failover virtio_net; do
+    cp "$(find "$work/kernel/lib/modules" -name "$m.ko" | head -1)" "$root/lib/modules/"
+done
+install -m 0755 "$here/init" "$root/init"
+install -m 0755 "$here/metalplane-agent" "$root/bin/metalplane-agent"
+install -m 0755 "$here/udhcpc.script" "$root/etc/udhcpc.script"
+mkdir -p "$out"
+(cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -9n > "$work/initrd.img")
+cp "$work"/kernel/boot/vmlinuz-* "$work/vmlinuz"
+mv "$work/initrd.img" "$out/initrd.img.tmp" && mv "$out/initrd.img.tmp" "$out/initrd.img"
+mv "$work/vmlinuz" "$out/vmlinuz.tmp" && mv "$out/vmlinuz.tmp" "$out/vmlinuz"
+echo "$package" > "$out/KERNEL"
+echo "built $out from $package"

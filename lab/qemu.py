@@ -1,0 +1,185 @@
+"""QEMU virtual machines standing in for GPU servers: a lab node's power and boot device, set
+through its BMC simulator (IPMI or Redfish), drive a QEMU process (TCG: no KVM here).
+
+Power on starts QEMU, off quits it over QMP, the ACPI power button is QMP `system_powerdown`
+(the lab image handles none: the BMC driver escalates to a hard off), and a reset restarts the
+VM (a cold reset: the boot device it is to use this time is a QEMU start option). Network boot
+is real PXE: QEMU's iPXE ROM gets DHCP and a TFTP script from QEMU's user-mode network, which
+chains to the platform's per-node iPXE script over HTTP; the guest reaches the host's loopback
+at 10.0.2.2. The node's BIOS settings and DMI identity reach the guest as SMBIOS tables (OEM
+strings `metalplane.bios.NAME=VALUE`), where the node agent reads them as on a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from lab.node import BootDev, SimNode
+
+log = logging.getLogger(__name__)
+
+GUEST_HOST = "10.0.2.2"  # the host's loopback as QEMU user networking shows it to the guest
+PHONED_HOME = b"metalplane-agent: phoned home"
+QEMU = "qemu-system-x86_64"
+MEMORY = "19G"  # 16 x 1 GiB huge pages of the tuning profile fit (lazily backed: ~0.7 GB RSS)
+
+
+def guest_url(boot_url: str) -> str:
+    """The boot service's URL as the guest reaches it."""
+    parts = urlsplit(boot_url)
+    if parts.hostname in ("127.0.0.1", "localhost"):
+        netloc = f"{GUEST_HOST}:{parts.port}" if parts.port else GUEST_HOST
+        parts = parts._replace(netloc=netloc)
+    return urlunsplit(parts).rstrip("/")
+
+
+def _escape(value: str) -> str:
+    return value.replace(",", ",,")  # QEMU's option syntax
+
+
+def command(node: SimNode, device: BootDev, run_dir: Path, memory: str = MEMORY) -> list[str]:
+    oem = ",".join(
+        f"value={_escape(f'metalplane.bios.{name}={value}')}"
+        for name, value in sorted(node.bios_snapshot().items())
+    )
+    return [
+        QEMU, "-accel", "tcg", "-machine", "q35", "-cpu", "max", "-m", memory, "-smp", "1",
+        "-display", "none", "-monitor", "none", "-serial", f"file:{run_dir / 'console.log'}",
+        "-qmp", f"unix:{run_dir / 'qmp.sock'},server=on,wait=off",
+        "-device", "intel-iommu,intremap=off",
+        "-smbios", f"type=1,manufacturer={_escape(node.vendor)},product={_escape(node.model)},"
+                   f"uuid={node.uuid}",
+        *(["-smbios", f"type=11,{oem}"] if oem else []),
+        "-netdev", f"user,id=n0,tftp={run_dir / 'tftp'},bootfile=boot.ipxe",
+        "-device", f"virtio-net-pci,netdev=n0,mac={node.macs[0]}",
+        "-boot", "once=n" if device == "network" else "order=c",
+    ]  # fmt: skip
+
+
+class Qmp:
+    """A QMP session over the VM's unix socket (one command at a time)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    async def execute(self, name: str, timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_unix_connection(str(self.path))
+            try:
+                await reader.readline()  # greeting
+                for message in ({"execute": "qmp_capabilities"}, {"execute": name}):
+                    writer.write(json.dumps(message).encode() + b"\n")
+                    await writer.drain()
+                    while True:
+                        reply = json.loads(await reader.readline())
+                        if "return" in reply or "error" in reply:
+                            break  # events (e.g. POWERDOWN) come in between
+                    if "error" in reply:
+                        raise RuntimeError(f"QMP {name}: {reply['error']}")
+            finally:
+                writer.close()
+
+
+class QemuRunner:
+    """The PowerListener of the lab's QEMU nodes (BMC threads call in thread-safely)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, state_dir: Path, boot_url: str) -> None:
+        self.loop = loop
+        self.state_dir = state_dir
+        self.boot_url = guest_url(boot_url)
+        self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._lock = asyncio.Lock()
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which(QEMU) is not None
+
+    def run_dir(self, node_id: str) -> Path:
+        return self.state_dir / node_id
+
+    # PowerListener -----------------------------------------------------------------------------
+    def booting(self, node: SimNode, device: BootDev, generation: int) -> None:
+        asyncio.run_coroutine_threadsafe(self._boot(node, device, generation), self.loop)
+
+    def stopped(self, node: SimNode) -> None:
+        asyncio.run_coroutine_threadsafe(self._quit(node.node_id), self.loop)
+
+    def soft_off_requested(self, node: SimNode, generation: int) -> None:
+        asyncio.run_coroutine_threadsafe(self._qmp(node.node_id, "system_powerdown"), self.loop)
+
+    # -------------------------------------------------------------------------------------------
+    async def _boot(self, node: SimNode, device: BootDev, generation: int) -> None:
+        async with self._lock:
+            await self._stop(node.node_id)
+            run = self.run_dir(node.node_id)
+            (run / "tftp").mkdir(parents=True, exist_ok=True)
+            (run / "tftp" / "boot.ipxe").write_text(
+                f"#!ipxe\nchain {self.boot_url}/boot/${{net0/mac}}/ipxe\n"
+            )
+            (run / "console.log").unlink(missing_ok=True)
+            log_file = (run / "qemu.log").open("ab")
+            try:
+                self._procs[node.node_id] = await asyncio.create_subprocess_exec(
+                    *command(node, device, run), stdout=log_file, stderr=log_file,
+                    stdin=asyncio.subprocess.DEVNULL,
+                )  # fmt: skip
+            finally:
+                log_file.close()
+            self._watch(node, generation)
+
+    def _watch(self, node: SimNode, generation: int) -> None:
+        """Follow the console: the node agent says when it phoned home (the OS is up)."""
+        old = self._watchers.pop(node.node_id, None)
+        if old is not None:
+            old.cancel()
+        self._watchers[node.node_id] = self.loop.create_task(self._follow(node, generation))
+
+    async def _follow(self, node: SimNode, generation: int) -> None:
+        console, seen = self.run_dir(node.node_id) / "console.log", 0
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                await asyncio.sleep(0.2)
+                with contextlib.suppress(OSError):
+                    data = console.read_bytes()
+                    if data.count(PHONED_HOME) > seen:
+                        seen = data.count(PHONED_HOME)
+                        node.boot_finished(generation, error=None, phoned_home=True)
+
+    async def _qmp(self, node_id: str, name: str) -> None:
+        try:
+            await Qmp(self.run_dir(node_id) / "qmp.sock").execute(name)
+        except (OSError, RuntimeError, TimeoutError, ValueError) as exc:
+            log.warning("%s: QMP %s failed: %s", node_id, name, exc)
+
+    async def _quit(self, node_id: str) -> None:
+        async with self._lock:
+            await self._stop(node_id)
+
+    async def _stop(self, node_id: str) -> None:
+        watcher = self._watchers.pop(node_id, None)
+        if watcher is not None:
+            watcher.cancel()
+        proc = self._procs.pop(node_id, None)
+        if proc is None or proc.returncode is not None:
+            return
+        await self._qmp(node_id, "quit")
+        try:
+            await asyncio.wait_for(proc.wait(), 5)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+    async def close(self) -> None:
+        async with self._lock:
+            for node_id in list(self._procs):
+                await self._stop(node_id)
+
+    def pids(self) -> dict[str, int]:
+        return {n: p.pid for n, p in self._procs.items() if p.returncode is None}

@@ -1,0 +1,120 @@
+"""A QEMU virtual machine as a GPU server: powered and switched to network boot over IPMI by
+ProvisionNode, exactly as a simulated node or a datacenter server; it really PXE boots (QEMU's
+iPXE ROM, TFTP, the platform's iPXE script over HTTP), runs the lab golden image's kernel and
+initramfs (`make lab-image`), and its node agent reports facts read from the running kernel and
+firmware. Needs qemu-system-x86 and the built image (the Makefile's lab packages and target)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import pytest_asyncio
+import yaml
+from sqlalchemy import update
+
+from drivers.bmc.base import BootDevice
+from drivers.bmc.endpoint import BmcEndpoint
+from drivers.bmc.factory import driver_for
+from inventory.models import Node
+from tests.platform import Platform, Ports, running_platform
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+PORTS = Ports(api=18285, lab_control=18385, redfish=18386, ipmi_base=19740)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def platform(
+    postgres_url: str, temporal_address: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Platform]:
+    async with running_platform(
+        name="t_qemu_node", postgres_url=postgres_url, temporal_address=temporal_address,
+        data_dir=tmp_path_factory.mktemp("qemu"), ports=PORTS, nodes=0, lab_qemu_nodes=1,
+        phone_home_timeout=180,
+    ) as running:  # fmt: skip
+        assert await running.enroll_lab() == ["lab-001"]
+        yield running
+
+
+async def test_a_qemu_node_provisions_with_tuning_verified_from_the_real_kernel(
+    platform: Platform,
+) -> None:
+    async with platform.api() as api:
+        listing = (await api.get("/v1/images")).json()["items"]
+        (image,) = [i for i in listing if i["name"] == "lab-qemu"]
+        assert image["ready"], image
+        reply = await api.post("/v1/nodes/lab-001/provision", json={"image": "lab-qemu"})
+        assert reply.status_code == 202, reply.text
+    node = await platform.wait_state("lab-001", {"active", "failed"}, timeout=240)
+    assert node["state"] == "active", node["last_error"]
+    facts = node["facts"]
+    # Read by the agent from the running guest kernel and its firmware tables.
+    assert facts["hugepages"]["1048576"] == 16
+    assert facts["iommu_mode"] == "passthrough"  # the IOMMU groups' default domain: identity
+    assert facts["transparent_hugepage"] == "never"
+    assert "hugepages=16" in facts["kernel_cmdline"]
+    assert facts["nics"][0]["mac"] == (await platform.lab_node("lab-001"))["macs"][0]
+    lab = await platform.lab_node("lab-001")
+    assert facts["system_vendor"] == lab["vendor"] and facts["system_model"] == lab["model"]
+    assert facts["bios"] == lab["bios"]
+    assert lab["power"] == "on" and lab["boots"] == 1
+    assert lab["counters"]["power_on"] == 1
+
+
+async def test_a_missing_kernel_argument_is_caught_from_the_booted_kernel(
+    platform: Platform,
+) -> None:
+    async with platform.api() as api:
+        assert (await api.post("/v1/nodes/lab-001/release")).status_code == 202
+    await platform.wait_state("lab-001", {"available"}, timeout=120)
+    async with platform.sessions.begin() as session:  # an operator's mistake: no 1 GiB pages
+        await session.execute(
+            update(Node).where(Node.id == "lab-001").values(extra_kernel_args=["hugepages=0"])
+        )
+    try:
+        async with platform.api() as api:
+            reply = await api.post("/v1/nodes/lab-001/provision", json={"image": "lab-qemu"})
+            assert reply.status_code == 202, reply.text
+        node = await platform.wait_state("lab-001", {"active", "failed"}, timeout=240)
+    finally:
+        async with platform.sessions.begin() as session:
+            await session.execute(
+                update(Node).where(Node.id == "lab-001").values(extra_kernel_args=[])
+            )
+    assert node["state"] == "failed"
+    # The guest kernel reserved none: the facts came from it, not from the boot config.
+    assert "huge pages 1G: expected 16, got 0" in node["last_error"]
+    lab = await platform.lab_node("lab-001")
+    assert lab["power"] == "off" and lab["boots"] == 2  # compensated: powered off
+
+
+async def test_an_ipmi_reset_reboots_the_vm_and_a_spent_token_stays_spent(
+    platform: Platform,
+) -> None:
+    record = (await platform.lab_nodes())[0]
+    mac = record["macs"][0]
+    driver = driver_for(BmcEndpoint(**record["bmc"]), timeout=10.0)
+    async with platform.api() as api:  # it failed last test: provisioning may start over
+        reply = await api.post("/v1/nodes/lab-001/provision", json={"image": "lab-qemu"})
+        assert reply.status_code == 202, reply.text
+        await platform.wait_for_lab("lab-001", lambda n: n["power"] == "on")
+        user_data = (await api.get(f"/boot/{mac}/user-data")).text  # what the VM fetches
+    token = yaml.safe_load(user_data)["metalplane"]["phone_home"]["token"]
+    first = (await platform.lab_node("lab-001"))["qemu_pid"]
+    # Mid boot, over IPMI: network boot once more, then a hard reset: the VM starts over.
+    await driver.set_boot_device(BootDevice.NETWORK, persistent=False)
+    await driver.reset()
+    node = await platform.wait_state("lab-001", {"active", "failed"}, timeout=240)
+    assert node["state"] == "active", node["last_error"]
+    lab = await platform.lab_node("lab-001")
+    assert lab["counters"]["reset"] == 1 and lab["qemu_pid"] not in (None, first)
+    assert lab["boots"] == 3  # one phone-home for this provision, after the reset
+    # The boot's token was spent by that phone-home: replaying it is refused.
+    async with httpx.AsyncClient(base_url=platform.api_url) as http:
+        replay = await http.post(
+            "/boot/phone-home", json={"kernel_cmdline": "x"},
+            headers={"Authorization": f"Bearer {token}"},
+        )  # fmt: skip
+    assert replay.status_code == 401
