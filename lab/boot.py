@@ -189,6 +189,11 @@ class BootRunner:
     def booting(self, node: SimNode, device: BootDev, generation: int) -> None:
         self.loop.call_soon_threadsafe(self._start, node, device, generation)
 
+    def resetting(self, node: SimNode, device: BootDev, generation: int) -> None:
+        """The running OS is gone at once and the node boots again."""
+        self.stopped(node)
+        self.booting(node, device, generation)
+
     def stopped(self, node: SimNode) -> None:
         self.loop.call_soon_threadsafe(self._cancel, node.node_id)
         if self.clusters is not None:  # its OS is gone, and the daemons with it

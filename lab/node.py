@@ -47,6 +47,7 @@ class Counters:
 
 class PowerListener(Protocol):
     def booting(self, node: SimNode, device: BootDev, generation: int) -> None: ...
+    def resetting(self, node: SimNode, device: BootDev, generation: int) -> None: ...
     def stopped(self, node: SimNode) -> None: ...
     def soft_off_requested(self, node: SimNode, generation: int) -> None: ...
 
@@ -151,7 +152,7 @@ class SimNode:
             self.boot_device = "none"
         return "disk" if device == "none" else device
 
-    def _start_boot(self) -> None:
+    def _start_boot(self, *, reset: bool = False) -> None:
         self.powered_on_at = time.time()
         device = self._consume_boot_device()
         self.generation += 1
@@ -159,7 +160,8 @@ class SimNode:
         self.boot_in_progress = device == "network"
         self._save()
         if self._listener is not None:
-            self._listener.booting(self, device, self.generation)
+            start = self._listener.resetting if reset else self._listener.booting
+            start(self, device, self.generation)
 
     def power_on(self) -> None:
         with self._lock:
@@ -202,10 +204,8 @@ class SimNode:
     def reset(self) -> None:
         with self._lock:
             self.counters.reset += 1
-            if self.power == "on" and self._listener is not None:
-                self._listener.stopped(self)
-            self.power = "on"
-            self._start_boot()
+            was_on, self.power = self.power == "on", "on"
+            self._start_boot(reset=was_on)  # from off, a reset powers the node on
 
     # -- boot device ------------------------------------------------------------------------
 

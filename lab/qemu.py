@@ -2,12 +2,14 @@
 through its BMC simulator (IPMI or Redfish), drive a QEMU process (TCG: no KVM here).
 
 Power on starts QEMU, off quits it over QMP, the ACPI power button is QMP `system_powerdown`
-(the lab image handles none: the BMC driver escalates to a hard off), and a reset restarts the
-VM (a cold reset: the boot device it is to use this time is a QEMU start option). Network boot
-is real PXE: QEMU's iPXE ROM gets DHCP and a TFTP script from QEMU's user-mode network, which
-chains to the platform's per-node iPXE script over HTTP; the guest reaches the host's loopback
-at 10.0.2.2. The node's BIOS settings and DMI identity reach the guest as SMBIOS tables (OEM
-strings `metalplane.bios.NAME=VALUE`), where the node agent reads them as on a server.
+(the lab image handles none: the BMC driver escalates to a hard off), and a reset is QMP
+`system_reset` after setting the NIC's boot index for the boot device of this boot (SeaBIOS
+reads the boot order at every reset; with `-boot strict=on` a NIC without an index does not
+boot, and there is no disk: a disk boot finds nothing). Network boot is real PXE: QEMU's iPXE
+ROM gets DHCP and a TFTP script from QEMU's user-mode network, which chains to the platform's
+per-node iPXE script over HTTP; the guest reaches the host's loopback at 10.0.2.2. The node's
+BIOS settings and DMI identity reach the guest as SMBIOS tables (OEM strings
+`metalplane.bios.NAME=VALUE`), where the node agent reads them as on a server.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 GUEST_HOST = "10.0.2.2"  # the host's loopback as QEMU user networking shows it to the guest
 PHONED_HOME = b"metalplane-agent: phoned home"
 QEMU = "qemu-system-x86_64"
+NIC = "nic0"  # the VM's NIC, as QOM names it under /machine/peripheral
 MEMORY = "19G"  # 16 x 1 GiB huge pages of the tuning profile fit (lazily backed: ~0.7 GB RSS)
 
 
@@ -57,9 +60,14 @@ def command(node: SimNode, device: BootDev, run_dir: Path, memory: str = MEMORY)
                    f"uuid={node.uuid}",
         *(["-smbios", f"type=11,{oem}"] if oem else []),
         "-netdev", f"user,id=n0,tftp={run_dir / 'tftp'},bootfile=boot.ipxe",
-        "-device", f"virtio-net-pci,netdev=n0,mac={node.macs[0]}",
-        "-boot", "once=n" if device == "network" else "order=c",
+        "-device", f"virtio-net-pci,netdev=n0,id={NIC},mac={node.macs[0]},"
+                   f"bootindex={_boot_index(device)}",
+        "-boot", "strict=on",
     ]  # fmt: skip
+
+
+def _boot_index(device: BootDev) -> int:
+    return 1 if device == "network" else -1  # -1: not in the boot order
 
 
 class Qmp:
@@ -68,12 +76,17 @@ class Qmp:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    async def execute(self, name: str, timeout: float = 5.0) -> None:
+    async def execute(
+        self, name: str, arguments: dict[str, object] | None = None, timeout: float = 5.0
+    ) -> object:
+        command: dict[str, object] = {"execute": name}
+        if arguments:
+            command["arguments"] = arguments
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_unix_connection(str(self.path))
             try:
                 await reader.readline()  # greeting
-                for message in ({"execute": "qmp_capabilities"}, {"execute": name}):
+                for message in ({"execute": "qmp_capabilities"}, command):
                     writer.write(json.dumps(message).encode() + b"\n")
                     await writer.drain()
                     while True:
@@ -82,6 +95,7 @@ class Qmp:
                             break  # events (e.g. POWERDOWN) come in between
                     if "error" in reply:
                         raise RuntimeError(f"QMP {name}: {reply['error']}")
+                return reply["return"]
             finally:
                 writer.close()
 
@@ -107,6 +121,9 @@ class QemuRunner:
     # PowerListener -----------------------------------------------------------------------------
     def booting(self, node: SimNode, device: BootDev, generation: int) -> None:
         asyncio.run_coroutine_threadsafe(self._boot(node, device, generation), self.loop)
+
+    def resetting(self, node: SimNode, device: BootDev, generation: int) -> None:
+        asyncio.run_coroutine_threadsafe(self._reset(node, device, generation), self.loop)
 
     def stopped(self, node: SimNode) -> None:
         asyncio.run_coroutine_threadsafe(self._quit(node.node_id), self.loop)
@@ -134,20 +151,44 @@ class QemuRunner:
                 log_file.close()
             self._watch(node, generation)
 
+    async def _reset(self, node: SimNode, device: BootDev, generation: int) -> None:
+        """QMP system_reset, booting `device`: the NIC's boot index first, read at the reset."""
+        proc = self._procs.get(node.node_id)
+        if proc is None or proc.returncode is not None:
+            await self._boot(node, device, generation)  # no VM runs: a reset powers it on
+            return
+        async with self._lock:
+            qmp = Qmp(self.run_dir(node.node_id) / "qmp.sock")
+            try:
+                nic = {"path": f"/machine/peripheral/{NIC}", "property": "bootindex"}
+                wanted = _boot_index(device)
+                if await qmp.execute("qom-get", nic) != wanted:  # setting it again is an error
+                    await qmp.execute("qom-set", {**nic, "value": wanted})
+                await qmp.execute("system_reset")
+            except (OSError, RuntimeError, TimeoutError, ValueError) as exc:
+                log.warning("%s: QMP reset failed: %s", node.node_id, exc)
+            self._watch(node, generation)
+
     def _watch(self, node: SimNode, generation: int) -> None:
         """Follow the console: the node agent says when it phoned home (the OS is up)."""
         old = self._watchers.pop(node.node_id, None)
         if old is not None:
             old.cancel()
-        self._watchers[node.node_id] = self.loop.create_task(self._follow(node, generation))
+        console = self.run_dir(node.node_id) / "console.log"
+        try:  # a reset keeps the console: only phone-homes after this boot began count
+            seen = console.read_bytes().count(PHONED_HOME)
+        except OSError:
+            seen = 0
+        self._watchers[node.node_id] = self.loop.create_task(
+            self._follow(node, generation, console, seen)
+        )
 
-    async def _follow(self, node: SimNode, generation: int) -> None:
-        console, seen = self.run_dir(node.node_id) / "console.log", 0
+    async def _follow(self, node: SimNode, generation: int, console: Path, seen: int) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             while True:
                 await asyncio.sleep(0.2)
                 with contextlib.suppress(OSError):
-                    data = console.read_bytes()
+                    data = await asyncio.to_thread(console.read_bytes)
                     if data.count(PHONED_HOME) > seen:
                         seen = data.count(PHONED_HOME)
                         node.boot_finished(generation, error=None, phoned_home=True)
