@@ -21,6 +21,7 @@ from images import mounts
 from images.mounts import StorageMount
 from inventory import boot_sessions, clusters, nodes
 from inventory.errors import InventoryError
+from inventory.models import BootSession
 from inventory.states import NodeState
 
 from .errors import bad_input, inventory_failure
@@ -40,6 +41,7 @@ class ProvisionPlan:
     vendor: str
     image: str
     tuning_profile: str
+    stateless: bool = False  # network boot for good once verified (images.ImageDefinition)
 
 
 @dataclass
@@ -53,6 +55,17 @@ class VerifyNode:
     node_id: str
     workflow_id: str
     session_id: str
+    facts: dict[str, Any]
+
+
+@dataclass
+class CheckBoot:
+    """A reboot of an active node phoned home (stateless images): check it as at activation."""
+
+    node_id: str
+    workflow_id: str
+    session_id: str
+    boot: int
     facts: dict[str, Any]
 
 
@@ -118,6 +131,7 @@ class InventoryActivities:
             vendor=node.vendor,
             image=image.name,
             tuning_profile=image.tuning_profile,
+            stateless=image.stateless,
         )
 
     @activity.defn(name="verify_and_activate")
@@ -131,27 +145,18 @@ class InventoryActivities:
             return [f"phone-home facts are malformed: {exc.error_count()} errors"]
         try:
             async with self._sessions.begin() as session:
-                node = await nodes.get(session, request.node_id)
                 boot = await boot_sessions.get_session(session, uuid.UUID(request.session_id))
                 if boot is None:
                     raise bad_input(
                         f"boot session {request.session_id} does not exist", "NoBootSession"
                     )
-                node.facts = facts.model_dump(mode="json")
-                image = images.get_image(boot.image)
-                mismatches = images.verify(
-                    image,
-                    image.profile,
-                    facts,
-                    vendor=node.vendor,
-                    expected_kernel_sha256=boot.kernel_sha256,
-                    expected_initrd_sha256=boot.initrd_sha256,
-                )
-                storage = await clusters.storage_of(session, request.node_id)
-                mismatches += mounts.check([StorageMount(**m) for m in storage], facts.mounts)
+                mismatches = await _mismatches(session, request.node_id, boot, facts)
                 if mismatches:
-                    return [m.message for m in mismatches]
-                await boot_sessions.close_sessions(session, request.node_id)
+                    return mismatches
+                if images.get_image(boot.image).stateless:
+                    await boot_sessions.keep_open(session, boot.id)
+                else:
+                    await boot_sessions.close_sessions(session, request.node_id)
                 await nodes.finish(
                     session,
                     request.node_id,
@@ -162,6 +167,47 @@ class InventoryActivities:
         except InventoryError as exc:
             raise inventory_failure(exc) from exc
         return []
+
+    @activity.defn(name="check_node_boot")
+    async def check_node_boot(self, request: CheckBoot) -> str:
+        """Verify the facts a reboot of an active node reported, as at its activation: they
+        become the node's facts, and a mismatch fails the node with the reason (left powered:
+        its tenant's work is not cut off by the platform). Each boot is checked once."""
+        boot_no = f"boot {request.boot}"
+        try:
+            facts = NodeFacts.model_validate(request.facts)
+        except ValidationError as exc:
+            facts, malformed = None, f"phone-home facts are malformed: {exc.error_count()} errors"
+        try:
+            async with self._sessions.begin() as session:
+                token = boot_sessions.BootToken(uuid.UUID(request.session_id), request.boot)
+                boot = await boot_sessions.check_boot(session, token)
+                if boot is None:
+                    return f"{boot_no} was already checked"
+                node = await nodes.get(session, request.node_id)
+                if node.state != NodeState.ACTIVE or not boot_sessions.is_open(boot):
+                    return f"{boot_no}: node is {node.state}; nothing to check"
+                mismatches = (
+                    [malformed]
+                    if facts is None
+                    else await _mismatches(session, request.node_id, boot, facts)
+                )
+                if not mismatches:
+                    await nodes.record_reboot(
+                        session, request.node_id, workflow_id=request.workflow_id,
+                        reason=f"rebooted ({boot_no}); tuning verified",
+                    )  # fmt: skip
+                    return f"{boot_no}: tuning verified"
+                reason = f"after a reboot ({boot_no}): tuning verification failed: " + "; ".join(
+                    mismatches
+                )
+                await boot_sessions.close_sessions(session, request.node_id)
+                await nodes.fail_after_reboot(
+                    session, request.node_id, workflow_id=request.workflow_id, reason=reason
+                )
+                return reason
+        except InventoryError as exc:
+            raise inventory_failure(exc) from exc
 
     @activity.defn(name="claim_node_for_release")
     async def claim_node_for_release(self, request: ClaimRelease) -> None:
@@ -194,3 +240,24 @@ class InventoryActivities:
                 )
         except InventoryError as exc:
             raise inventory_failure(exc) from exc
+
+
+async def _mismatches(
+    session: AsyncSession, node_id: str, boot: BootSession, facts: NodeFacts
+) -> list[str]:
+    """The node's facts become `facts`; what in them differs from its boot's image, profile and
+    storage mounts."""
+    node = await nodes.get(session, node_id)
+    node.facts = facts.model_dump(mode="json")
+    image = images.get_image(boot.image)
+    found = images.verify(
+        image,
+        image.profile,
+        facts,
+        vendor=node.vendor,
+        expected_kernel_sha256=boot.kernel_sha256,
+        expected_initrd_sha256=boot.initrd_sha256,
+    )
+    storage = await clusters.storage_of(session, node_id)
+    found += mounts.check([StorageMount(**m) for m in storage], facts.mounts)
+    return [m.message for m in found]

@@ -15,6 +15,7 @@ TASK_QUEUE_CLUSTER = "cluster"
 
 PROVISION_NODE = "ProvisionNode"
 RELEASE_NODE = "ReleaseNode"
+CHECK_NODE_BOOT = "CheckNodeBoot"
 
 CREATE_NETWORK = "CreateNetwork"
 DELETE_NETWORK = "DeleteNetwork"
@@ -45,6 +46,11 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
 def node_workflow_id(node_id: str) -> str:
     """One workflow id per node: Temporal then runs at most one operation per node at a time."""
     return f"node/{node_id}"
+
+
+def node_boot_workflow_id(node_id: str, boot_session_id: str, boot: int) -> str:
+    """One workflow per reboot of an active node: each boot is checked once."""
+    return f"node-boot/{node_id}/{boot_session_id}/{boot}"
 
 
 def network_workflow_id(network_id: str) -> str:
@@ -113,6 +119,17 @@ class PhoneHomeSignal:
     """Sent by the boot service once it has accepted a node's single-use phone-home token."""
 
     boot_session_id: str
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class NodeBootInput:
+    """A reboot of an active node (stateless image) phoned home: the boot service starts its
+    check with the facts it reported."""
+
+    node_id: str
+    boot_session_id: str
+    boot: int
     facts: dict[str, Any] = field(default_factory=dict)
 
 

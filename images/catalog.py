@@ -64,6 +64,12 @@ class ImageDefinition(BaseModel):
     gpu_device_prefix: str = Field(
         default="/dev/nvidia", description="GPU device files are <prefix>0, <prefix>1, ..."
     )
+    stateless: bool = Field(
+        default=False,
+        description="the node runs from its network boot, every boot (nothing is installed on a "
+        "disk): it keeps network boot and its boot session while active, and each reboot phones "
+        "home and is verified again; false: the node boots from its disk once verified",
+    )
 
     @property
     def profile(self) -> TuningProfile:

@@ -1,8 +1,14 @@
-"""Boot sessions: one per network boot, with a single-use phone-home token.
+"""Boot sessions: one per provisioning, counting the node's network boots, each with its own
+single-use phone-home token.
 
-The token is `<session id>.<HMAC(secret, session id)>`: the boot service can render it into
-user-data and check it without the secret ever being stored in the database or in workflow
-history. Accepting a phone-home marks the session used in one guarded UPDATE.
+A node starts a boot by fetching its iPXE script: that bumps the session's boot number, and the
+user-data it then fetches carries the token of that boot, `<session id>.<boot>.<HMAC>`. The boot
+service renders and checks tokens without the secret ever being stored in the database or in
+workflow history. Only the current boot's token is accepted, once (one guarded UPDATE): a reboot
+makes the previous boot's token stale whether or not it was used.
+
+A session closes when its node is verified, unless the node's image is stateless (it network
+boots every time): then it stays open, without expiry, until the node is released.
 """
 
 from __future__ import annotations
@@ -11,19 +17,24 @@ import base64
 import hashlib
 import hmac
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inventory.models import BootSession, Nic
 
 
+def _digest(value: uuid.UUID, secret: bytes, purpose: bytes) -> str:
+    digest = hmac.new(secret, purpose + value.bytes, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
 def sign_id(value: uuid.UUID, secret: bytes, purpose: bytes = b"") -> str:
     """`<id>.<HMAC(secret, purpose + id)>`: a bearer token naming `value` for `purpose`."""
-    digest = hmac.new(secret, purpose + value.bytes, hashlib.sha256).digest()
-    return f"{value}.{base64.urlsafe_b64encode(digest).decode().rstrip('=')}"
+    return f"{value}.{_digest(value, secret, purpose)}"
 
 
 def signed_id(token: str, secret: bytes, purpose: bytes = b"") -> uuid.UUID | None:
@@ -36,13 +47,36 @@ def signed_id(token: str, secret: bytes, purpose: bytes = b"") -> uuid.UUID | No
     return value if hmac.compare_digest(sign_id(value, secret, purpose), token) else None
 
 
-def token_for(session_id: uuid.UUID, secret: bytes) -> str:
-    return sign_id(session_id, secret)
+@dataclass(frozen=True)
+class BootToken:
+    session_id: uuid.UUID
+    boot: int
 
 
-def session_id_from_token(token: str, secret: bytes) -> uuid.UUID | None:
-    """The session id a well-formed, correctly signed token names; None otherwise."""
-    return signed_id(token, secret)
+def _boot_purpose(boot: int) -> bytes:
+    return b"boot %d:" % boot
+
+
+def token_for(session_id: uuid.UUID, boot: int, secret: bytes) -> str:
+    """The phone-home token of boot number `boot` of a session."""
+    return f"{session_id}.{boot}.{_digest(session_id, secret, _boot_purpose(boot))}"
+
+
+def boot_from_token(token: str, secret: bytes) -> BootToken | None:
+    """The session and boot a well-formed, correctly signed token names; None otherwise."""
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[1].isdigit() or len(parts[1]) > 9:
+        return None
+    try:
+        session_id = uuid.UUID(parts[0])
+    except ValueError:
+        return None
+    boot = int(parts[1])
+    return (
+        BootToken(session_id, boot)
+        if hmac.compare_digest(token_for(session_id, boot, secret), token)
+        else None
+    )
 
 
 async def open_session(
@@ -89,7 +123,16 @@ async def close_sessions(
 
 
 def _is_open() -> ColumnElement[bool]:
-    return and_(BootSession.closed_at.is_(None), BootSession.expires_at > datetime.now(UTC))
+    return and_(
+        BootSession.closed_at.is_(None),
+        or_(BootSession.expires_at.is_(None), BootSession.expires_at > datetime.now(UTC)),
+    )
+
+
+def is_open(boot: BootSession) -> bool:
+    return boot.closed_at is None and (
+        boot.expires_at is None or boot.expires_at > datetime.now(UTC)
+    )
 
 
 async def open_session_by_mac(session: AsyncSession, mac: str) -> BootSession | None:
@@ -101,15 +144,54 @@ async def open_session_by_mac(session: AsyncSession, mac: str) -> BootSession | 
     )
 
 
+async def start_boot(session: AsyncSession, mac: str) -> BootSession | None:
+    """A network boot of the node with NIC `mac` begins (it fetched its iPXE script): the open
+    session counts it, which makes the previous boot's token stale. None without a session."""
+    node_of_mac = select(Nic.node_id).where(Nic.mac == mac.lower()).scalar_subquery()
+    return await session.scalar(
+        update(BootSession)
+        .where(BootSession.node_id == node_of_mac, _is_open())
+        .values(boots=BootSession.boots + 1)
+        .returning(BootSession)
+    )
+
+
+async def keep_open(session: AsyncSession, session_id: uuid.UUID) -> None:
+    """A stateless node's session serves every boot of the node, until its release."""
+    await session.execute(
+        update(BootSession).where(BootSession.id == session_id).values(expires_at=None)
+    )
+
+
 async def get_session(session: AsyncSession, session_id: uuid.UUID) -> BootSession | None:
     return await session.get(BootSession, session_id)
 
 
-async def accept_phone_home(session: AsyncSession, session_id: uuid.UUID) -> BootSession | None:
-    """Mark the session's token used; None when it is unknown, used, closed or expired."""
+async def accept_phone_home(session: AsyncSession, token: BootToken) -> BootSession | None:
+    """Mark the token's boot phoned home; None when the session is unknown, closed or expired,
+    the token is not the current boot's, or that boot already phoned home."""
     return await session.scalar(
         update(BootSession)
-        .where(BootSession.id == session_id, BootSession.used_at.is_(None), _is_open())
-        .values(used_at=datetime.now(UTC))
+        .where(
+            BootSession.id == token.session_id,
+            BootSession.boots == token.boot,
+            or_(BootSession.phoned_home_boot.is_(None), BootSession.phoned_home_boot < token.boot),
+            _is_open(),
+        )
+        .values(used_at=datetime.now(UTC), phoned_home_boot=token.boot)
+        .returning(BootSession)
+    )
+
+
+async def check_boot(session: AsyncSession, token: BootToken) -> BootSession | None:
+    """Record that the token's boot was checked after the node's activation; None when it was
+    (a repeated check) or its session is gone."""
+    return await session.scalar(
+        update(BootSession)
+        .where(
+            BootSession.id == token.session_id,
+            or_(BootSession.checked_boot.is_(None), BootSession.checked_boot < token.boot),
+        )
+        .values(checked_boot=token.boot)
         .returning(BootSession)
     )

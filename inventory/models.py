@@ -100,8 +100,9 @@ class Nic(Base):
 
 
 class BootSession(Base):
-    """One network boot of one node. Its phone-home token is derived from the id (HMAC), so
-    no secret is stored here nor put in workflow history."""
+    """The network boots of one node for one provisioning. Each boot's phone-home token is
+    derived from the id and boot number (HMAC), so no secret is stored here nor put in workflow
+    history."""
 
     __tablename__ = "boot_sessions"
     __table_args__ = (
@@ -122,8 +123,11 @@ class BootSession(Base):
     kernel_sha256: Mapped[str | None] = mapped_column(String(64))
     initrd_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # None: stateless
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # last phone-home
+    boots: Mapped[int] = mapped_column(Integer, server_default="0")  # iPXE script fetches
+    phoned_home_boot: Mapped[int | None] = mapped_column(Integer)
+    checked_boot: Mapped[int | None] = mapped_column(Integer)  # last boot checked after activation
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 

@@ -223,6 +223,33 @@ async def claim_for_release(session: AsyncSession, node_id: str, *, workflow_id:
     )
 
 
+async def record_reboot(
+    session: AsyncSession, node_id: str, *, workflow_id: str, reason: str
+) -> None:
+    """An active node rebooted and was verified again: an event, with no change of state."""
+    node = await get(session, node_id)
+    events.record(
+        session, kind="node", resource_id=node_id, tenant_id=node.tenant_id,
+        from_state=node.state, to_state=node.state, workflow_id=workflow_id, reason=reason,
+    )  # fmt: skip
+
+
+async def fail_after_reboot(
+    session: AsyncSession, node_id: str, *, workflow_id: str, reason: str
+) -> Node:
+    """An active node's reboot failed verification: `failed` with the reason."""
+    return await _transition(
+        session,
+        node_id,
+        allowed_from=[NodeState.ACTIVE],
+        to_state=NodeState.FAILED,
+        workflow_id=workflow_id,
+        operation="reboot-check",
+        holder_may_repeat=True,
+        reason=reason,
+    )
+
+
 async def finish(
     session: AsyncSession,
     node_id: str,

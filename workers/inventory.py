@@ -34,6 +34,7 @@ def build_worker(
         activities=[
             activities.claim_node_for_provision,
             activities.verify_and_activate,
+            activities.check_node_boot,
             activities.claim_node_for_release,
             activities.finish_operation,
         ],

@@ -175,12 +175,14 @@ class ProvisionNode(_NodeOperation):
                     " (check its boot configuration and console)"
                 ) from exc
 
-            # Disk boot first: verification then marks the node active in one step, and a
-            # failed verification is compensated (boot override cleared) like any failure.
-            self._step("boot device disk (persistent)")
+            # The boot device for good first: verification then marks the node active in one
+            # step, and a failed verification is compensated (boot override cleared) like any
+            # failure. A stateless image network boots every time; the others boot their disk.
+            device = "network" if plan.stateless else "disk"
+            self._step(f"boot device {device} (persistent)")
             await self._bmc(
                 BaremetalActivities.ensure_boot_device,
-                BootDeviceRequest(node_id, "disk", persistent=True),
+                BootDeviceRequest(node_id, device, persistent=True),
             )
             self._step("comparing the reported facts with the tuning profile")
             assert self._facts is not None

@@ -1,7 +1,9 @@
 """The boot service booting nodes talk to (docs/boot-contract.md): iPXE script and user-data
-by MAC, boot artifacts, and the phone-home that signals the waiting workflow.
+by MAC, boot artifacts, and the phone-home that signals the waiting workflow (or, for a reboot
+of an active stateless node, starts its check).
 
-Nodes have no JWT: the boot path is keyed by MAC and the phone-home by a single-use token.
+Nodes have no JWT: the boot path is keyed by MAC and the phone-home by a single-use token per
+boot.
 """
 
 from __future__ import annotations
@@ -14,20 +16,31 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, status
 from fastapi.responses import FileResponse, PlainTextResponse
+from temporalio.client import Client
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 import images
-from core.contracts import SIGNAL_PHONE_HOME, PhoneHomeSignal
+from core.contracts import (
+    CHECK_NODE_BOOT,
+    SIGNAL_PHONE_HOME,
+    NodeBootInput,
+    PhoneHomeSignal,
+    node_boot_workflow_id,
+)
 from core.facts import NodeFacts
 from images.mounts import StorageMount
 from inventory import boot_sessions, clusters, nodes
 from inventory.models import BootSession
+from inventory.states import NodeState
 
 from ..deps import Db, Temporal
 from ..openapi import errors
 from ..problems import Problem
 from ..schemas import Mac
 from .cluster_boot import cluster_section
+from .nodes import NODE_ID, OPERATION
 
 log = logging.getLogger("metalplane.boot")
 router = APIRouter(prefix="/boot", tags=["boot"])
@@ -41,13 +54,17 @@ def boot_base_url(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
+async def _nothing_to_boot(db: Db, mac: str) -> Problem:
+    node_id = await nodes.id_by_mac(db, mac)
+    if node_id is None:
+        return Problem(404, "unknown-mac", "Unknown MAC", f"no node has MAC {mac}")
+    return Problem(404, "no-boot-session", "Nothing to boot", f"node {node_id} has no boot")
+
+
 async def _open_boot(db: Db, mac: str) -> BootSession:
     boot = await boot_sessions.open_session_by_mac(db, mac)
     if boot is None:
-        node_id = await nodes.id_by_mac(db, mac)
-        if node_id is None:
-            raise Problem(404, "unknown-mac", "Unknown MAC", f"no node has MAC {mac}")
-        raise Problem(404, "no-boot-session", "Nothing to boot", f"node {node_id} has no boot")
+        raise await _nothing_to_boot(db, mac)
     return boot
 
 
@@ -58,7 +75,12 @@ async def _open_boot(db: Db, mac: str) -> BootSession:
     responses=errors(404),
 )
 async def ipxe_script(mac: Mac, request: Request, db: Db) -> str:
-    boot = await _open_boot(db, mac)
+    """Fetching it starts a network boot: the session counts it, and the user-data fetched from
+    now on carries this boot's token (the previous boot's token is stale)."""
+    boot = await boot_sessions.start_boot(db, mac)
+    if boot is None:
+        raise await _nothing_to_boot(db, mac)
+    await db.commit()
     image = images.get_image(boot.image)
     return images.render_ipxe_with_args(
         image,
@@ -84,7 +106,7 @@ async def user_data(mac: Mac, request: Request, db: Db) -> str:
         public_url=public_url,
         node_id=boot.node_id,
         boot_session_id=str(boot.id),
-        token=boot_sessions.token_for(boot.id, request.app.state.boot_secret),
+        token=boot_sessions.token_for(boot.id, boot.boots, request.app.state.boot_secret),
         cluster=await cluster_section(db, boot.node_id, public_url),
         mounts=[StorageMount(**m) for m in await clusters.storage_of(db, boot.node_id)],
     )
@@ -154,14 +176,33 @@ async def phone_home(
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise refused("missing bearer token")
-    session_id = boot_sessions.session_id_from_token(token.strip(), request.app.state.boot_secret)
-    if session_id is None:
+    boot_token = boot_sessions.boot_from_token(token.strip(), request.app.state.boot_secret)
+    if boot_token is None:
         raise refused("token is malformed or not signed by this platform")
-    # The token is spent only if the signal gets through: the UPDATE (which locks the row
-    # against a concurrent phone-home) commits after the signal, and rolls back if it fails.
-    boot = await boot_sessions.accept_phone_home(db, session_id)
+    # The token is spent only if the node's workflow hears of it: the UPDATE (which locks the
+    # row against a concurrent phone-home) commits after the signal or start, else rolls back.
+    boot = await boot_sessions.accept_phone_home(db, boot_token)
     if boot is None:
-        raise refused("token was already used, or its boot session is closed or expired")
+        raise refused(
+            "token is stale (the node booted again since), was already used, or its boot"
+            " session is closed or expired"
+        )
+    node = await nodes.get(db, boot.node_id)
+    if node.state == NodeState.ACTIVE:  # a reboot of a stateless node: checked on its own
+        await _start_boot_check(client, request, boot, boot_token.boot, facts)
+    elif node.state == NodeState.PROVISIONING:
+        await _signal_operation(client, boot, facts)
+    else:
+        raise Problem(
+            409, "no-waiting-operation", "No operation waits for this node",
+            f"node {node.id} is {node.state}",
+        )  # fmt: skip
+    await db.commit()
+    log.info("phone-home accepted for node %s (boot %s/%d)", boot.node_id, boot.id, boot.boots)
+    return {"node_id": boot.node_id, "boot_session": str(boot.id), "boot": str(boot_token.boot)}
+
+
+async def _signal_operation(client: Client, boot: BootSession, facts: NodeFacts) -> None:
     try:
         await client.get_workflow_handle(boot.workflow_id).signal(
             SIGNAL_PHONE_HOME,
@@ -176,6 +217,20 @@ async def phone_home(
                 f"workflow {boot.workflow_id} is not running",
             ) from exc
         raise
-    await db.commit()
-    log.info("phone-home accepted for node %s (boot %s)", boot.node_id, boot.id)
-    return {"node_id": boot.node_id, "boot_session": str(boot.id)}
+
+
+async def _start_boot_check(
+    client: Client, request: Request, boot: BootSession, number: int, facts: NodeFacts
+) -> None:
+    try:
+        await client.start_workflow(
+            CHECK_NODE_BOOT,
+            NodeBootInput(boot.node_id, str(boot.id), number, facts.model_dump(mode="json")),
+            id=node_boot_workflow_id(boot.node_id, str(boot.id), number),
+            task_queue=request.app.state.baremetal_task_queue,
+            search_attributes=TypedSearchAttributes(
+                [SearchAttributePair(NODE_ID, boot.node_id), SearchAttributePair(OPERATION, "boot")]
+            ),
+        )
+    except WorkflowAlreadyStartedError:
+        pass  # an earlier try of this request started it, then failed to commit

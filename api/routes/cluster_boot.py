@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, status
@@ -63,20 +62,23 @@ async def cluster_section(db: AsyncSession, node_id: str, public_url: str) -> di
 async def cluster_secrets(
     request: Request, db: Db, authorization: Annotated[str | None, Header()] = None
 ) -> ClusterSecrets:
-    """Authorized by the node's phone-home token while its boot session is open (until it is
-    verified): the secrets reach only the node that network-booted for this cluster."""
+    """Authorized by the current boot's phone-home token while the boot session is open (until
+    the node is verified, or while it is active with a stateless image): the secrets reach only
+    the node that network-booted for this cluster."""
     secret = request.app.state.boot_secret
-    session_id = boot_sessions.session_id_from_token(_bearer(authorization), secret)
-    if session_id is None:
+    token = boot_sessions.boot_from_token(_bearer(authorization), secret)
+    if token is None:
         raise _refused("token is malformed or not signed by this platform")
-    boot = await boot_sessions.get_session(db, session_id)
-    if boot is None or boot.closed_at is not None or boot.expires_at <= datetime.now(UTC):
+    boot = await boot_sessions.get_session(db, token.session_id)
+    if boot is None or not boot_sessions.is_open(boot):
         raise _refused("the boot session is closed or expired")
+    if boot.boots != token.boot:
+        raise _refused("token is stale: the node booted again since")
     member = await cluster_roles.member_of(db, boot.node_id)
     if member is None:
         raise Problem(404, "not-a-member", "Not in a cluster", f"{boot.node_id} is in no cluster")
-    token = report_token(member.cluster.id, secret) if member.head else None
-    return cluster_roles.secrets(member, token)
+    report = report_token(member.cluster.id, secret) if member.head else None
+    return cluster_roles.secrets(member, report)
 
 
 @router.post(

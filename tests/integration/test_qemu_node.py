@@ -12,12 +12,12 @@ import httpx
 import pytest
 import pytest_asyncio
 import yaml
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from drivers.bmc.base import BootDevice
+from drivers.bmc.base import BootDevice, BootSetting
 from drivers.bmc.endpoint import BmcEndpoint
 from drivers.bmc.factory import driver_for
-from inventory.models import Node
+from inventory.models import Event, Node
 from lab.qemu import PHONED_HOME
 from tests.integration.test_fabric_network import eventually
 from tests.platform import Platform, Ports, running_platform
@@ -95,39 +95,63 @@ async def test_a_missing_kernel_argument_is_caught_from_the_booted_kernel(
     assert console.read_bytes().count(PHONED_HOME) == 1
 
 
-async def test_an_ipmi_reset_reboots_the_vm_and_a_spent_token_stays_spent(
+async def test_an_ipmi_reset_reboots_the_vm_which_phones_home_with_a_new_token(
     platform: Platform,
 ) -> None:
     record = (await platform.lab_nodes())[0]
     mac = record["macs"][0]
     driver = driver_for(BmcEndpoint(**record["bmc"]), timeout=10.0)
-    async with platform.api() as api:  # it failed last test: provisioning may start over
+    async with platform.api() as api:  # it failed last test: provisioning starts over
         reply = await api.post("/v1/nodes/lab-001/provision", json={"image": "lab-qemu"})
         assert reply.status_code == 202, reply.text
-        await platform.wait_for_lab("lab-001", lambda n: n["power"] == "on")
-        user_data = (await api.get(f"/boot/{mac}/user-data")).text  # what the VM fetches
-    token = yaml.safe_load(user_data)["metalplane"]["phone_home"]["token"]
-    first = (await platform.lab_node("lab-001"))["qemu_pid"]
-    console = platform.data_dir / "lab" / "qemu" / "lab-001" / "console.log"
-
-    async def kernel_started() -> bool:  # PXE done: the kernel it fetched prints its banner
-        return console.is_file() and KERNEL_BANNER in console.read_bytes()
-
-    await eventually(kernel_started, 60)
-    # Mid boot, over IPMI: network boot once more, then a hard reset: the VM boots again.
-    await driver.set_boot_device(BootDevice.NETWORK, persistent=False)
-    await driver.reset()
+    await platform.wait_for_lab("lab-001", lambda n: n["power"] == "on")  # past the last failure
     node = await platform.wait_state("lab-001", {"active", "failed"}, timeout=240)
     assert node["state"] == "active", node["last_error"]
+    first = await _boot_token(platform, mac)  # spent by the first boot's phone-home
+    pid = (await platform.lab_node("lab-001"))["qemu_pid"]
+    console = platform.data_dir / "lab" / "qemu" / "lab-001" / "console.log"
+    assert console.read_bytes().count(PHONED_HOME) == 1
+    # The image is stateless: the node keeps network boot, so a reset boots it over the network.
+    assert await driver.get_boot_device() == BootSetting(BootDevice.NETWORK, persistent=True)
+
+    await driver.reset()  # over IPMI, from outside the platform (an SRE at the BMC)
+
+    async def phoned_home_again() -> bool:
+        return console.read_bytes().count(PHONED_HOME) == 2
+
+    await eventually(phoned_home_again, 180)
     lab = await platform.lab_node("lab-001")
-    # The same VM, reset over QMP (system_reset) into a second PXE boot.
-    assert lab["counters"]["reset"] == 1 and lab["qemu_pid"] == first
-    assert console.read_bytes().count(KERNEL_BANNER) == 2  # the same VM booted twice
-    assert console.read_bytes().count(PHONED_HOME) == 1  # after the reset only
-    # The boot's token was spent by that phone-home: replaying it is refused.
+    # The same VM (QMP system_reset), its kernel booted a second time.
+    assert lab["counters"]["reset"] == 1 and lab["qemu_pid"] == pid
+    assert console.read_bytes().count(KERNEL_BANNER) == 2
+    await eventually(lambda: _reboot_events(platform), 60)  # CheckNodeBoot's verdict
+    assert await _reboot_events(platform) == ["rebooted (boot 2); tuning verified"]
+    async with platform.api() as api:
+        node = (await api.get("/v1/nodes/lab-001")).json()
+    assert node["state"] == "active" and node["facts"]["hugepages"]["1048576"] == 16
+    second = await _boot_token(platform, mac)
+    assert second != first
     async with httpx.AsyncClient(base_url=platform.api_url) as http:
-        replay = await http.post(
-            "/boot/phone-home", json={"kernel_cmdline": "x"},
-            headers={"Authorization": f"Bearer {token}"},
-        )  # fmt: skip
-    assert replay.status_code == 401
+        for token, why in ((first, "stale"), (second, "already used")):
+            replay = await http.post(
+                "/boot/phone-home", json={"kernel_cmdline": "x"},
+                headers={"Authorization": f"Bearer {token}"},
+            )  # fmt: skip
+            assert replay.status_code == 401, (why, replay.text)
+
+
+async def _boot_token(platform: Platform, mac: str) -> str:
+    """The phone-home token in the user-data the node's current boot fetched."""
+    async with platform.api() as api:
+        user_data = (await api.get(f"/boot/{mac}/user-data")).text
+    return str(yaml.safe_load(user_data)["metalplane"]["phone_home"]["token"])
+
+
+async def _reboot_events(platform: Platform) -> list[str] | None:
+    async with platform.sessions() as session:
+        reasons = await session.scalars(
+            select(Event.reason)
+            .where(Event.resource_id == "lab-001", Event.workflow_id.like("node-boot/%"))
+            .order_by(Event.id)
+        )
+        return [r for r in reasons if r] or None

@@ -1,6 +1,6 @@
 """`metalplane up` as an operator runs it: everything starts, the lab is enrolled, a node
 provisions through the CLI; Ctrl-C stops every process; starting again resumes the workflow that
-was in flight."""
+was in flight; a QEMU node (`--qemu-nodes`) PXE boots to active."""
 
 from __future__ import annotations
 
@@ -37,8 +37,8 @@ def _env(data_dir: Path) -> dict[str, str]:
 def _start(data_dir: Path) -> subprocess.Popen[bytes]:
     log = open(data_dir.parent / "up.log", "ab")
     return subprocess.Popen(
-        _metalplane("up", "--nodes", "2", "--boot-delay", "5", "--lab-port", "18500",
-                    "--ipmi-base-port", "19500", data_dir=data_dir),
+        _metalplane("up", "--nodes", "2", "--qemu-nodes", "1", "--boot-delay", "5",
+                    "--lab-port", "18500", "--ipmi-base-port", "19500", data_dir=data_dir),
         env=_env(data_dir), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
 
@@ -125,6 +125,15 @@ def _create_cluster(data_dir: Path, timeout: float = 120) -> dict:  # type: igno
     return cluster
 
 
+def _provision(data_dir: Path, node_id: str, image: str) -> None:
+    cli = subprocess.run(
+        _metalplane("nodes", "provision", node_id, "--image", image, "--no-wait",
+                    data_dir=data_dir),
+        env=_env(data_dir), capture_output=True, text=True,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     children = psutil.Process(process.pid).children(recursive=True)
     assert children, "up runs its services as child processes"
@@ -146,12 +155,8 @@ def test_up_provision_stop_and_resume(tmp_path: Path) -> None:
         )
         assert network_lab in banner, banner[-2000:]
         assert "Clusters     Slurm: lab nodes run munged, slurmd and slurmctld" in banner
-        cli = subprocess.run(
-            _metalplane("nodes", "provision", "lab-001", "--image", "lab-sim", "--no-wait",
-                        data_dir=data_dir),
-            env=_env(data_dir), capture_output=True, text=True,
-        )  # fmt: skip
-        assert cli.returncode == 0, cli.stdout + cli.stderr
+        assert "2 simulated nodes + 1 QEMU nodes (image lab-qemu)" in banner
+        _provision(data_dir, "lab-001", "lab-sim")
         _wait_node(
             data_dir, "lab-001",
             lambda n: (n.get("operation") or {}).get("phase") == "booting",
@@ -169,6 +174,8 @@ def test_up_provision_stop_and_resume(tmp_path: Path) -> None:
         )  # fmt: skip
         assert "lab-001" in listing.stdout and "active" in listing.stdout
         _wait_banner_count(data_dir, 2)
+        # The QEMU node PXE boots the lab image while the tenant's network and cluster are made.
+        _provision(data_dir, "lab-003", "lab-qemu")
         # The lab's switches got new credentials on this start: a tenant network still reaches them.
         assert _create_network(data_dir)["state"] == "ready"
         # A tenant's Slurm cluster on `make run`: real daemons on the lab node, a job runs.
@@ -179,5 +186,8 @@ def test_up_provision_stop_and_resume(tmp_path: Path) -> None:
             json={"argv": ["srun", "-N1", "hostname"]}, timeout=60,
         ).json()  # fmt: skip
         assert srun["ok"] and srun["stdout"].split() == ["lab-002"], srun
+        qemu = _wait_node(data_dir, "lab-003", lambda n: n["state"] in ("active", "failed"), 240)
+        assert qemu["state"] == "active", qemu["last_error"]
+        assert qemu["facts"]["iommu_mode"] == "passthrough"  # read from the VM's kernel
     finally:
         _stop(up)

@@ -112,7 +112,7 @@ async def test_each_state_change_is_one_event_even_when_retried(
     ]
 
 
-async def test_phone_home_token_is_single_use(sessions: async_sessionmaker) -> None:
+async def test_each_boot_has_its_own_single_use_token(sessions: async_sessionmaker) -> None:
     async with sessions.begin() as s:
         await nodes.enroll(s, new_node("n-boot", "02:00:00:00:03:01"))
     session_id = uuid.uuid4()
@@ -123,14 +123,39 @@ async def test_phone_home_token_is_single_use(sessions: async_sessionmaker) -> N
                 kernel_args=["iommu=pt"], kernel_sha256=None, initrd_sha256=None,
                 ttl=timedelta(minutes=5),
             )  # fmt: skip
-    token = boot_sessions.token_for(session_id, SECRET)
-    assert boot_sessions.session_id_from_token(token, SECRET) == session_id
-    assert boot_sessions.session_id_from_token(token, b"other-secret") is None
-    assert boot_sessions.session_id_from_token(token[:-2] + "xx", SECRET) is None
+    token = boot_sessions.token_for(session_id, 1, SECRET)
+    first = boot_sessions.boot_from_token(token, SECRET)
+    assert first == boot_sessions.BootToken(session_id, 1)
+    assert boot_sessions.boot_from_token(token, b"other-secret") is None
+    assert boot_sessions.boot_from_token(token[:-2] + "xx", SECRET) is None
+    forged = token.replace(".1.", ".2.")  # another boot's number under this boot's signature
+    assert boot_sessions.boot_from_token(forged, SECRET) is None
+    async with sessions.begin() as s:  # boot 1 has not started: its token is not current
+        assert await boot_sessions.accept_phone_home(s, first) is None
     async with sessions.begin() as s:
-        assert await boot_sessions.accept_phone_home(s, session_id) is not None
+        assert (await boot_sessions.start_boot(s, "02:00:00:00:03:01")).boots == 1
     async with sessions.begin() as s:
-        assert await boot_sessions.accept_phone_home(s, session_id) is None
+        assert await boot_sessions.accept_phone_home(s, first) is not None
+    async with sessions.begin() as s:  # spent
+        assert await boot_sessions.accept_phone_home(s, first) is None
+    async with sessions.begin() as s:  # a reboot: a new token, and only it counts
+        assert (await boot_sessions.start_boot(s, "02:00:00:00:03:01")).boots == 2
+        assert (await boot_sessions.start_boot(s, "02:00:00:00:03:01")).boots == 3
+    stale = boot_sessions.BootToken(session_id, 2)  # boot 2 never phoned home: now stale
+    async with sessions.begin() as s:
+        assert await boot_sessions.accept_phone_home(s, stale) is None
+        accepted = await boot_sessions.accept_phone_home(s, boot_sessions.BootToken(session_id, 3))
+        assert accepted is not None and accepted.phoned_home_boot == 3
+    async with sessions.begin() as s:  # checked once per boot
+        assert await boot_sessions.check_boot(s, boot_sessions.BootToken(session_id, 3))
+        assert await boot_sessions.check_boot(s, boot_sessions.BootToken(session_id, 3)) is None
+    async with sessions.begin() as s:  # a stateless node's session does not expire
+        await boot_sessions.keep_open(s, session_id)
+        kept = await boot_sessions.open_session_by_mac(s, "02:00:00:00:03:01")
+        assert kept is not None and kept.expires_at is None and boot_sessions.is_open(kept)
+    async with sessions.begin() as s:  # until it is closed (release)
+        await boot_sessions.close_sessions(s, "n-boot")
+        assert await boot_sessions.start_boot(s, "02:00:00:00:03:01") is None
 
 
 async def test_a_new_boot_session_closes_the_old_one(sessions: async_sessionmaker) -> None:
@@ -144,7 +169,8 @@ async def test_a_new_boot_session_closes_the_old_one(sessions: async_sessionmake
                 kernel_args=[], kernel_sha256=None, initrd_sha256=None, ttl=timedelta(minutes=5),
             )  # fmt: skip
     async with sessions.begin() as s:
-        assert await boot_sessions.accept_phone_home(s, first) is None
+        assert await boot_sessions.start_boot(s, "02:00:00:00:04:01") is not None
+        assert await boot_sessions.accept_phone_home(s, boot_sessions.BootToken(first, 1)) is None
         open_ids = await s.scalars(
             select(BootSession.id).where(
                 BootSession.node_id == "n-reboot", BootSession.closed_at.is_(None)
