@@ -1,7 +1,9 @@
 """Benchmark: QEMU nodes (the lab-qemu image, really PXE booting under TCG) provisioned at
 once through ProvisionNode; write, per node and as medians, the seconds from power-on to
 phone-home (firmware, PXE, kernel, agent: the guest's time) and the control plane's own time:
-from the provision request to power-on, and from phone-home to `active`, to
+from the provision request to power-on, and from phone-home to `active`. Then each node is
+reset over IPMI (a stateless image: it PXE boots again) for the seconds from the reset to its
+phone-home and from that to CheckNodeBoot's verdict. Written to
 bench/results/qemu-boot-<N>.json. Needs qemu-system-x86 and `make lab-image`.
 """
 
@@ -17,8 +19,10 @@ from typing import Any
 from sqlalchemy import select
 
 from bench.peers import embedded_peers, save
+from drivers.bmc.endpoint import BmcEndpoint
+from drivers.bmc.factory import driver_for
 from inventory.models import BootSession, Event
-from tests.platform import Ports, running_platform
+from tests.platform import Platform, Ports, running_platform
 
 PORTS = Ports(api=18920, lab_control=18921, redfish=18922, ipmi_base=21000)
 
@@ -60,6 +64,7 @@ async def run(count: int) -> dict[str, Any]:
                     "power_on_to_phone_home": round(phoned.timestamp() - power_on, 2),
                     "phone_home_to_active": round(active.timestamp() - phoned.timestamp(), 2),
                 }
+        await _reboot_all(platform, [i for i in ids if "failed" not in nodes[i]], nodes)
     ok = [n for n in nodes.values() if "failed" not in n]
 
     def median(key: str) -> float | None:
@@ -73,10 +78,47 @@ async def run(count: int) -> dict[str, Any]:
         "power_on_to_phone_home_seconds_p50": median("power_on_to_phone_home"),
         "control_plane_request_to_power_on_seconds_p50": median("request_to_power_on"),
         "control_plane_phone_home_to_active_seconds_p50": median("phone_home_to_active"),
+        "reset_to_phone_home_seconds_p50": median("reset_to_phone_home"),
+        "control_plane_phone_home_to_reboot_checked_seconds_p50": median(
+            "phone_home_to_reboot_checked"
+        ),
         "per_node": nodes,
         "machine": {"cpus": os.cpu_count()},
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+async def _reboot_all(platform: Platform, ids: list[str], nodes: dict[str, Any]) -> None:
+    """Reset every active node over IPMI (the image is stateless: each PXE boots again), and add
+    the seconds from the reset to its phone-home and from that to CheckNodeBoot's verdict."""
+    reset_at: dict[str, float] = {}
+    for record in await platform.lab_nodes():
+        if record["id"] in ids:
+            reset_at[record["id"]] = time.time()
+            await driver_for(BmcEndpoint(**record["bmc"]), timeout=10.0).reset()
+    checked: dict[str, Any] = {}
+    async with asyncio.timeout(900):
+        while len(checked) < len(ids):
+            await asyncio.sleep(0.5)
+            async with platform.sessions() as session:
+                rows = await session.execute(
+                    select(Event.resource_id, Event.at).where(
+                        Event.workflow_id.like("node-boot/%"), Event.resource_id.in_(ids)
+                    )
+                )
+                checked = dict(rows.tuples().all())
+    async with platform.sessions() as session:
+        for node_id in ids:
+            phoned = await session.scalar(
+                select(BootSession.used_at).where(BootSession.node_id == node_id)
+            )
+            assert phoned is not None
+            nodes[node_id] |= {
+                "reset_to_phone_home": round(phoned.timestamp() - reset_at[node_id], 2),
+                "phone_home_to_reboot_checked": round(
+                    checked[node_id].timestamp() - phoned.timestamp(), 2
+                ),
+            }
 
 
 def main() -> None:
