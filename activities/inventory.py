@@ -56,6 +56,21 @@ class VerifyNode:
     workflow_id: str
     session_id: str
     facts: dict[str, Any]
+    operation: str = "provision"  # or "reboot": the operation that holds the node
+
+
+@dataclass
+class ClaimReboot:
+    node_id: str
+    workflow_id: str
+
+
+@dataclass
+class RebootPlan:
+    node_id: str
+    stateless: bool  # it network boots its image again: wait for its phone-home and verify it
+    boot_session_id: str | None
+    boots: int  # the session's boots so far: the reboot's phone-home has a higher number
 
 
 @dataclass
@@ -73,7 +88,7 @@ class CheckBoot:
 class FinishOperation:
     node_id: str
     workflow_id: str
-    operation: str  # "provision" | "release"
+    operation: str  # "provision" | "release" | "reboot"
     state: str
     reason: str | None = None
 
@@ -161,12 +176,32 @@ class InventoryActivities:
                     session,
                     request.node_id,
                     workflow_id=request.workflow_id,
-                    operation="provision",
+                    operation=request.operation,
                     to_state=NodeState.ACTIVE,
                 )
         except InventoryError as exc:
             raise inventory_failure(exc) from exc
         return []
+
+    @activity.defn(name="claim_node_for_reboot")
+    async def claim_node_for_reboot(self, request: ClaimReboot) -> RebootPlan:
+        """Claim the active node for this workflow (again after its failure: an SRE's reset);
+        say whether its image network boots every time, and the boot it is at."""
+        try:
+            async with self._sessions.begin() as session:
+                node = await nodes.claim_for_reboot(
+                    session, request.node_id, workflow_id=request.workflow_id
+                )
+                boot = await boot_sessions.open_session_of(session, node.id)
+        except InventoryError as exc:
+            raise inventory_failure(exc) from exc
+        stateless = boot is not None and images.get_image(boot.image).stateless
+        return RebootPlan(
+            node_id=node.id,
+            stateless=stateless,
+            boot_session_id=str(boot.id) if boot is not None and stateless else None,
+            boots=boot.boots if boot is not None else 0,
+        )
 
     @activity.defn(name="check_node_boot")
     async def check_node_boot(self, request: CheckBoot) -> str:
@@ -221,14 +256,16 @@ class InventoryActivities:
 
     @activity.defn(name="finish_operation")
     async def finish_operation(self, request: FinishOperation) -> None:
-        """End the operation: close boot sessions and set the final state. Release also clears
-        what the last tenant left: image, facts and tenant."""
+        """End the operation: close boot sessions (not after a reboot: a stateless node's session
+        is what it boots, and a reset of the failed reboot needs it) and set the final state.
+        Release also clears what the last tenant left: image, facts and tenant."""
         values: dict[str, object] = {}
         if request.operation == "release":
             values = {"image": None, "facts": None, "tenant_id": None}
         try:
             async with self._sessions.begin() as session:
-                await boot_sessions.close_sessions(session, request.node_id)
+                if request.operation != "reboot":  # a stateless node keeps its image to boot
+                    await boot_sessions.close_sessions(session, request.node_id)
                 await nodes.finish(
                     session,
                     request.node_id,

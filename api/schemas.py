@@ -148,6 +148,12 @@ class ProvisionRequest(BaseModel):
     image: Text = Field(min_length=1, max_length=128)
 
 
+class RebootRequest(BaseModel):
+    hard: bool = Field(
+        default=False, description="power off at once, without the ACPI power button first"
+    )
+
+
 class OperationAccepted(BaseModel):
     node_id: str
     operation: str

@@ -15,6 +15,7 @@ TASK_QUEUE_CLUSTER = "cluster"
 
 PROVISION_NODE = "ProvisionNode"
 RELEASE_NODE = "ReleaseNode"
+REBOOT_NODE = "RebootNode"
 CHECK_NODE_BOOT = "CheckNodeBoot"
 
 CREATE_NETWORK = "CreateNetwork"
@@ -31,7 +32,7 @@ SIGNAL_CLUSTER_REPORT = "cluster_report"
 QUERY_PHASE = "phase"
 
 # The Phase a node workflow starts in; the starter sets it as the initial search attribute.
-FIRST_PHASE = {PROVISION_NODE: "preparing", RELEASE_NODE: "cleaning"}
+FIRST_PHASE = {PROVISION_NODE: "preparing", RELEASE_NODE: "cleaning", REBOOT_NODE: "rebooting"}
 
 # Custom search attributes the Temporal namespace must have (name -> indexed value type).
 SEARCH_ATTRIBUTES: dict[str, str] = {
@@ -115,11 +116,19 @@ class ReleaseNodeInput:
 
 
 @dataclass
+class RebootNodeInput:
+    node_id: str
+    hard: bool = False  # power off at once instead of the ACPI power button first
+    phone_home_timeout_seconds: float = 900.0  # stateless images: until the reboot phones home
+
+
+@dataclass
 class PhoneHomeSignal:
     """Sent by the boot service once it has accepted a node's single-use phone-home token."""
 
     boot_session_id: str
     facts: dict[str, Any] = field(default_factory=dict)
+    boot: int = 0  # the boot's number in its session
 
 
 @dataclass

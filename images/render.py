@@ -120,7 +120,7 @@ def render_user_data(
     cluster: dict[str, Any] | None = None,
     mounts: Sequence[StorageMount] = (),
 ) -> str:
-    """`cluster`: the node's part in its cluster (images.slurm.ClusterSection), if any;
+    """`cluster`: the node's part in its cluster (images.cluster_section.ClusterSection), if any;
     `mounts`: its cluster's storage, mounted by cloud-init's `mounts` module."""
     os_ = profile.os
     doc: dict[str, Any] = {

@@ -144,6 +144,12 @@ async def open_session_by_mac(session: AsyncSession, mac: str) -> BootSession | 
     )
 
 
+async def open_session_of(session: AsyncSession, node_id: str) -> BootSession | None:
+    return await session.scalar(
+        select(BootSession).where(BootSession.node_id == node_id, _is_open())
+    )
+
+
 async def start_boot(session: AsyncSession, mac: str) -> BootSession | None:
     """A network boot of the node with NIC `mac` begins (it fetched its iPXE script): the open
     session counts it, which makes the previous boot's token stale. None without a session."""

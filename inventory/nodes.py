@@ -17,7 +17,14 @@ from sqlalchemy.orm import selectinload
 from inventory import events
 from inventory.errors import NodeConflict, NodeNotFound
 from inventory.models import Nic, Node
-from inventory.states import PROVISION_FROM, RELEASE_FROM, NodeState
+from inventory.states import PROVISION_FROM, REBOOT_FROM, RELEASE_FROM, NodeState
+
+# The state a node is in while an operation holds it.
+HELD_STATE = {
+    "provision": NodeState.PROVISIONING,
+    "release": NodeState.CLEANING,
+    "reboot": NodeState.REBOOTING,
+}
 
 
 @dataclass
@@ -141,19 +148,20 @@ async def _transition(
     workflow_id: str,
     operation: str | None,
     holder_may_repeat: bool,
+    holder_may_resume_from: Sequence[str] = (),
     require_holder: bool = False,
     reason: str | None = None,
     values: dict[str, object] | None = None,
 ) -> Node:
     """Move a node to `to_state` if it is in `allowed_from`, or (when `holder_may_repeat`) if the
-    same workflow already holds it: a retried activity then changes nothing."""
+    same workflow already holds it: a retried activity then changes nothing. The holder may also
+    claim again from `holder_may_resume_from` (an SRE's reset of its failed workflow)."""
     condition = Node.state.in_([str(s) for s in allowed_from])
+    held = (Node.workflow_id == workflow_id) & (Node.operation == operation)
     if holder_may_repeat:
-        condition = condition | (
-            (Node.workflow_id == workflow_id)
-            & (Node.operation == operation)
-            & (Node.state == to_state.value)
-        )
+        condition = condition | (held & (Node.state == to_state.value))
+    if holder_may_resume_from:
+        condition = condition | (held & Node.state.in_([str(s) for s in holder_may_resume_from]))
     if require_holder:
         condition = condition & (Node.workflow_id == workflow_id) & (Node.operation == operation)
     found = (
@@ -223,6 +231,19 @@ async def claim_for_release(session: AsyncSession, node_id: str, *, workflow_id:
     )
 
 
+async def claim_for_reboot(session: AsyncSession, node_id: str, *, workflow_id: str) -> Node:
+    return await _transition(
+        session,
+        node_id,
+        allowed_from=REBOOT_FROM,
+        to_state=NodeState.REBOOTING,
+        workflow_id=workflow_id,
+        operation="reboot",
+        holder_may_repeat=True,
+        holder_may_resume_from=[NodeState.FAILED],
+    )
+
+
 async def record_reboot(
     session: AsyncSession, node_id: str, *, workflow_id: str, reason: str
 ) -> None:
@@ -261,7 +282,7 @@ async def finish(
     values: dict[str, object] | None = None,
 ) -> Node:
     """End the operation `operation` held by `workflow_id`: only its holder may do that."""
-    held_state = NodeState.PROVISIONING if operation == "provision" else NodeState.CLEANING
+    held_state = HELD_STATE[operation]
     node = await get(session, node_id)
     if (
         node.workflow_id == workflow_id

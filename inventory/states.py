@@ -9,6 +9,7 @@ class NodeState(StrEnum):
     AVAILABLE = "available"
     PROVISIONING = "provisioning"
     ACTIVE = "active"
+    REBOOTING = "rebooting"
     CLEANING = "cleaning"
     FAILED = "failed"
     MAINTENANCE = "maintenance"
@@ -17,3 +18,4 @@ class NodeState(StrEnum):
 # A new operation may claim a node only from these states (checked in the UPDATE's WHERE clause).
 PROVISION_FROM = (NodeState.AVAILABLE, NodeState.FAILED)
 RELEASE_FROM = (NodeState.ACTIVE, NodeState.FAILED, NodeState.AVAILABLE, NodeState.PROVISIONING)
+REBOOT_FROM = (NodeState.ACTIVE,)

@@ -19,6 +19,7 @@ from drivers.bmc.redfish import close_pooled_sessions
 from inventory.db import session_factory
 from workflows.node import ProvisionNode, ReleaseNode
 from workflows.node_boot import CheckNodeBoot
+from workflows.node_reboot import RebootNode
 
 from .common import connect_temporal, inventory_engine, run_until_signalled
 
@@ -29,7 +30,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[ProvisionNode, ReleaseNode, CheckNodeBoot],
+        workflows=[ProvisionNode, ReleaseNode, RebootNode, CheckNodeBoot],
         # Workflow code keeps no module state, so the sandbox may reuse the imported modules
         # instead of re-importing them for every run (the bulk of a small workflow's CPU).
         workflow_runner=SandboxedWorkflowRunner(

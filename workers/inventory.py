@@ -36,6 +36,7 @@ def build_worker(
             activities.verify_and_activate,
             activities.check_node_boot,
             activities.claim_node_for_release,
+            activities.claim_node_for_reboot,
             activities.finish_operation,
         ],
         max_concurrent_activities=settings.inventory_max_concurrent_activities,

@@ -7,6 +7,7 @@ Deterministic orchestration only: every side effect is an activity. One workflow
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 from typing import ClassVar
 
@@ -71,7 +72,7 @@ class OperationFailed(Exception):
     """A step failed for a reason worth telling the operator verbatim."""
 
 
-class _NodeOperation:
+class NodeOperation:
     """Phase tracking and activity helpers shared by the node workflows.
 
     The phase is coarse on purpose: each change is a search-attribute write (operators filter
@@ -114,6 +115,16 @@ class _NodeOperation:
             retry_policy=BMC_RETRY,
         )
 
+    async def _phoned_home(self, done: Callable[[], bool], timeout: float) -> None:
+        """Wait for the node's phone-home (`done`), failing the operation after `timeout` s."""
+        try:
+            await workflow.wait_condition(done, timeout=timedelta(seconds=timeout))
+        except TimeoutError as exc:
+            raise OperationFailed(
+                f"node did not phone home within {timeout:g} s of power-on"
+                " (check its boot configuration and console)"
+            ) from exc
+
     async def _inventory(self, activity, request) -> object:  # type: ignore[no-untyped-def]
         return await workflow.execute_activity_method(
             activity,
@@ -125,7 +136,7 @@ class _NodeOperation:
 
 
 @workflow.defn(name=PROVISION_NODE)
-class ProvisionNode(_NodeOperation):
+class ProvisionNode(NodeOperation):
     """Phases: preparing -> booting (until the node is verified) -> active, or compensating ->
     failed. Each phase change is a search-attribute write; the steps within are details."""
 
@@ -165,15 +176,7 @@ class ProvisionNode(_NodeOperation):
 
             timeout = request.phone_home_timeout_seconds
             self._enter("booting", f"waiting up to {timeout:g} s for the node to phone home")
-            try:
-                await workflow.wait_condition(
-                    lambda: self._facts is not None, timeout=timedelta(seconds=timeout)
-                )
-            except TimeoutError as exc:
-                raise OperationFailed(
-                    f"node did not phone home within {timeout:g} s of power-on"
-                    " (check its boot configuration and console)"
-                ) from exc
+            await self._phoned_home(lambda: self._facts is not None, timeout)
 
             # The boot device for good first: verification then marks the node active in one
             # step, and a failed verification is compensated (boot override cleared) like any
@@ -231,7 +234,7 @@ class ProvisionNode(_NodeOperation):
 
 
 @workflow.defn(name=RELEASE_NODE)
-class ReleaseNode(_NodeOperation):
+class ReleaseNode(NodeOperation):
     """Phases: cleaning -> available, or failed."""
 
     initial_phase = FIRST_PHASE[RELEASE_NODE]

@@ -32,7 +32,7 @@ from core.contracts import (
 from core.facts import NodeFacts
 from images.mounts import StorageMount
 from inventory import boot_sessions, clusters, nodes
-from inventory.models import BootSession
+from inventory.models import BootSession, Node
 from inventory.states import NodeState
 
 from ..deps import Db, Temporal
@@ -190,8 +190,8 @@ async def phone_home(
     node = await nodes.get(db, boot.node_id)
     if node.state == NodeState.ACTIVE:  # a reboot of a stateless node: checked on its own
         await _start_boot_check(client, request, boot, boot_token.boot, facts)
-    elif node.state == NodeState.PROVISIONING:
-        await _signal_operation(client, boot, facts)
+    elif node.state in (NodeState.PROVISIONING, NodeState.REBOOTING):
+        await _signal_operation(client, node, boot, boot_token.boot, facts)
     else:
         raise Problem(
             409, "no-waiting-operation", "No operation waits for this node",
@@ -202,11 +202,15 @@ async def phone_home(
     return {"node_id": boot.node_id, "boot_session": str(boot.id), "boot": str(boot_token.boot)}
 
 
-async def _signal_operation(client: Client, boot: BootSession, facts: NodeFacts) -> None:
+async def _signal_operation(
+    client: Client, node: Node, boot: BootSession, number: int, facts: NodeFacts
+) -> None:
+    """Tell the operation that holds the node (its ProvisionNode, or a RebootNode)."""
+    workflow_id = node.workflow_id or boot.workflow_id
     try:
-        await client.get_workflow_handle(boot.workflow_id).signal(
+        await client.get_workflow_handle(workflow_id).signal(
             SIGNAL_PHONE_HOME,
-            PhoneHomeSignal(boot_session_id=str(boot.id), facts=facts.model_dump(mode="json")),
+            PhoneHomeSignal(str(boot.id), facts.model_dump(mode="json"), number),
         )
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
@@ -214,7 +218,7 @@ async def _signal_operation(client: Client, boot: BootSession, facts: NodeFacts)
                 409,
                 "no-waiting-operation",
                 "No operation waits for this node",
-                f"workflow {boot.workflow_id} is not running",
+                f"workflow {workflow_id} is not running",
             ) from exc
         raise
 

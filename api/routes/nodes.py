@@ -21,8 +21,10 @@ from core.contracts import (
     FIRST_PHASE,
     PROVISION_NODE,
     QUERY_PHASE,
+    REBOOT_NODE,
     RELEASE_NODE,
     ProvisionNodeInput,
+    RebootNodeInput,
     ReleaseNodeInput,
     node_workflow_id,
 )
@@ -31,7 +33,7 @@ from identity.policy import Action
 from inventory import nodes
 from inventory.errors import NodeConflict
 from inventory.models import Node
-from inventory.states import PROVISION_FROM, RELEASE_FROM
+from inventory.states import PROVISION_FROM, REBOOT_FROM, RELEASE_FROM
 
 from ..auth import authorize
 from ..deps import Db, Temporal
@@ -45,6 +47,7 @@ from ..schemas import (
     NodeOut,
     OperationAccepted,
     ProvisionRequest,
+    RebootRequest,
 )
 
 router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
@@ -69,7 +72,7 @@ async def _node(db: Db, node_id: str) -> Node:
 
 
 async def _phase(client: Client, node: Node) -> str | None:
-    if not node.workflow_id or node.state not in ("provisioning", "cleaning"):
+    if not node.workflow_id or node.state not in ("provisioning", "cleaning", "rebooting"):
         return None
     try:
         handle: WorkflowHandle = client.get_workflow_handle(node.workflow_id)
@@ -259,3 +262,37 @@ async def release_node(
             f"node {node_id!r} is {node.state}",
         )
     return await _start(client, request, node, RELEASE_NODE, ReleaseNodeInput(node.id), "release")
+
+
+@router.post(
+    "/{node_id}/reboot",
+    response_model=OperationAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Power the active node off and on again",
+    description="The ACPI power button first (hard off after a grace period) unless `hard`. A "
+    "node whose image is stateless network boots it again: the reboot ends when that boot has "
+    "phoned home and its tuning is verified. A cluster's node stays in its cluster.",
+    responses=errors(404, 409),
+)
+async def reboot_node(
+    node_id: NodeId,
+    request: Request,
+    db: Db,
+    client: Temporal,
+    _: NodeOperator,
+    body: RebootRequest | None = None,
+) -> OperationAccepted:
+    node = await _node(db, node_id)
+    if node.state not in REBOOT_FROM:
+        raise Problem(
+            409,
+            "node-busy" if node.state in ("rebooting", "provisioning") else "invalid-node-state",
+            "Node cannot be rebooted now",
+            f"node {node_id!r} is {node.state}; a reboot needs one of: " + ", ".join(REBOOT_FROM),
+        )
+    reboot = RebootNodeInput(
+        node_id=node.id,
+        hard=(body or RebootRequest()).hard,
+        phone_home_timeout_seconds=request.app.state.settings.phone_home_timeout_seconds,
+    )
+    return await _start(client, request, node, REBOOT_NODE, reboot, "reboot")

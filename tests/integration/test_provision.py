@@ -1,5 +1,5 @@
-"""ProvisionNode and ReleaseNode end to end: real API, workers, Temporal, PostgreSQL and BMC
-simulators speaking IPMI over UDP and Redfish over HTTP."""
+"""ProvisionNode, RebootNode and ReleaseNode end to end: real API, workers, Temporal,
+PostgreSQL and BMC simulators speaking IPMI over UDP and Redfish over HTTP."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from core.contracts import node_workflow_id
-from inventory.models import Node
+from inventory.models import Event, Node
 from tests.platform import Platform, Ports, running_platform
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -76,6 +76,37 @@ async def test_provision_over_ipmi_and_over_redfish(platform: Platform) -> None:
     node = await platform.wait_state(ipmi, {"available", "failed"})
     assert node["state"] == "available" and node["image"] is None
     assert (await platform.lab_node(ipmi))["power"] == "off"
+
+
+async def test_an_operator_reboot_power_cycles_an_active_node(platform: Platform) -> None:
+    async with platform.api() as api:
+        active = (await api.get("/v1/nodes", params={"state": "active"})).json()["items"]
+        node_id = active[0]["id"]  # provisioned by the test before
+        available = (await api.get("/v1/nodes", params={"state": "available"})).json()["items"]
+        refused = await api.post(f"/v1/nodes/{available[0]['id']}/reboot")
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["type"] == "urn:metalplane:problem:invalid-node-state"
+        before = (await platform.lab_node(node_id))["counters"]
+        reply = await api.post(f"/v1/nodes/{node_id}/reboot", json={"hard": False})
+        assert reply.status_code == 202, reply.text
+        assert reply.json()["operation"] == "reboot"
+        busy = await api.post(f"/v1/nodes/{node_id}/reboot")  # one operation per node
+        assert busy.status_code == 409, busy.text
+    node = await platform.wait_state(node_id, {"active", "failed"})
+    assert node["state"] == "active", node["last_error"]
+    assert node["operation"]["kind"] == "reboot"
+    lab = await platform.lab_node(node_id)
+    # The ACPI power button (its OS turns it off), then power on: it boots its disk again.
+    assert lab["counters"]["soft_off"] == before["soft_off"] + 1
+    assert lab["counters"]["power_on"] == before["power_on"] + 1
+    assert lab["power"] == "on" and lab["boot_device"] == "disk"
+    async with platform.sessions() as session:
+        states = await session.scalars(
+            select(Event.to_state)
+            .where(Event.resource_id == node_id, Event.workflow_id == node_workflow_id(node_id))
+            .order_by(Event.id)
+        )
+        assert list(states)[-2:] == ["rebooting", "active"]
 
 
 async def test_eight_nodes_at_once(platform: Platform) -> None:

@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from drivers.bmc.base import BootDevice, BootSetting
 from drivers.bmc.endpoint import BmcEndpoint
 from drivers.bmc.factory import driver_for
-from inventory.models import Event, Node
+from inventory.models import BootSession, Event, Node
 from lab.qemu import PHONED_HOME
 from tests.integration.test_fabric_network import eventually
 from tests.platform import Platform, Ports, running_platform
@@ -155,3 +155,31 @@ async def _reboot_events(platform: Platform) -> list[str] | None:
             .order_by(Event.id)
         )
         return [r for r in reasons if r] or None
+
+
+async def test_an_operator_reboot_waits_for_the_stateless_node_to_boot_and_verifies_it(
+    platform: Platform,
+) -> None:
+    pid = (await platform.lab_node("lab-001"))["qemu_pid"]  # active since the last test
+    async with platform.api() as api:
+        reply = await api.post("/v1/nodes/lab-001/reboot", json={"hard": True})
+        assert reply.status_code == 202, reply.text
+    await platform.wait_for_lab("lab-001", lambda n: n["qemu_pid"] not in (None, pid))
+    node = await platform.wait_state("lab-001", {"active", "failed"}, timeout=240)
+    assert node["state"] == "active", node["last_error"]
+    console = platform.data_dir / "lab" / "qemu" / "lab-001" / "console.log"
+    assert console.read_bytes().count(PHONED_HOME) == 1  # a new VM: quit, then started
+    async with platform.sessions() as session:
+        boot = await session.scalar(
+            select(BootSession).where(
+                BootSession.node_id == "lab-001", BootSession.closed_at.is_(None)
+            )
+        )
+        events = await session.scalars(
+            select(Event.to_state).where(Event.resource_id == "lab-001").order_by(Event.id)
+        )
+        states = list(events)
+    # RebootNode waited for boot 3's phone-home and verified it (not CheckNodeBoot).
+    assert boot is not None and boot.boots == 3 and boot.phoned_home_boot == 3
+    assert boot.checked_boot == 2
+    assert states[-2:] == ["rebooting", "active"]

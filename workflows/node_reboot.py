@@ -1,0 +1,115 @@
+"""RebootNode: an operator reboots an active node: power off (the ACPI power button first,
+unless hard) and on again. A node whose image is stateless network boots it again: the workflow
+waits for that boot's phone-home and verifies its facts as at activation.
+
+Phases: rebooting -> active, or failed (the node left as it is, powered or not: nothing is
+undone). The node keeps its boot session on failure, so an SRE resets the workflow once the
+cause is fixed.
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.baremetal import BaremetalActivities, PowerRequest
+    from activities.inventory import (
+        ClaimReboot,
+        FinishOperation,
+        InventoryActivities,
+        RebootPlan,
+        VerifyNode,
+    )
+    from core.contracts import (
+        FIRST_PHASE,
+        REBOOT_NODE,
+        SIGNAL_PHONE_HOME,
+        OperationResult,
+        PhoneHomeSignal,
+        RebootNodeInput,
+    )
+    from workflows.failures import failure_reason
+    from workflows.node import NodeOperation, OperationFailed
+
+
+@workflow.defn(name=REBOOT_NODE)
+class RebootNode(NodeOperation):
+    initial_phase = FIRST_PHASE[REBOOT_NODE]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._plan: RebootPlan | None = None
+        self._facts: dict | None = None
+        self._early: list[PhoneHomeSignal] = []  # a phone-home before the plan is known
+
+    @workflow.signal(name=SIGNAL_PHONE_HOME)
+    def phone_home(self, signal: PhoneHomeSignal) -> None:
+        if self._plan is None:
+            self._early.append(signal)
+        elif self._is_this_reboot(signal) and self._facts is None:
+            self._facts = signal.facts
+
+    def _is_this_reboot(self, signal: PhoneHomeSignal) -> bool:
+        """The phone-home of a boot after the claim (an older boot's is not this reboot)."""
+        assert self._plan is not None
+        return signal.boot_session_id == self._plan.boot_session_id and (
+            signal.boot > self._plan.boots
+        )
+
+    @workflow.run
+    async def run(self, request: RebootNodeInput) -> OperationResult:
+        workflow_id = workflow.info().workflow_id
+        node_id = request.node_id
+        self._step("claiming the node")
+        plan = await self._inventory(
+            InventoryActivities.claim_node_for_reboot, ClaimReboot(node_id, workflow_id)
+        )
+        assert isinstance(plan, RebootPlan)
+        self._plan = plan
+        for signal in self._early:
+            self.phone_home(signal)
+        try:
+            how = "hard" if request.hard else "soft (hard after a grace period)"
+            self._step(f"power off, {how}")
+            await self._bmc(
+                BaremetalActivities.ensure_power,
+                PowerRequest(node_id, "off", soft=not request.hard),
+            )
+            self._step("power on")
+            await self._bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "on"))
+            if plan.stateless:
+                await self._verify_the_boot(node_id, workflow_id, request)
+            else:
+                self._step("marking the node active")
+                await self._inventory(
+                    InventoryActivities.finish_operation,
+                    FinishOperation(node_id, workflow_id, "reboot", "active"),
+                )
+        except (ActivityError, OperationFailed) as error:
+            reason = f"{self._phase}: {failure_reason(error)}"
+            self._step(f"marking the node failed: {reason}")
+            await self._inventory(
+                InventoryActivities.finish_operation,
+                FinishOperation(node_id, workflow_id, "reboot", "failed", reason),
+            )
+            self._enter("failed", reason)
+            raise ApplicationError(reason, type="RebootFailed", non_retryable=True) from error
+        self._enter("active")
+        return OperationResult(node_id=node_id, state="active")
+
+    async def _verify_the_boot(
+        self, node_id: str, workflow_id: str, request: RebootNodeInput
+    ) -> None:
+        assert self._plan is not None and self._plan.boot_session_id is not None
+        timeout = request.phone_home_timeout_seconds
+        self._step(f"waiting up to {timeout:g} s for the node to phone home")
+        await self._phoned_home(lambda: self._facts is not None, timeout)
+        self._step("comparing the reported facts with the tuning profile")
+        assert self._facts is not None
+        mismatches = await self._inventory(
+            InventoryActivities.verify_and_activate,
+            VerifyNode(node_id, workflow_id, self._plan.boot_session_id, self._facts, "reboot"),
+        )
+        if mismatches:
+            raise OperationFailed("tuning verification failed: " + "; ".join(mismatches))
