@@ -272,6 +272,12 @@ async def members(session: AsyncSession, cluster_id: uuid.UUID) -> list[ClusterM
     return list((await session.scalars(query)).all())
 
 
+async def rebooting_members(session: AsyncSession, cluster_id: uuid.UUID) -> list[str]:
+    """Its nodes an operator's RebootNode holds (no other node operation may start on them)."""
+    query = select(Node.id).where(Node.cluster_id == cluster_id, Node.state == "rebooting")
+    return list((await session.scalars(query.order_by(Node.id))).all())
+
+
 async def membership(session: AsyncSession, node_id: str) -> ClusterMember | None:
     return await session.get(ClusterMember, node_id)
 

@@ -103,6 +103,15 @@ async def _start(request: Request, client: Client, workflow: str, arg: ClusterIn
     )  # fmt: skip
 
 
+async def _no_member_rebooting(db: Db, cluster_id: uuid.UUID) -> None:
+    rebooting = await clusters.rebooting_members(db, cluster_id)
+    if rebooting:
+        raise Problem(
+            409, "member-rebooting", "A node is rebooting",
+            f"an operator is rebooting {', '.join(rebooting)}; try again once it is active",
+        )  # fmt: skip
+
+
 async def _out(db: Db, cluster: Cluster) -> ClusterOut:
     members = await clusters.members(db, cluster.id)
     return ClusterOut.of(cluster, members, cluster_workflow_id(str(cluster.id)))
@@ -214,6 +223,7 @@ async def scale_cluster(
     cluster = await clusters.get(db, cluster_id, for_update=True)  # held until the commit
     if cluster.state != "ready":
         raise Problem(409, "cluster-not-ready", "Cluster not ready", f"it is {cluster.state}")
+    await _no_member_rebooting(db, cluster_id)
     remove = 0
     if body.node_count > cluster.node_count:
         try:
@@ -255,6 +265,7 @@ async def delete_cluster(
         return accepted
     if cluster.state == "scaling":
         raise Problem(409, "operation-running", "Scaling", "delete it once scaling ends")
+    await _no_member_rebooting(db, cluster_id)
     workflow_id, before = cluster_workflow_id(str(cluster_id)), cluster.state
     await clusters.set_state(db, cluster_id, "deleting", ("creating", "ready", "failed"))
     if before == "creating":

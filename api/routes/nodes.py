@@ -30,7 +30,7 @@ from core.contracts import (
 )
 from identity.oidc import Principal
 from identity.policy import Action
-from inventory import nodes
+from inventory import clusters, nodes
 from inventory.errors import NodeConflict
 from inventory.models import Node
 from inventory.states import PROVISION_FROM, REBOOT_FROM, RELEASE_FROM
@@ -290,6 +290,13 @@ async def reboot_node(
             "Node cannot be rebooted now",
             f"node {node_id!r} is {node.state}; a reboot needs one of: " + ", ".join(REBOOT_FROM),
         )
+    if node.cluster_id is not None:  # not while its cluster's workflows act on its nodes
+        cluster = await clusters.get(db, node.cluster_id, for_update=True)
+        if cluster.state != "ready":
+            raise Problem(
+                409, "cluster-not-ready", "Its cluster is busy",
+                f"node {node_id!r} is in cluster {cluster.id}, which is {cluster.state}",
+            )  # fmt: skip
     reboot = RebootNodeInput(
         node_id=node.id,
         hard=(body or RebootRequest()).hard,

@@ -174,6 +174,33 @@ async def audit(platform: Platform) -> None:
         assert values == {("vlan", PROVISIONING["vlan"]), ("l2vni", PROVISIONING["vni"])}
 
 
+async def reboot_blocks_cluster_operations(
+    platform: Platform, api: httpx.AsyncClient, cluster_id: str, node_id: str
+) -> None:
+    """An operator reboots a member (slow BMC: it stays rebooting a while): the cluster may
+    neither shrink nor go until the node is active again."""
+    await platform.set_faults(node_id, delay_seconds=1.0)
+    try:
+        async with platform.api() as ops:
+            reply = await ops.post(f"/v1/nodes/{node_id}/reboot", json={"hard": True})
+            assert reply.status_code == 202, reply.text
+
+            async def rebooting() -> bool:
+                return (await ops.get(f"/v1/nodes/{node_id}")).json()["state"] == "rebooting"
+
+            await eventually(rebooting, 30)
+        for refused in (
+            await api.delete(f"/v1/clusters/{cluster_id}"),
+            await api.patch(f"/v1/clusters/{cluster_id}", json={"node_count": 3}),
+        ):
+            assert refused.status_code == 409, refused.text
+            assert refused.json()["type"].endswith("member-rebooting")
+    finally:
+        await platform.set_faults(node_id, delay_seconds=0.0)
+    node = await platform.wait_state(node_id, {"active", "failed"})
+    assert node["state"] == "active" and node["cluster_id"] == cluster_id, node["last_error"]
+
+
 async def test_a_slurm_cluster_from_request_to_srun_and_back(
     platform: Platform, fabric: Fabric
 ) -> None:
@@ -196,6 +223,7 @@ async def test_a_slurm_cluster_from_request_to_srun_and_back(
         assert facts["mounts"] == [
             {"source": "10.0.0.5:/export/scratch", "target": "/scratch", "fstype": "nfs"}
         ]
+        await reboot_blocks_cluster_operations(platform, api, cluster["id"], "lab-004")
         # Slurm's traffic crossed the fabric: the nodes' ports on both leaves are in the
         # VLAN of the cluster's own network.
         network = (await api.get(f"/v1/networks/{cluster['network_id']}")).json()
