@@ -18,7 +18,7 @@ from core.settings import Settings
 
 from .login import stored_token
 
-app = typer.Typer(no_args_is_help=True, help="List, enroll, provision and release nodes")
+app = typer.Typer(no_args_is_help=True, help="List, enroll, provision, reboot and release nodes")
 console = Console()
 
 ApiUrl = Annotated[str, typer.Option(envvar="METALPLANE_API_URL", help="API base URL")]
@@ -101,20 +101,59 @@ def enroll(
             console.print(f"enrolled {node['id']} ({node['state']})")
 
 
-def _follow(http: httpx.Client, node_ids: list[str], timeout: float) -> bool:
-    """Show each node's state and phase live until all reach a terminal state."""
-    deadline = time.monotonic() + timeout
+# A claimed node changes (updated_at) within about a second; one that has not after this long
+# was refused by its workflow (its reason is in the Temporal UI).
+CLAIM_GRACE_SECONDS = 60.0
+
+
+def _updated(http: httpx.Client, node_ids: list[str]) -> dict[str, str]:
+    return {n: _check(http.get(f"/v1/nodes/{n}"))["updated_at"] for n in node_ids}
+
+
+def _follow(
+    http: httpx.Client, node_ids: list[str], timeout: float, before: dict[str, str]
+) -> bool:
+    """Show each node's state and phase live until every operation started after `before`
+    (each node's updated_at then) has ended: the node changed since, and is in a terminal
+    state with no phase."""
+    start = time.monotonic()
     with Live(console=console, refresh_per_second=4) as live:
         while True:
             items = [_check(http.get(f"/v1/nodes/{n}")) for n in node_ids]
             live.update(_table(items))
+            changed = [n["updated_at"] != before[n["id"]] for n in items]
             done = all(
-                n["state"] in TERMINAL_STATES and not (n.get("operation") or {}).get("phase")
-                for n in items
+                moved
+                and n["state"] in TERMINAL_STATES
+                and not (n.get("operation") or {}).get("phase")
+                for n, moved in zip(items, changed, strict=True)
             )
-            if done or time.monotonic() > deadline:
+            if done:
                 return all(n["state"] != "failed" for n in items)
+            waited = time.monotonic() - start
+            if waited > timeout or (waited > CLAIM_GRACE_SECONDS and not all(changed)):
+                console.print("[red]not done: see the Temporal UI for the workflows[/red]")
+                return False
             time.sleep(0.5)
+
+
+def _operate(
+    api_url: str,
+    node_ids: list[str],
+    operation: str,
+    body: dict[str, Any] | None,
+    *,
+    wait: bool,
+    timeout: float,
+) -> None:
+    """Start `operation` on each node, then (with `wait`) follow them until all have ended."""
+    with _client(api_url) as http:
+        before = _updated(http, node_ids)
+        for node_id in node_ids:
+            accepted = _check(http.post(f"/v1/nodes/{node_id}/{operation}", json=body))
+            console.print(f"{node_id}: {operation} started, workflow {accepted['workflow_id']}")
+        if wait and not _follow(http, node_ids, timeout, before):
+            raise typer.Exit(1)
 
 
 @app.command()
@@ -126,12 +165,7 @@ def provision(
     api_url: ApiUrl = "http://127.0.0.1:8000",
 ) -> None:
     """Provision nodes with a golden image."""
-    with _client(api_url) as http:
-        for node_id in node_ids:
-            accepted = _check(http.post(f"/v1/nodes/{node_id}/provision", json={"image": image}))
-            console.print(f"{node_id}: provisioning, workflow {accepted['workflow_id']}")
-        if wait and not _follow(http, node_ids, timeout):
-            raise typer.Exit(1)
+    _operate(api_url, node_ids, "provision", {"image": image}, wait=wait, timeout=timeout)
 
 
 @app.command()
@@ -142,9 +176,16 @@ def release(
     api_url: ApiUrl = "http://127.0.0.1:8000",
 ) -> None:
     """Release nodes: power off, clear tenant state, make them available."""
-    with _client(api_url) as http:
-        for node_id in node_ids:
-            accepted = _check(http.post(f"/v1/nodes/{node_id}/release"))
-            console.print(f"{node_id}: releasing, workflow {accepted['workflow_id']}")
-        if wait and not _follow(http, node_ids, timeout):
-            raise typer.Exit(1)
+    _operate(api_url, node_ids, "release", None, wait=wait, timeout=timeout)
+
+
+@app.command()
+def reboot(
+    node_ids: Annotated[list[str], typer.Argument(help="Node ids")],
+    hard: Annotated[bool, typer.Option(help="Power off at once, no ACPI power button")] = False,
+    wait: Annotated[bool, typer.Option(help="Follow progress live")] = True,
+    timeout: float = 1800,
+    api_url: ApiUrl = "http://127.0.0.1:8000",
+) -> None:
+    """Reboot active nodes (a stateless image's boot is verified again)."""
+    _operate(api_url, node_ids, "reboot", {"hard": hard}, wait=wait, timeout=timeout)

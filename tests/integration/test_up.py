@@ -173,6 +173,14 @@ def test_up_provision_stop_and_resume(tmp_path: Path) -> None:
             env=_env(data_dir), capture_output=True, text=True, check=True,
         )  # fmt: skip
         assert "lab-001" in listing.stdout and "active" in listing.stdout
+        # An operator's reboot from the CLI, followed live until the node is active again.
+        reboot = subprocess.run(
+            _metalplane("nodes", "reboot", "lab-001", "--timeout", "120", data_dir=data_dir),
+            env=_env(data_dir), capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert reboot.returncode == 0, reboot.stdout + reboot.stderr
+        node = _wait_node(data_dir, "lab-001", lambda n: True)  # as the CLI left it: done
+        assert node["state"] == "active" and node["operation"]["kind"] == "reboot", node
         _wait_banner_count(data_dir, 2)
         # The QEMU node PXE boots the lab image while the tenant's network and cluster are made.
         _provision(data_dir, "lab-003", "lab-qemu")
