@@ -70,7 +70,6 @@ class RebootPlan:
     node_id: str
     stateless: bool  # it network boots its image again: wait for its phone-home and verify it
     boot_session_id: str | None
-    boots: int  # the session's boots so far: the reboot's phone-home has a higher number
 
 
 @dataclass
@@ -185,8 +184,9 @@ class InventoryActivities:
 
     @activity.defn(name="claim_node_for_reboot")
     async def claim_node_for_reboot(self, request: ClaimReboot) -> RebootPlan:
-        """Claim the active node for this workflow (again after its failure: an SRE's reset);
-        say whether its image network boots every time, and the boot it is at."""
+        """Claim the active node for this workflow (the API claims it first, under its cluster's
+        lock; again after a failure: an SRE's reset), and say whether its image network boots
+        every time, from which boot session."""
         try:
             async with self._sessions.begin() as session:
                 node = await nodes.claim_for_reboot(
@@ -195,19 +195,37 @@ class InventoryActivities:
                 boot = await boot_sessions.open_session_of(session, node.id)
         except InventoryError as exc:
             raise inventory_failure(exc) from exc
-        stateless = boot is not None and images.get_image(boot.image).stateless
+        try:
+            stateless = node.image is not None and images.get_image(node.image).stateless
+        except images.UnknownImage:
+            stateless = False  # an image gone from the catalog: its disk boots
+        if stateless and boot is None:
+            raise bad_input(
+                f"node {node.id} runs the stateless image {node.image} but has no open boot"
+                " session to boot it from: provision it again",
+                "NoBootSession",
+            )
         return RebootPlan(
             node_id=node.id,
             stateless=stateless,
-            boot_session_id=str(boot.id) if boot is not None and stateless else None,
-            boots=boot.boots if boot is not None else 0,
+            boot_session_id=str(boot.id) if stateless and boot is not None else None,
         )
+
+    @activity.defn(name="boots_so_far")
+    async def boots_so_far(self, session_id: str) -> int:
+        """How many boots the session has started (a reboot's phone-home has a higher number)."""
+        async with self._sessions() as session:
+            boot = await boot_sessions.get_session(session, uuid.UUID(session_id))
+        if boot is None:
+            raise bad_input(f"boot session {session_id} does not exist", "NoBootSession")
+        return boot.boots
 
     @activity.defn(name="check_node_boot")
     async def check_node_boot(self, request: CheckBoot) -> str:
         """Verify the facts a reboot of an active node reported, as at its activation: they
         become the node's facts, and a mismatch fails the node with the reason (left powered:
-        its tenant's work is not cut off by the platform). Each boot is checked once."""
+        its tenant's work is not cut off by the platform; its session stays, so it can still
+        boot until it is provisioned again or released). Each boot is checked once."""
         boot_no = f"boot {request.boot}"
         try:
             facts = NodeFacts.model_validate(request.facts)
@@ -236,7 +254,6 @@ class InventoryActivities:
                 reason = f"after a reboot ({boot_no}): tuning verification failed: " + "; ".join(
                     mismatches
                 )
-                await boot_sessions.close_sessions(session, request.node_id)
                 await nodes.fail_after_reboot(
                     session, request.node_id, workflow_id=request.workflow_id, reason=reason
                 )

@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -63,8 +63,15 @@ def token_for(session_id: uuid.UUID, boot: int, secret: bytes) -> str:
 
 
 def boot_from_token(token: str, secret: bytes) -> BootToken | None:
-    """The session and boot a well-formed, correctly signed token names; None otherwise."""
+    """The session and boot a well-formed, correctly signed token names; None otherwise. A
+    token of the earlier format, `<session id>.<HMAC>`, names boot 0: it is good only in a
+    session whose node fetched no iPXE script since (one rendered before an upgrade)."""
+    if not token.isascii():
+        return None
     parts = token.split(".")
+    if len(parts) == 2:
+        legacy = signed_id(token, secret)
+        return None if legacy is None else BootToken(legacy, 0)
     if len(parts) != 3 or not parts[1].isdigit() or len(parts[1]) > 9:
         return None
     try:
@@ -157,7 +164,7 @@ async def start_boot(session: AsyncSession, mac: str) -> BootSession | None:
     return await session.scalar(
         update(BootSession)
         .where(BootSession.node_id == node_of_mac, _is_open())
-        .values(boots=BootSession.boots + 1)
+        .values(boots=BootSession.boots + 1, boot_started_at=func.now())
         .returning(BootSession)
     )
 
@@ -173,9 +180,31 @@ async def get_session(session: AsyncSession, session_id: uuid.UUID) -> BootSessi
     return await session.get(BootSession, session_id)
 
 
-async def accept_phone_home(session: AsyncSession, token: BootToken) -> BootSession | None:
+def _boot_is_fresh(boot_ttl: timedelta) -> ColumnElement[bool]:
+    """A boot's token is good for `boot_ttl` from the boot's start: a stateless node's session
+    stays open while it is active, its boots' tokens do not."""
+    return or_(
+        BootSession.boot_started_at.is_(None),
+        BootSession.boot_started_at > datetime.now(UTC) - boot_ttl,
+    )
+
+
+def is_current_boot(boot: BootSession, token: BootToken, boot_ttl: timedelta) -> bool:
+    """The token is the open session's current boot's, and that boot is recent enough."""
+    started = boot.boot_started_at
+    return (
+        is_open(boot)
+        and boot.boots == token.boot
+        and (started is None or started > datetime.now(UTC) - boot_ttl)
+    )
+
+
+async def accept_phone_home(
+    session: AsyncSession, token: BootToken, boot_ttl: timedelta
+) -> BootSession | None:
     """Mark the token's boot phoned home; None when the session is unknown, closed or expired,
-    the token is not the current boot's, or that boot already phoned home."""
+    the token is not the current boot's, that boot started over `boot_ttl` ago, or it already
+    phoned home."""
     return await session.scalar(
         update(BootSession)
         .where(
@@ -183,6 +212,7 @@ async def accept_phone_home(session: AsyncSession, token: BootToken) -> BootSess
             BootSession.boots == token.boot,
             or_(BootSession.phoned_home_boot.is_(None), BootSession.phoned_home_boot < token.boot),
             _is_open(),
+            _boot_is_fresh(boot_ttl),
         )
         .values(used_at=datetime.now(UTC), phoned_home_boot=token.boot)
         .returning(BootSession)

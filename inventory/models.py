@@ -126,6 +126,7 @@ class BootSession(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # None: stateless
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # last phone-home
     boots: Mapped[int] = mapped_column(Integer, server_default="0")  # iPXE script fetches
+    boot_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     phoned_home_boot: Mapped[int | None] = mapped_column(Integer)
     checked_boot: Mapped[int | None] = mapped_column(Integer)  # last boot checked after activation
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -37,6 +37,7 @@ def build_worker(
             activities.check_node_boot,
             activities.claim_node_for_release,
             activities.claim_node_for_reboot,
+            activities.boots_so_far,
             activities.finish_operation,
         ],
         max_concurrent_activities=settings.inventory_max_concurrent_activities,

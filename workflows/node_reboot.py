@@ -9,8 +9,10 @@ cause is fixed.
 
 from __future__ import annotations
 
+import asyncio
+
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities.baremetal import BaremetalActivities, PowerRequest
@@ -39,43 +41,41 @@ class RebootNode(NodeOperation):
 
     def __init__(self) -> None:
         super().__init__()
-        self._plan: RebootPlan | None = None
+        self._session_id: str | None = None
+        self._boots_before: int | None = None  # the session's boots once the node was off
         self._facts: dict | None = None
-        self._early: list[PhoneHomeSignal] = []  # a phone-home before the plan is known
+        self._pending: list[PhoneHomeSignal] = []  # before the boots are known
 
     @workflow.signal(name=SIGNAL_PHONE_HOME)
     def phone_home(self, signal: PhoneHomeSignal) -> None:
-        if self._plan is None:
-            self._early.append(signal)
-        elif self._is_this_reboot(signal) and self._facts is None:
+        if self._boots_before is None:
+            self._pending.append(signal)
+        elif (
+            self._facts is None
+            and signal.boot_session_id == self._session_id
+            and signal.boot > self._boots_before  # started after the power-off: this reboot
+        ):
             self._facts = signal.facts
-
-    def _is_this_reboot(self, signal: PhoneHomeSignal) -> bool:
-        """The phone-home of a boot after the claim (an older boot's is not this reboot)."""
-        assert self._plan is not None
-        return signal.boot_session_id == self._plan.boot_session_id and (
-            signal.boot > self._plan.boots
-        )
 
     @workflow.run
     async def run(self, request: RebootNodeInput) -> OperationResult:
         workflow_id = workflow.info().workflow_id
         node_id = request.node_id
-        self._step("claiming the node")
-        plan = await self._inventory(
-            InventoryActivities.claim_node_for_reboot, ClaimReboot(node_id, workflow_id)
-        )
-        assert isinstance(plan, RebootPlan)
-        self._plan = plan
-        for signal in self._early:
-            self.phone_home(signal)
         try:
+            self._step("claiming the node")
+            plan = await self._inventory(
+                InventoryActivities.claim_node_for_reboot, ClaimReboot(node_id, workflow_id)
+            )
+            assert isinstance(plan, RebootPlan)
             how = "hard" if request.hard else "soft (hard after a grace period)"
             self._step(f"power off, {how}")
             await self._bmc(
                 BaremetalActivities.ensure_power,
                 PowerRequest(node_id, "off", soft=not request.hard),
             )
+            if plan.stateless:
+                assert plan.boot_session_id is not None
+                await self._count_boots(plan.boot_session_id)
             self._step("power on")
             await self._bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "on"))
             if plan.stateless:
@@ -86,22 +86,36 @@ class RebootNode(NodeOperation):
                     InventoryActivities.finish_operation,
                     FinishOperation(node_id, workflow_id, "reboot", "active"),
                 )
-        except (ActivityError, OperationFailed) as error:
-            reason = f"{self._phase}: {failure_reason(error)}"
+        except (ActivityError, OperationFailed, asyncio.CancelledError) as error:
+            cancelled = is_cancelled_exception(error)  # also an activity cancelled by it
+            reason = "cancelled" if cancelled else f"{self._phase}: {failure_reason(error)}"
             self._step(f"marking the node failed: {reason}")
             await self._inventory(
                 InventoryActivities.finish_operation,
                 FinishOperation(node_id, workflow_id, "reboot", "failed", reason),
             )
             self._enter("failed", reason)
+            if cancelled:
+                raise asyncio.CancelledError(reason) from error
             raise ApplicationError(reason, type="RebootFailed", non_retryable=True) from error
         self._enter("active")
         return OperationResult(node_id=node_id, state="active")
 
+    async def _count_boots(self, session_id: str) -> None:
+        """The boots so far, read once the node is off: only a later boot's phone-home counts
+        (one that began before the power-off is not this reboot)."""
+        self._session_id = session_id
+        boots = await self._inventory(InventoryActivities.boots_so_far, session_id)
+        assert isinstance(boots, int)
+        self._boots_before = boots
+        pending, self._pending = self._pending, []
+        for signal in pending:
+            self.phone_home(signal)
+
     async def _verify_the_boot(
         self, node_id: str, workflow_id: str, request: RebootNodeInput
     ) -> None:
-        assert self._plan is not None and self._plan.boot_session_id is not None
+        assert self._session_id is not None
         timeout = request.phone_home_timeout_seconds
         self._step(f"waiting up to {timeout:g} s for the node to phone home")
         await self._phoned_home(lambda: self._facts is not None, timeout)
@@ -109,7 +123,7 @@ class RebootNode(NodeOperation):
         assert self._facts is not None
         mismatches = await self._inventory(
             InventoryActivities.verify_and_activate,
-            VerifyNode(node_id, workflow_id, self._plan.boot_session_id, self._facts, "reboot"),
+            VerifyNode(node_id, workflow_id, self._session_id, self._facts, "reboot"),
         )
         if mismatches:
             raise OperationFailed("tuning verification failed: " + "; ".join(mismatches))

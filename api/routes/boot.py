@@ -35,6 +35,7 @@ from inventory import boot_sessions, clusters, nodes
 from inventory.models import BootSession, Node
 from inventory.states import NodeState
 
+from ..boot_window import boot_ttl
 from ..deps import Db, Temporal
 from ..openapi import errors
 from ..problems import Problem
@@ -181,11 +182,11 @@ async def phone_home(
         raise refused("token is malformed or not signed by this platform")
     # The token is spent only if the node's workflow hears of it: the UPDATE (which locks the
     # row against a concurrent phone-home) commits after the signal or start, else rolls back.
-    boot = await boot_sessions.accept_phone_home(db, boot_token)
+    boot = await boot_sessions.accept_phone_home(db, boot_token, boot_ttl(request))
     if boot is None:
         raise refused(
-            "token is stale (the node booted again since), was already used, or its boot"
-            " session is closed or expired"
+            "token is stale (the node booted again since, or its boot is too old), was"
+            " already used, or its boot session is closed or expired"
         )
     node = await nodes.get(db, boot.node_id)
     if node.state == NodeState.ACTIVE:  # a reboot of a stateless node: checked on its own

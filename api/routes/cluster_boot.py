@@ -19,6 +19,7 @@ from inventory import boot_sessions, clusters
 from inventory.models import Cluster
 
 from .. import cluster_roles
+from ..boot_window import boot_ttl
 from ..deps import Db, Temporal
 from ..openapi import errors
 from ..problems import Problem
@@ -70,10 +71,11 @@ async def cluster_secrets(
     if token is None:
         raise _refused("token is malformed or not signed by this platform")
     boot = await boot_sessions.get_session(db, token.session_id)
-    if boot is None or not boot_sessions.is_open(boot):
-        raise _refused("the boot session is closed or expired")
-    if boot.boots != token.boot:
-        raise _refused("token is stale: the node booted again since")
+    if boot is None or not boot_sessions.is_current_boot(boot, token, boot_ttl(request)):
+        raise _refused(
+            "the boot session is closed or expired, or the token is stale (the node booted"
+            " again since, or its boot is too old)"
+        )
     member = await cluster_roles.member_of(db, boot.node_id)
     if member is None:
         raise Problem(404, "not-a-member", "Not in a cluster", f"{boot.node_id} is in no cluster")

@@ -297,9 +297,17 @@ async def reboot_node(
                 409, "cluster-not-ready", "Its cluster is busy",
                 f"node {node_id!r} is in cluster {cluster.id}, which is {cluster.state}",
             )  # fmt: skip
+    # Claimed here, under the cluster's lock, committed once the workflow runs: a scale or
+    # delete of the cluster then finds the member rebooting (the workflow's claim repeats it).
+    try:
+        await nodes.claim_for_reboot(db, node.id, workflow_id=node_workflow_id(node.id))
+    except NodeConflict as exc:
+        raise Problem(409, "node-busy", "Node cannot be rebooted now", str(exc)) from exc
     reboot = RebootNodeInput(
         node_id=node.id,
         hard=(body or RebootRequest()).hard,
         phone_home_timeout_seconds=request.app.state.settings.phone_home_timeout_seconds,
     )
-    return await _start(client, request, node, REBOOT_NODE, reboot, "reboot")
+    accepted = await _start(client, request, node, REBOOT_NODE, reboot, "reboot")
+    await db.commit()
+    return accepted

@@ -109,6 +109,27 @@ async def test_an_operator_reboot_power_cycles_an_active_node(platform: Platform
         assert list(states)[-2:] == ["rebooting", "active"]
 
 
+async def test_a_cancelled_reboot_fails_the_node_and_an_sre_reset_completes_it(
+    platform: Platform,
+) -> None:
+    async with platform.api() as api:
+        active = (await api.get("/v1/nodes", params={"state": "active"})).json()["items"]
+    node_id = active[0]["id"]
+    await platform.set_faults(node_id, delay_seconds=1.0)  # a slow BMC: time to cancel
+    try:
+        async with platform.api() as api:
+            reply = await api.post(f"/v1/nodes/{node_id}/reboot", json={"hard": True})
+            assert reply.status_code == 202, reply.text
+        await platform.client.get_workflow_handle(node_workflow_id(node_id)).cancel()
+        node = await platform.wait_state(node_id, {"failed", "active"})
+        assert node["state"] == "failed" and node["last_error"] == "cancelled", node
+    finally:
+        await platform.set_faults(node_id, delay_seconds=0.0)
+    await platform.sre_reset(node_workflow_id(node_id), "the operator wants the reboot after all")
+    node = await platform.wait_state(node_id, {"active"})
+    assert node["operation"]["kind"] == "reboot"
+
+
 async def test_eight_nodes_at_once(platform: Platform) -> None:
     batch = [f"lab-{i:03d}" for i in range(3, 11)]
     await asyncio.gather(*(provision(platform, n) for n in batch))

@@ -21,6 +21,7 @@ from inventory.states import NodeState
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 SECRET = b"test-secret"
+TTL = timedelta(minutes=5)  # a boot's token lasts this long
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -130,22 +131,39 @@ async def test_each_boot_has_its_own_single_use_token(sessions: async_sessionmak
     assert boot_sessions.boot_from_token(token[:-2] + "xx", SECRET) is None
     forged = token.replace(".1.", ".2.")  # another boot's number under this boot's signature
     assert boot_sessions.boot_from_token(forged, SECRET) is None
+    for malformed in (token.replace(".1.", ".\u00b2."), token + "\u0661", "x.y.z", ""):
+        assert boot_sessions.boot_from_token(malformed, SECRET) is None  # refused, no crash
+    legacy = boot_sessions.sign_id(session_id, SECRET)  # rendered before per-boot tokens
+    assert boot_sessions.boot_from_token(legacy, SECRET) == boot_sessions.BootToken(session_id, 0)
     async with sessions.begin() as s:  # boot 1 has not started: its token is not current
-        assert await boot_sessions.accept_phone_home(s, first) is None
+        assert await boot_sessions.accept_phone_home(s, first, TTL) is None
     async with sessions.begin() as s:
         assert (await boot_sessions.start_boot(s, "02:00:00:00:03:01")).boots == 1
     async with sessions.begin() as s:
-        assert await boot_sessions.accept_phone_home(s, first) is not None
+        assert await boot_sessions.accept_phone_home(s, first, TTL) is not None
     async with sessions.begin() as s:  # spent
-        assert await boot_sessions.accept_phone_home(s, first) is None
+        assert await boot_sessions.accept_phone_home(s, first, TTL) is None
     async with sessions.begin() as s:  # a reboot: a new token, and only it counts
         assert (await boot_sessions.start_boot(s, "02:00:00:00:03:01")).boots == 2
         assert (await boot_sessions.start_boot(s, "02:00:00:00:03:01")).boots == 3
     stale = boot_sessions.BootToken(session_id, 2)  # boot 2 never phoned home: now stale
     async with sessions.begin() as s:
-        assert await boot_sessions.accept_phone_home(s, stale) is None
-        accepted = await boot_sessions.accept_phone_home(s, boot_sessions.BootToken(session_id, 3))
+        assert await boot_sessions.accept_phone_home(s, stale, TTL) is None
+        accepted = await boot_sessions.accept_phone_home(
+            s, boot_sessions.BootToken(session_id, 3), TTL
+        )
         assert accepted is not None and accepted.phoned_home_boot == 3
+    async with sessions.begin() as s:  # a boot's token lasts the TTL from the boot's start
+        assert (await boot_sessions.start_boot(s, "02:00:00:00:03:01")).boots == 4
+    fourth = boot_sessions.BootToken(session_id, 4)
+    async with sessions.begin() as s:
+        assert await boot_sessions.accept_phone_home(s, fourth, timedelta(0)) is None
+        booted = await boot_sessions.get_session(s, session_id)
+        assert booted is not None and not boot_sessions.is_current_boot(
+            booted, fourth, timedelta(0)
+        )
+        assert boot_sessions.is_current_boot(booted, fourth, TTL)
+        assert await boot_sessions.accept_phone_home(s, fourth, TTL) is not None
     async with sessions.begin() as s:  # checked once per boot
         assert await boot_sessions.check_boot(s, boot_sessions.BootToken(session_id, 3))
         assert await boot_sessions.check_boot(s, boot_sessions.BootToken(session_id, 3)) is None
@@ -170,7 +188,9 @@ async def test_a_new_boot_session_closes_the_old_one(sessions: async_sessionmake
             )  # fmt: skip
     async with sessions.begin() as s:
         assert await boot_sessions.start_boot(s, "02:00:00:00:04:01") is not None
-        assert await boot_sessions.accept_phone_home(s, boot_sessions.BootToken(first, 1)) is None
+        assert (
+            await boot_sessions.accept_phone_home(s, boot_sessions.BootToken(first, 1), TTL) is None
+        )
         open_ids = await s.scalars(
             select(BootSession.id).where(
                 BootSession.node_id == "n-reboot", BootSession.closed_at.is_(None)
