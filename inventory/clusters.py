@@ -274,7 +274,7 @@ async def members(session: AsyncSession, cluster_id: uuid.UUID) -> list[ClusterM
 
 async def rebooting_members(session: AsyncSession, cluster_id: uuid.UUID) -> list[str]:
     """Its nodes an operator's RebootNode holds (no other node operation may start on them)."""
-    query = select(Node.id).where(Node.cluster_id == cluster_id, Node.state == "rebooting")
+    query = select(Node.id).where(Node.cluster_id == cluster_id, Node.state == NodeState.REBOOTING)
     return list((await session.scalars(query.order_by(Node.id))).all())
 
 

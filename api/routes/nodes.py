@@ -72,7 +72,7 @@ async def _node(db: Db, node_id: str) -> Node:
 
 
 async def _phase(client: Client, node: Node) -> str | None:
-    if not node.workflow_id or node.state not in ("provisioning", "cleaning", "rebooting"):
+    if not node.workflow_id or node.state not in nodes.HELD_STATE.values():
         return None
     try:
         handle: WorkflowHandle = client.get_workflow_handle(node.workflow_id)

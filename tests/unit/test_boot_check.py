@@ -16,10 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 import images
 from activities.inventory import CheckBoot, InventoryActivities
 from inventory import boot_sessions, nodes
-from inventory.db import create_engine, session_factory
-from inventory.migrate import upgrade_async
 from inventory.models import Event
 from inventory.states import NodeState
+from tests.db import migrated_sessions
 from tests.unit.test_images_verify import INITRD_SHA, KERNEL_SHA, good_facts
 from tests.unit.test_inventory import new_node
 
@@ -29,10 +28,8 @@ MAC = "02:00:00:00:05:01"
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def sessions(postgres_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    await upgrade_async(postgres_url, "t_boot_check")
-    engine = create_engine(postgres_url, schema="t_boot_check")
-    yield session_factory(engine)
-    await engine.dispose()
+    async with migrated_sessions(postgres_url, "t_boot_check") as sessions:
+        yield sessions
 
 
 async def _active_node(sessions: async_sessionmaker[AsyncSession]) -> uuid.UUID:

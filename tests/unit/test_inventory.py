@@ -13,11 +13,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from inventory import boot_sessions, nodes
-from inventory.db import create_engine, session_factory
 from inventory.errors import NodeConflict, NodeNotFound
-from inventory.migrate import upgrade_async
 from inventory.models import BootSession, Event
 from inventory.states import NodeState
+from tests.db import migrated_sessions
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 SECRET = b"test-secret"
@@ -26,10 +25,8 @@ TTL = timedelta(minutes=5)  # a boot's token lasts this long
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def sessions(postgres_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    await upgrade_async(postgres_url, "t_inventory")
-    engine = create_engine(postgres_url, schema="t_inventory")
-    yield session_factory(engine)
-    await engine.dispose()
+    async with migrated_sessions(postgres_url, "t_inventory") as sessions:
+        yield sessions
 
 
 def new_node(node_id: str, mac: str) -> nodes.NewNode:

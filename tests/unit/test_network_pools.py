@@ -15,9 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.settings import Settings
 from inventory import fabric, networks, pools, tenants
-from inventory.db import create_engine, session_factory
-from inventory.migrate import upgrade_async
 from inventory.models import Allocation, Network, Tenant
+from tests.db import migrated_sessions
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 SETTINGS = Settings(tenant_supernet="10.128.0.0/16", tenant_prefix_length=24)
@@ -25,14 +24,11 @@ SETTINGS = Settings(tenant_supernet="10.128.0.0/16", tenant_prefix_length=24)
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def sessions(postgres_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    await upgrade_async(postgres_url, "t_pools")
-    engine = create_engine(postgres_url, schema="t_pools", pool_size=20)
-    factory = session_factory(engine)
-    async with factory.begin() as session:
-        for tenant_id in ("acme", "globex"):
-            await tenants.create(session, Tenant(id=tenant_id, display_name=tenant_id))
-    yield factory
-    await engine.dispose()
+    async with migrated_sessions(postgres_url, "t_pools", pool_size=20) as factory:
+        async with factory.begin() as session:
+            for tenant_id in ("acme", "globex"):
+                await tenants.create(session, Tenant(id=tenant_id, display_name=tenant_id))
+        yield factory
 
 
 async def create(
