@@ -70,6 +70,7 @@ class RebootPlan:
     node_id: str
     stateless: bool  # it network boots its image again: wait for its phone-home and verify it
     boot_session_id: str | None
+    claimed_from: str | None = None  # the node's state before this reboot claimed it
 
 
 @dataclass
@@ -193,6 +194,9 @@ class InventoryActivities:
                     session, request.node_id, workflow_id=request.workflow_id
                 )
                 boot = await boot_sessions.open_session_of(session, node.id)
+                claimed_from = await nodes.reboot_claimed_from(
+                    session, node.id, workflow_id=request.workflow_id
+                )
         except InventoryError as exc:
             raise inventory_failure(exc) from exc
         try:
@@ -209,6 +213,7 @@ class InventoryActivities:
             node_id=node.id,
             stateless=stateless,
             boot_session_id=str(boot.id) if stateless and boot is not None else None,
+            claimed_from=claimed_from,
         )
 
     @activity.defn(name="boots_so_far")

@@ -16,7 +16,7 @@ from sqlalchemy.orm import selectinload
 
 from inventory import events
 from inventory.errors import NodeConflict, NodeNotFound
-from inventory.models import Nic, Node
+from inventory.models import Event, Nic, Node
 from inventory.states import PROVISION_FROM, REBOOT_FROM, RELEASE_FROM, NodeState
 
 # The state a node is in while an operation holds it.
@@ -241,6 +241,24 @@ async def claim_for_reboot(session: AsyncSession, node_id: str, *, workflow_id: 
         operation="reboot",
         holder_may_repeat=True,
         holder_may_resume_from=[NodeState.FAILED],
+    )
+
+
+async def reboot_claimed_from(
+    session: AsyncSession, node_id: str, *, workflow_id: str
+) -> str | None:
+    """The state the node was in when this workflow last claimed it for a reboot (`active` from
+    the API, `failed` on an SRE's reset), read from its events: a repeated claim records none."""
+    return await session.scalar(
+        select(Event.from_state)
+        .where(
+            Event.kind == "node",
+            Event.resource_id == node_id,
+            Event.workflow_id == workflow_id,
+            Event.to_state == NodeState.REBOOTING.value,
+        )
+        .order_by(Event.id.desc())
+        .limit(1)
     )
 
 

@@ -163,6 +163,16 @@ class Platform:
                         return node
                     await asyncio.sleep(0.2)
 
+    async def wait_activity(self, workflow_id: str, activity: str, timeout: float = 60) -> None:
+        """Wait until the workflow's activity `activity` is pending (scheduled or running)."""
+        handle = self.client.get_workflow_handle(workflow_id)
+        async with asyncio.timeout(timeout):
+            while True:
+                pending = (await handle.describe()).raw_description.pending_activities
+                if any(a.activity_type.name == activity for a in pending):
+                    return
+                await asyncio.sleep(0.1)
+
     async def sre_reset(self, workflow_id: str, reason: str) -> None:
         """What an SRE does once the cause of a failure is fixed: reset the workflow to its
         first workflow task, so it runs again from the start (every step converges)."""

@@ -4,12 +4,14 @@ waits for that boot's phone-home and verifies its facts as at activation.
 
 Phases: rebooting -> active, or failed (the node left as it is, powered or not: nothing is
 undone). The node keeps its boot session on failure, so an SRE resets the workflow once the
-cause is fixed.
+cause is fixed. A reboot cancelled before the power-off leaves the node active: nothing was done
+(and a reset could not undo that cancel, which Temporal keeps ahead of the first workflow task).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
@@ -31,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         PhoneHomeSignal,
         RebootNodeInput,
     )
+    from inventory.states import NodeState
     from workflows.failures import failure_reason
     from workflows.node import NodeOperation, OperationFailed
 
@@ -45,6 +48,8 @@ class RebootNode(NodeOperation):
         self._boots_before: int | None = None  # the session's boots once the node was off
         self._facts: dict | None = None
         self._pending: list[PhoneHomeSignal] = []  # before the boots are known
+        self._plan: RebootPlan | None = None
+        self._powered_off = False  # the power-off was asked for: the node may be touched
 
     @workflow.signal(name=SIGNAL_PHONE_HOME)
     def phone_home(self, signal: PhoneHomeSignal) -> None:
@@ -63,12 +68,10 @@ class RebootNode(NodeOperation):
         node_id = request.node_id
         try:
             self._step("claiming the node")
-            plan = await self._inventory(
-                InventoryActivities.claim_node_for_reboot, ClaimReboot(node_id, workflow_id)
-            )
-            assert isinstance(plan, RebootPlan)
+            plan = await self._claim(node_id, workflow_id)
             how = "hard" if request.hard else "soft (hard after a grace period)"
             self._step(f"power off, {how}")
+            self._powered_off = True
             await self._bmc(
                 BaremetalActivities.ensure_power,
                 PowerRequest(node_id, "off", soft=not request.hard),
@@ -88,6 +91,9 @@ class RebootNode(NodeOperation):
                 )
         except (ActivityError, OperationFailed, asyncio.CancelledError) as error:
             cancelled = is_cancelled_exception(error)  # also an activity cancelled by it
+            if cancelled and self._untouched():
+                await self._back_to_active(node_id, workflow_id)
+                raise asyncio.CancelledError("cancelled before the power-off") from error
             reason = "cancelled" if cancelled else f"{self._phase}: {failure_reason(error)}"
             self._step(f"marking the node failed: {reason}")
             await self._inventory(
@@ -100,6 +106,43 @@ class RebootNode(NodeOperation):
             raise ApplicationError(reason, type="RebootFailed", non_retryable=True) from error
         self._enter("active")
         return OperationResult(node_id=node_id, state="active")
+
+    async def _claim(self, node_id: str, workflow_id: str) -> RebootPlan:
+        """Claim the node, letting a cancel through only once the claim has ended: a claim still
+        running when the cancel's compensation ran would take the node back."""
+        claim = asyncio.ensure_future(
+            self._inventory(
+                InventoryActivities.claim_node_for_reboot, ClaimReboot(node_id, workflow_id)
+            )
+        )
+        try:
+            plan = await asyncio.shield(claim)
+        except asyncio.CancelledError:
+            with contextlib.suppress(ActivityError):  # the cancel is what the caller sees
+                plan = await claim
+                assert isinstance(plan, RebootPlan)
+                self._plan = plan
+            raise
+        assert isinstance(plan, RebootPlan)
+        self._plan = plan
+        return plan
+
+    def _untouched(self) -> bool:
+        """Cancelled before the power-off of a reboot asked for on an active node."""
+        return (
+            not self._powered_off
+            and self._plan is not None
+            and self._plan.claimed_from == NodeState.ACTIVE.value
+        )
+
+    async def _back_to_active(self, node_id: str, workflow_id: str) -> None:
+        reason = "reboot cancelled before the power-off"
+        self._step(f"marking the node active again: {reason}")
+        await self._inventory(
+            InventoryActivities.finish_operation,
+            FinishOperation(node_id, workflow_id, "reboot", "active", reason),
+        )
+        self._enter("active", reason)
 
     async def _count_boots(self, session_id: str) -> None:
         """The boots so far, read once the node is off: only a later boot's phone-home counts

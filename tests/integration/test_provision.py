@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from sqlalchemy import select, update
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import CancelledError
 
-from core.contracts import node_workflow_id
+from core.contracts import REBOOT_NODE, TASK_QUEUE_BAREMETAL, RebootNodeInput, node_workflow_id
+from inventory import nodes
 from inventory.models import Event, Node
 from tests.platform import Platform, Ports, running_platform
 
@@ -120,6 +124,8 @@ async def test_a_cancelled_reboot_fails_the_node_and_an_sre_reset_completes_it(
         async with platform.api() as api:
             reply = await api.post(f"/v1/nodes/{node_id}/reboot", json={"hard": True})
             assert reply.status_code == 202, reply.text
+        # Cancelled while the BMC powers it off: the node may be off, so it is failed.
+        await platform.wait_activity(node_workflow_id(node_id), "ensure_power")
         await platform.client.get_workflow_handle(node_workflow_id(node_id)).cancel()
         node = await platform.wait_state(node_id, {"failed", "active"})
         assert node["state"] == "failed" and node["last_error"] == "cancelled", node
@@ -128,6 +134,37 @@ async def test_a_cancelled_reboot_fails_the_node_and_an_sre_reset_completes_it(
     await platform.sre_reset(node_workflow_id(node_id), "the operator wants the reboot after all")
     node = await platform.wait_state(node_id, {"active"})
     assert node["operation"]["kind"] == "reboot"
+
+
+async def test_a_reboot_cancelled_before_it_starts_leaves_the_node_active(
+    platform: Platform,
+) -> None:
+    async with platform.api() as api:
+        active = (await api.get("/v1/nodes", params={"state": "active"})).json()["items"]
+    node_id, workflow_id = active[0]["id"], node_workflow_id(active[0]["id"])
+    before = (await platform.lab_node(node_id))["counters"]
+    # What the API does, but the workflow starts late: the cancel comes before its first task,
+    # where Temporal keeps it, so a reset of this run could only be cancelled again.
+    async with platform.sessions.begin() as session:
+        await nodes.claim_for_reboot(session, node_id, workflow_id=workflow_id)
+    handle = await platform.client.start_workflow(
+        REBOOT_NODE, RebootNodeInput(node_id=node_id, hard=True), id=workflow_id,
+        task_queue=TASK_QUEUE_BAREMETAL, start_delay=timedelta(seconds=30),
+    )  # fmt: skip
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    assert isinstance(failure.value.cause, CancelledError)
+    node = await platform.wait_state(node_id, {"active", "failed"})
+    assert node["state"] == "active" and node["last_error"] is None, node
+    assert (await platform.lab_node(node_id))["counters"] == before  # its BMC never asked
+    async with platform.sessions() as session:
+        last = await session.scalar(
+            select(Event).where(Event.resource_id == node_id).order_by(Event.id.desc()).limit(1)
+        )
+    assert last is not None
+    assert (last.from_state, last.to_state) == ("rebooting", "active")
+    assert last.reason == "reboot cancelled before the power-off"
 
 
 async def test_eight_nodes_at_once(platform: Platform) -> None:
