@@ -14,8 +14,6 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from inventory import clusters, tenants
-from inventory.db import create_engine, session_factory
-from inventory.migrate import upgrade_async
 from inventory.models import (
     Cluster,
     ClusterMember,
@@ -27,8 +25,7 @@ from inventory.models import (
     Switch,
     Tenant,
 )
-
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+from tests.db import migrated_sessions
 
 # Each tenant's network (the same subnet: members' addresses are per network).
 NETWORKS = {"acme": uuid.uuid4(), "globex": uuid.uuid4()}
@@ -39,43 +36,44 @@ FLEET = {
 }  # fmt: skip
 
 
+async def _fresh_fleet(session: AsyncSession) -> None:
+    """Two leaves, the FLEET nodes cabled to them, two tenants with a network each."""
+    for table in (NicLink, IbPort, Nic):
+        await session.execute(delete(table))
+    await session.execute(delete(ClusterMember))
+    await session.execute(update(Node).values(cluster_id=None, tenant_id=None))
+    await session.execute(delete(Cluster))
+    await session.execute(delete(Network))
+    await session.execute(delete(Node))
+    await session.execute(delete(Switch))
+    await session.execute(delete(Tenant))
+    for leaf in ("leaf1", "leaf2"):
+        session.add(Switch(id=leaf, role="leaf", nos="linux-frr", mgmt_address=leaf,
+                           username="u", password="p", asn=65000))  # fmt: skip
+    for index, (node_id, (gpu, leaf)) in enumerate(FLEET.items()):
+        mac = f"02:00:00:00:00:{index:02x}"
+        session.add(Node(id=node_id, vendor="v", model="m", gpu_model=gpu, gpu_count=8,
+                         bmc_protocol="ipmi", bmc_address="x", bmc_username="u",
+                         bmc_password="p"))  # fmt: skip
+        await session.flush()
+        session.add(Nic(mac=mac, node_id=node_id))
+        await session.flush()
+        session.add(NicLink(mac=mac, switch_id=leaf, port=f"swp{index}"))
+        session.add(IbPort(guid=f"0x{index:016x}", node_id=node_id))
+    for tenant_id in ("acme", "globex"):
+        await tenants.create(session, Tenant(id=tenant_id, display_name=tenant_id,
+                                             quota_nodes=10, quota_gpus=80))  # fmt: skip
+        session.add(Network(id=NETWORKS[tenant_id], tenant_id=tenant_id, name="lan",
+                            cidr="10.50.0.0/24", l2vni=NETWORKS[tenant_id].int % 10**6,
+                            state="ready"))  # fmt: skip
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def sessions(postgres_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    schema = "t_cluster_alloc"
-    await upgrade_async(postgres_url, schema)
-    engine = create_engine(postgres_url, schema=schema, pool_size=10)
-    factory = session_factory(engine)
-    async with factory.begin() as session:  # a fresh fleet per test
-        for table in (NicLink, IbPort, Nic):
-            await session.execute(delete(table))
-        await session.execute(delete(ClusterMember))
-        await session.execute(update(Node).values(cluster_id=None, tenant_id=None))
-        await session.execute(delete(Cluster))
-        await session.execute(delete(Network))
-        await session.execute(delete(Node))
-        await session.execute(delete(Switch))
-        await session.execute(delete(Tenant))
-        for leaf in ("leaf1", "leaf2"):
-            session.add(Switch(id=leaf, role="leaf", nos="linux-frr", mgmt_address=leaf,
-                               username="u", password="p", asn=65000))  # fmt: skip
-        for index, (node_id, (gpu, leaf)) in enumerate(FLEET.items()):
-            mac = f"02:00:00:00:00:{index:02x}"
-            session.add(Node(id=node_id, vendor="v", model="m", gpu_model=gpu, gpu_count=8,
-                             bmc_protocol="ipmi", bmc_address="x", bmc_username="u",
-                             bmc_password="p"))  # fmt: skip
-            await session.flush()
-            session.add(Nic(mac=mac, node_id=node_id))
-            await session.flush()
-            session.add(NicLink(mac=mac, switch_id=leaf, port=f"swp{index}"))
-            session.add(IbPort(guid=f"0x{index:016x}", node_id=node_id))
-        for tenant_id in ("acme", "globex"):
-            await tenants.create(session, Tenant(id=tenant_id, display_name=tenant_id,
-                                                 quota_nodes=10, quota_gpus=80))  # fmt: skip
-            session.add(Network(id=NETWORKS[tenant_id], tenant_id=tenant_id, name="lan",
-                                cidr="10.50.0.0/24", l2vni=NETWORKS[tenant_id].int % 10**6,
-                                state="ready"))  # fmt: skip
-    yield factory
-    await engine.dispose()
+    async with migrated_sessions(postgres_url, "t_cluster_alloc", pool_size=10) as factory:
+        async with factory.begin() as session:  # a fresh fleet per test
+            await _fresh_fleet(session)
+        yield factory
 
 
 def cluster(tenant: str, count: int, gpu: str = "h100", name: str = "c") -> Cluster:

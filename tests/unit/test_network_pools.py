@@ -18,7 +18,6 @@ from inventory import fabric, networks, pools, tenants
 from inventory.models import Allocation, Network, Tenant
 from tests.db import migrated_sessions
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
 SETTINGS = Settings(tenant_supernet="10.128.0.0/16", tenant_prefix_length=24)
 
 
