@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, status
@@ -69,6 +70,17 @@ async def _node(db: Db, node_id: str) -> Node:
     if node is None:
         raise _not_found(node_id)
     return node
+
+
+def _wrong_state(node: Node, done: str, allowed: Sequence[str]) -> Problem:
+    """409 node-busy while an operation holds the node, else invalid-node-state."""
+    busy = node.state in nodes.HELD_STATE.values()
+    return Problem(
+        409,
+        "node-busy" if busy else "invalid-node-state",
+        f"Node cannot be {done} now",
+        f"node {node.id!r} is {node.state}; it can be {done} when: " + ", ".join(allowed),
+    )
 
 
 async def _phase(client: Client, node: Node) -> str | None:
@@ -220,13 +232,7 @@ async def provision_node(
     _not_in_a_cluster(node)
     image = ready_image(request, body.image)
     if node.state not in PROVISION_FROM:
-        raise Problem(
-            409,
-            "node-busy" if node.state == "provisioning" else "invalid-node-state",
-            "Node cannot be provisioned now",
-            f"node {node_id!r} is {node.state}; provisioning needs one of: "
-            + ", ".join(PROVISION_FROM),
-        )
+        raise _wrong_state(node, "provisioned", PROVISION_FROM)
     return await _start(
         client,
         request,
@@ -255,12 +261,7 @@ async def release_node(
     node = await _node(db, node_id)
     _not_in_a_cluster(node)
     if node.state not in RELEASE_FROM:
-        raise Problem(
-            409,
-            "invalid-node-state",
-            "Node cannot be released now",
-            f"node {node_id!r} is {node.state}",
-        )
+        raise _wrong_state(node, "released", RELEASE_FROM)
     return await _start(client, request, node, RELEASE_NODE, ReleaseNodeInput(node.id), "release")
 
 
@@ -284,12 +285,7 @@ async def reboot_node(
 ) -> OperationAccepted:
     node = await _node(db, node_id)
     if node.state not in REBOOT_FROM:
-        raise Problem(
-            409,
-            "node-busy" if node.state in ("rebooting", "provisioning") else "invalid-node-state",
-            "Node cannot be rebooted now",
-            f"node {node_id!r} is {node.state}; a reboot needs one of: " + ", ".join(REBOOT_FROM),
-        )
+        raise _wrong_state(node, "rebooted", REBOOT_FROM)
     if node.cluster_id is not None:  # not while its cluster's workflows act on its nodes
         cluster = await clusters.get(db, node.cluster_id, for_update=True)
         if cluster.state != "ready":

@@ -253,17 +253,34 @@ async def test_bad_input_gets_a_clear_4xx_and_changes_nothing(platform: Platform
     assert await _snapshot(platform) == before
 
 
-async def test_a_node_already_provisioning_is_refused(platform: Platform) -> None:
+async def test_a_node_held_by_an_operation_is_refused_as_busy(platform: Platform) -> None:
     node_id = "lab-013"
     await provision(platform, node_id)
     async with platform.api() as api:
         again = await api.post(f"/v1/nodes/{node_id}/provision", json={"image": "lab-sim"})
         release = await api.post(f"/v1/nodes/{node_id}/release")
-    assert again.status_code == 409, again.text
-    assert again.json()["type"] == "urn:metalplane:problem:node-busy"
-    assert release.status_code == 409, release.text
+        reboot = await api.post(f"/v1/nodes/{node_id}/reboot")
+    for refused in (again, release, reboot):
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["type"] == "urn:metalplane:problem:node-busy"
     node = await platform.wait_state(node_id, {"active", "failed"})
     assert node["state"] == "active", node["last_error"]
+    await platform.set_faults(node_id, delay_seconds=1.0)  # a slow BMC: cleaning takes a while
+    try:
+        async with platform.api() as api:
+            assert (await api.post(f"/v1/nodes/{node_id}/release")).status_code == 202
+            # claimed by ReleaseNode's first activity, then powered off by a slow BMC
+            await platform.wait_activity(node_workflow_id(node_id), "ensure_power")
+            again = await api.post(f"/v1/nodes/{node_id}/provision", json={"image": "lab-sim"})
+            reboot = await api.post(f"/v1/nodes/{node_id}/reboot")
+        for refused in (again, reboot):
+            assert refused.status_code == 409, refused.text
+            assert refused.json()["type"] == "urn:metalplane:problem:node-busy", refused.text
+            assert "is cleaning" in refused.json()["detail"]
+    finally:
+        await platform.set_faults(node_id, delay_seconds=0.0)
+    node = await platform.wait_state(node_id, {"available", "failed"})
+    assert node["state"] == "available", node["last_error"]
 
 
 async def test_phone_home_token_is_single_use(platform: Platform) -> None:
