@@ -18,7 +18,7 @@ import httpx
 import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -164,12 +164,16 @@ class Platform:
                     await asyncio.sleep(0.2)
 
     async def wait_activity(self, workflow_id: str, activity: str, timeout: float = 60) -> None:
-        """Wait until the workflow's activity `activity` is pending (scheduled or running)."""
+        """Wait until a worker runs the workflow's activity `activity` (its attempt started)."""
         handle = self.client.get_workflow_handle(workflow_id)
         async with asyncio.timeout(timeout):
             while True:
                 pending = (await handle.describe()).raw_description.pending_activities
-                if any(a.activity_type.name == activity for a in pending):
+                if any(
+                    a.activity_type.name == activity
+                    and a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+                    for a in pending
+                ):
                     return
                 await asyncio.sleep(0.1)
 

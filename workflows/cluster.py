@@ -12,7 +12,7 @@ the cluster's own network deleted, allocations returned; an SRE may then retry (
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         network_workflow_id,
         node_workflow_id,
     )
+    from workflows.cancellation import to_the_end
     from workflows.failures import failure_reason
 
 RECORD_RETRY = RetryPolicy(
@@ -74,18 +75,6 @@ async def _first_failure(tasks: Sequence[Any]) -> None:
     for result in results:
         if isinstance(result, BaseException):
             raise result
-
-
-async def _to_the_end(work: Awaitable[str]) -> str:
-    """Run compensation to its end even when a cancellation arrives meanwhile (a DELETE while
-    a failure unwinds): Temporal delivers a workflow's cancellation only once."""
-    task = asyncio.ensure_future(work)
-    while True:
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if task.cancelled():
-                raise
 
 
 class _ClusterOperation:
@@ -223,7 +212,7 @@ class CreateCluster(_ClusterOperation):
             await self._act(ClusterActivities.finish, ClusterEnd(cluster_id))
         except (*FAILURES, ClusterFailed, asyncio.CancelledError) as error:
             cancelled = isinstance(error, asyncio.CancelledError)
-            reason = await _to_the_end(
+            reason = await to_the_end(
                 self._compensate(cluster_id, "cancelled" if cancelled else failure_reason(error))
             )
             if cancelled:
@@ -266,7 +255,7 @@ class ScaleCluster(_ClusterOperation):
         except (*FAILURES, ClusterFailed, asyncio.CancelledError) as error:
             cancelled = isinstance(error, asyncio.CancelledError)
             why = "scale cancelled" if cancelled else f"scale failed: {failure_reason(error)}"
-            reason = await _to_the_end(self._compensate(cluster_id, why))
+            reason = await to_the_end(self._compensate(cluster_id, why))
             if cancelled:
                 raise
             raise ApplicationError(reason, type="ScaleFailed", non_retryable=True) from error

@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         ReleaseNodeInput,
         node_network_workflow_id,
     )
+    from workflows.cancellation import attempt_in_flight_first
     from workflows.failures import failure_reason
 
 PHASE = SearchAttributeKey.for_keyword("Phase")
@@ -61,6 +62,7 @@ BMC_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=8,
 )
+WAIT_FOR_THE_ATTEMPT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
 INVENTORY_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500),
     maximum_interval=timedelta(seconds=10),
@@ -97,22 +99,31 @@ class NodeOperation:
     def _step(self, step: str) -> None:
         workflow.set_current_details(f"**{self._phase}**: {step}")
 
+    # Every activity of a node operation ends its attempt in flight before a cancellation is
+    # acted on (workflows.cancellation): a cancel lands between steps, never inside one.
+
     async def _bmc(self, activity, request, *, timeout: float = 120) -> object:  # type: ignore[no-untyped-def]
-        return await workflow.execute_activity_method(
-            activity,
-            request,
-            start_to_close_timeout=timedelta(seconds=timeout),
-            retry_policy=BMC_RETRY,
+        return await attempt_in_flight_first(
+            workflow.execute_activity_method(
+                activity,
+                request,
+                start_to_close_timeout=timedelta(seconds=timeout),
+                retry_policy=BMC_RETRY,
+                cancellation_type=WAIT_FOR_THE_ATTEMPT,
+            )
         )
 
     async def _leave_tenant_network(self, node_id: str) -> None:
         """Switch ports to the provisioning network (a no-op for nodes with no cabling)."""
-        await workflow.execute_activity_method(
-            NetworkActivities.leave_tenant_network,
-            node_id,
-            task_queue=TASK_QUEUE_NETWORK,
-            start_to_close_timeout=timedelta(seconds=120),
-            retry_policy=BMC_RETRY,
+        await attempt_in_flight_first(
+            workflow.execute_activity_method(
+                NetworkActivities.leave_tenant_network,
+                node_id,
+                task_queue=TASK_QUEUE_NETWORK,
+                start_to_close_timeout=timedelta(seconds=120),
+                retry_policy=BMC_RETRY,
+                cancellation_type=WAIT_FOR_THE_ATTEMPT,
+            )
         )
 
     async def _phoned_home(self, done: Callable[[], bool], timeout: float) -> None:
@@ -125,13 +136,17 @@ class NodeOperation:
                 " (check its boot configuration and console)"
             ) from exc
 
-    async def _inventory(self, activity, request) -> object:  # type: ignore[no-untyped-def]
-        return await workflow.execute_activity_method(
-            activity,
-            request,
-            task_queue=TASK_QUEUE_INVENTORY,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=INVENTORY_RETRY,
+    async def _inventory(self, activity, request, keep=None) -> object:  # type: ignore[no-untyped-def]
+        return await attempt_in_flight_first(
+            workflow.execute_activity_method(
+                activity,
+                request,
+                task_queue=TASK_QUEUE_INVENTORY,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=INVENTORY_RETRY,
+                cancellation_type=WAIT_FOR_THE_ATTEMPT,
+            ),
+            keep,
         )
 
 

@@ -108,24 +108,26 @@ class RebootNode(NodeOperation):
         return OperationResult(node_id=node_id, state="active")
 
     async def _claim(self, node_id: str, workflow_id: str) -> RebootPlan:
-        """Claim the node, letting a cancel through only once the claim has ended: a claim still
-        running when the cancel's compensation ran would take the node back."""
+        """Claim the node. The claim runs whole even when a cancel comes first: what to do then
+        depends on the state it was claimed from (the plan is kept)."""
         claim = asyncio.ensure_future(
             self._inventory(
-                InventoryActivities.claim_node_for_reboot, ClaimReboot(node_id, workflow_id)
+                InventoryActivities.claim_node_for_reboot,
+                ClaimReboot(node_id, workflow_id),
+                keep=self._keep_plan,
             )
         )
         try:
             plan = await asyncio.shield(claim)
         except asyncio.CancelledError:
             with contextlib.suppress(ActivityError):  # the cancel is what the caller sees
-                plan = await claim
-                assert isinstance(plan, RebootPlan)
-                self._plan = plan
+                await claim
             raise
         assert isinstance(plan, RebootPlan)
-        self._plan = plan
         return plan
+
+    def _keep_plan(self, plan: RebootPlan) -> None:
+        self._plan = plan
 
     def _untouched(self) -> bool:
         """Cancelled before the power-off of a reboot asked for on an active node."""

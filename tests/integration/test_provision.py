@@ -124,11 +124,13 @@ async def test_a_cancelled_reboot_fails_the_node_and_an_sre_reset_completes_it(
         async with platform.api() as api:
             reply = await api.post(f"/v1/nodes/{node_id}/reboot", json={"hard": True})
             assert reply.status_code == 202, reply.text
-        # Cancelled while the BMC powers it off: the node may be off, so it is failed.
+        # Cancelled while the BMC powers it off: the node is failed, once that command ended
+        # (one still running could turn it off after the reset's run turned it on).
         await platform.wait_activity(node_workflow_id(node_id), "ensure_power")
         await platform.client.get_workflow_handle(node_workflow_id(node_id)).cancel()
         node = await platform.wait_state(node_id, {"failed", "active"})
         assert node["state"] == "failed" and node["last_error"] == "cancelled", node
+        assert (await platform.lab_node(node_id))["power"] == "off"
     finally:
         await platform.set_faults(node_id, delay_seconds=0.0)
     await platform.sre_reset(node_workflow_id(node_id), "the operator wants the reboot after all")
@@ -255,18 +257,20 @@ async def test_bad_input_gets_a_clear_4xx_and_changes_nothing(platform: Platform
 
 async def test_a_node_held_by_an_operation_is_refused_as_busy(platform: Platform) -> None:
     node_id = "lab-013"
-    await provision(platform, node_id)
-    async with platform.api() as api:
-        again = await api.post(f"/v1/nodes/{node_id}/provision", json={"image": "lab-sim"})
-        release = await api.post(f"/v1/nodes/{node_id}/release")
-        reboot = await api.post(f"/v1/nodes/{node_id}/reboot")
-    for refused in (again, release, reboot):
-        assert refused.status_code == 409, refused.text
-        assert refused.json()["type"] == "urn:metalplane:problem:node-busy"
-    node = await platform.wait_state(node_id, {"active", "failed"})
-    assert node["state"] == "active", node["last_error"]
-    await platform.set_faults(node_id, delay_seconds=1.0)  # a slow BMC: cleaning takes a while
+    await platform.set_faults(node_id, delay_seconds=1.0)  # a slow BMC: each operation lasts
     try:
+        await provision(platform, node_id)
+        # claimed by ProvisionNode's first activity, then prepared by a slow BMC
+        await platform.wait_activity(node_workflow_id(node_id), "prepare_network_boot")
+        async with platform.api() as api:
+            again = await api.post(f"/v1/nodes/{node_id}/provision", json={"image": "lab-sim"})
+            release = await api.post(f"/v1/nodes/{node_id}/release")
+            reboot = await api.post(f"/v1/nodes/{node_id}/reboot")
+        for refused in (again, release, reboot):
+            assert refused.status_code == 409, refused.text
+            assert refused.json()["type"] == "urn:metalplane:problem:node-busy"
+        node = await platform.wait_state(node_id, {"active", "failed"})
+        assert node["state"] == "active", node["last_error"]
         async with platform.api() as api:
             assert (await api.post(f"/v1/nodes/{node_id}/release")).status_code == 202
             # claimed by ReleaseNode's first activity, then powered off by a slow BMC
