@@ -162,7 +162,7 @@ async def test_tenants_reach_their_own_hosts_only(
         for host in HOSTS:  # an ARP broadcast first; no neighbor probe pending anywhere
             fabric.flush_neighbors(host)
         before = {host: fabric.counters(host) for host in HOSTS}
-        assert await ping(fabric, pinger, "10.0.0.2", count=5, interval=0.05) == 5
+        assert await ping(fabric, pinger, "10.0.0.2", count=5, interval=0.05, timeout=3) == 5
         after = {host: fabric.counters(host) for host in HOSTS}
         # The peer saw the ARP request and five echo requests ...
         assert after[peer]["rx"] - before[peer]["rx"] >= 6
@@ -183,7 +183,8 @@ async def test_clear_access_port_cuts_the_host_off_and_set_restores_it(
     assert "swp1" not in (await leaf2.state()).access_ports
     fabric.flush_neighbors(A1)
     assert await ping(fabric, A1, "10.0.0.2", count=3, timeout=0.5) == 0
-    assert await ping(fabric, B1, "10.0.0.2") == 1  # tenant B's port on that leaf is untouched
+    # tenant B's port on that leaf is untouched
+    assert await ping(fabric, B1, "10.0.0.2", timeout=3) == 1
     assert await leaf2.clear_access_port("swp1") == []
 
     assert await leaf2.set_access_port("swp1", TENANT_A.vlan) == [
@@ -226,7 +227,7 @@ async def test_remove_segment_leaves_nothing_behind(
 
     fabric.flush_neighbors(B1)
     assert await ping(fabric, B1, "10.0.0.2", count=2, timeout=0.5) == 0
-    assert await ping(fabric, A1, "10.0.0.2") == 1
+    assert await ping(fabric, A1, "10.0.0.2", timeout=3) == 1
     assert await leaf1.remove_segment(TENANT_B.vlan) == []
 
 

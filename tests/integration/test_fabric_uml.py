@@ -267,7 +267,7 @@ async def test_no_packet_of_a_tenant_reaches_the_other(
         svis = " ".join(f"br{vlan}" for vlan in WANTED[leaf].segments)
         fabric.switch_exec(leaf, "sh", "-c", f"for b in {svis}; do ip neigh flush dev $b; done")
     before = {host: fabric.counters(host) for host in HOSTS}
-    assert await ping(fabric, pinger, dst, count=5, interval=0.05) == 5
+    assert await ping(fabric, pinger, dst, count=5, interval=0.05, timeout=3) == 5
     after = {host: fabric.counters(host) for host in HOSTS}
     assert after[target]["rx"] - before[target]["rx"] >= 5
     assert after[target]["tx"] - before[target]["tx"] >= 5

@@ -90,7 +90,7 @@ def _wait_banner_count(data_dir: Path, count: int, timeout: float = 120) -> None
         time.sleep(0.3)
 
 
-def _create_network(data_dir: Path, timeout: float = 60) -> dict:  # type: ignore[type-arg]
+def _create_network(data_dir: Path, timeout: float = 180) -> dict:  # type: ignore[type-arg]
     api = ENV["METALPLANE_API_URL"]
     admin = {"Authorization": f"Bearer {_token(data_dir, 'platform-admin')}"}
     body = {"id": "acme", "display_name": "A", "quotas": {"nodes": 1, "gpus": 8}}
@@ -108,7 +108,7 @@ def _create_network(data_dir: Path, timeout: float = 60) -> dict:  # type: ignor
     return network
 
 
-def _create_cluster(data_dir: Path, timeout: float = 120) -> dict:  # type: ignore[type-arg]
+def _create_cluster(data_dir: Path, timeout: float = 300) -> dict:  # type: ignore[type-arg]
     """A one-node Slurm cluster of the tenant (on the free lab-002) until it is ready."""
     api = ENV["METALPLANE_API_URL"]
     tenant = {"Authorization": f"Bearer {_token(data_dir, 'tenant-admin', 'acme')}"}

@@ -22,7 +22,7 @@ async def test_worker_killed_mid_provision_resumes_without_repeating(
 ) -> None:
     async with running_platform(
         name="t_worker_crash", postgres_url=postgres_url, temporal_address=temporal_address,
-        data_dir=tmp_path, ports=PORTS, nodes=2, boot_delay=3.0,
+        data_dir=tmp_path, ports=PORTS, nodes=2, boot_delay=5.0,
         in_process_workers=("inventory", "network"),
     ) as platform:  # fmt: skip
         await platform.enroll_lab()
@@ -31,7 +31,9 @@ async def test_worker_killed_mid_provision_resumes_without_repeating(
             for node_id in ("lab-001", "lab-002"):
                 reply = await api.post(f"/v1/nodes/{node_id}/provision", json={"image": "lab-sim"})
                 assert reply.status_code == 202, reply.text
-            async with asyncio.timeout(60):  # until both nodes are powered and booting
+            # Until both nodes are powered and booting, neither phoned home yet: each workflow
+            # waits for its signal (not in an activity a kill would leave to its timeout).
+            async with asyncio.timeout(60):
                 while True:
                     phases = [
                         ((await api.get(f"/v1/nodes/{n}")).json().get("operation") or {}).get(
@@ -39,12 +41,13 @@ async def test_worker_killed_mid_provision_resumes_without_repeating(
                         )
                         for n in ("lab-001", "lab-002")
                     ]
-                    if phases == ["booting"] * 2:
+                    lab = [await platform.lab_node(n) for n in ("lab-001", "lab-002")]
+                    if phases == ["booting"] * 2 and all(n["boot_in_progress"] for n in lab):
                         break
                     await asyncio.sleep(0.1)
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait()
-        await asyncio.sleep(4)  # the nodes phone home while no worker runs
+        await asyncio.sleep(6)  # the nodes phone home while no worker runs
         platform.start_worker_process("baremetal")
         for node_id in ("lab-001", "lab-002"):
             node = await platform.wait_state(node_id, {"active", "failed"}, timeout=120)
