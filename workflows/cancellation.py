@@ -7,9 +7,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 T = TypeVar("T")
+
+# The cancellation type of every activity awaited through attempt_in_flight_first.
+WAIT_FOR_THE_ATTEMPT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
 
 
 async def to_the_end(work: Awaitable[T]) -> T:

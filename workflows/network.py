@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         DetachNodeInput,
         NetworkInput,
     )
+    from workflows.cancellation import WAIT_FOR_THE_ATTEMPT, attempt_in_flight_first
     from workflows.failures import failure_reason
 
 SWITCH_RETRY = RetryPolicy(
@@ -45,11 +46,16 @@ SWITCH_RETRY = RetryPolicy(
 
 
 async def _run(activity: Any, *args: Any, timeout: float = 120) -> Any:
-    return await workflow.execute_activity_method(
-        activity,
-        args=list(args),
-        start_to_close_timeout=timedelta(seconds=timeout),
-        retry_policy=SWITCH_RETRY,
+    """A switch or fabric step; on cancellation its attempt in flight ends first, so no switch
+    change of a cancelled step lands after the unwinding."""
+    return await attempt_in_flight_first(
+        workflow.execute_activity_method(
+            activity,
+            args=list(args),
+            start_to_close_timeout=timedelta(seconds=timeout),
+            retry_policy=SWITCH_RETRY,
+            cancellation_type=WAIT_FOR_THE_ATTEMPT,
+        )
     )
 
 

@@ -51,7 +51,7 @@ with workflow.unsafe.imports_passed_through():
         ReleaseNodeInput,
         node_network_workflow_id,
     )
-    from workflows.cancellation import attempt_in_flight_first
+    from workflows.cancellation import WAIT_FOR_THE_ATTEMPT, attempt_in_flight_first
     from workflows.failures import failure_reason
 
 PHASE = SearchAttributeKey.for_keyword("Phase")
@@ -62,7 +62,6 @@ BMC_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=8,
 )
-WAIT_FOR_THE_ATTEMPT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
 INVENTORY_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500),
     maximum_interval=timedelta(seconds=10),
