@@ -193,16 +193,13 @@ class InventoryActivities:
                 node = await nodes.claim_for_reboot(
                     session, request.node_id, workflow_id=request.workflow_id
                 )
-                boot = await boot_sessions.open_session_of(session, node.id)
+                stateless = _is_stateless(node.image)
+                boot = await boot_sessions.open_session_of(session, node.id) if stateless else None
                 claimed_from = await nodes.reboot_claimed_from(
                     session, node.id, workflow_id=request.workflow_id
                 )
         except InventoryError as exc:
             raise inventory_failure(exc) from exc
-        try:
-            stateless = node.image is not None and images.get_image(node.image).stateless
-        except images.UnknownImage:
-            stateless = False  # an image gone from the catalog: its disk boots
         if stateless and boot is None:
             raise bad_input(
                 f"node {node.id} runs the stateless image {node.image} but has no open boot"
@@ -212,7 +209,7 @@ class InventoryActivities:
         return RebootPlan(
             node_id=node.id,
             stateless=stateless,
-            boot_session_id=str(boot.id) if stateless and boot is not None else None,
+            boot_session_id=str(boot.id) if boot is not None else None,
             claimed_from=claimed_from,
         )
 
@@ -299,6 +296,15 @@ class InventoryActivities:
                 )
         except InventoryError as exc:
             raise inventory_failure(exc) from exc
+
+
+def _is_stateless(image: str | None) -> bool:
+    """Whether the node's image network boots every time (an image gone from the catalog: its
+    disk boots)."""
+    try:
+        return image is not None and images.get_image(image).stateless
+    except images.UnknownImage:
+        return False
 
 
 async def _mismatches(

@@ -4,16 +4,13 @@ cancellation once, as asyncio cancellation of whatever the workflow awaits at th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 T = TypeVar("T")
-
-# The cancellation type of every activity awaited through attempt_in_flight_first.
-WAIT_FOR_THE_ATTEMPT = workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
 
 
 async def to_the_end(work: Awaitable[T]) -> T:
@@ -28,25 +25,25 @@ async def to_the_end(work: Awaitable[T]) -> T:
                 raise
 
 
-async def attempt_in_flight_first(step: Awaitable[T], keep: Callable[[T], None] | None = None) -> T:
-    """Await `step`, an activity started with WAIT_CANCELLATION_COMPLETED: on cancellation it is
-    asked to stop (no further attempt) and the attempt in flight ends before the cancellation
-    is raised. Otherwise a BMC command still running could land after the compensation, or
-    after the next run of an SRE's reset. `keep` gets the result of an attempt that succeeded
-    all the same (what the compensation needs to know)."""
-    task = asyncio.ensure_future(step)
+async def step(activity: Any, *args: Any, **options: Any) -> Any:
+    """Run an activity as a step of a workflow: on the workflow's cancellation the activity is
+    asked to stop (no further attempt) and its attempt in flight ends before the cancellation
+    is raised. Otherwise a BMC or switch command still running could land after the
+    compensation, or after the next run of an SRE's reset. `options` are execute_activity's."""
+    task = asyncio.ensure_future(
+        workflow.execute_activity(
+            activity,
+            args=list(args),
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            **options,
+        )
+    )
     try:
-        result = await asyncio.shield(task)
+        return await asyncio.shield(task)
     except asyncio.CancelledError:
         task.cancel()
         try:
-            ended = await task
+            await task  # until the attempt in flight has ended; its outcome is moot
         except (ActivityError, asyncio.CancelledError):
             pass
-        else:
-            if keep is not None:
-                keep(ended)
         raise
-    if keep is not None:
-        keep(result)
-    return result

@@ -54,7 +54,7 @@ with workflow.unsafe.imports_passed_through():
         network_workflow_id,
         node_workflow_id,
     )
-    from workflows.cancellation import WAIT_FOR_THE_ATTEMPT, attempt_in_flight_first, to_the_end
+    from workflows.cancellation import step, to_the_end
     from workflows.failures import failure_reason
 
 RECORD_RETRY = RetryPolicy(
@@ -87,11 +87,9 @@ class _ClusterOperation:
 
     async def _act(self, activity: Any, arg: Any, *, timeout: float = 30) -> Any:
         """A step; on cancellation its attempt in flight ends before the unwinding starts."""
-        return await attempt_in_flight_first(
-            workflow.execute_activity_method(
-                activity, arg, start_to_close_timeout=timedelta(seconds=timeout),
-                retry_policy=RECORD_RETRY, cancellation_type=WAIT_FOR_THE_ATTEMPT,
-            )
+        return await step(
+            activity, arg, start_to_close_timeout=timedelta(seconds=timeout),
+            retry_policy=RECORD_RETRY,
         )  # fmt: skip
 
     async def _provision(self, request: ClusterInput, plan: ClusterPlan) -> None:

@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
         DetachNodeInput,
         NetworkInput,
     )
-    from workflows.cancellation import WAIT_FOR_THE_ATTEMPT, attempt_in_flight_first
+    from workflows.cancellation import step
     from workflows.failures import failure_reason
 
 SWITCH_RETRY = RetryPolicy(
@@ -48,14 +48,11 @@ SWITCH_RETRY = RetryPolicy(
 async def _run(activity: Any, *args: Any, timeout: float = 120) -> Any:
     """A switch or fabric step; on cancellation its attempt in flight ends first, so no switch
     change of a cancelled step lands after the unwinding."""
-    return await attempt_in_flight_first(
-        workflow.execute_activity_method(
-            activity,
-            args=list(args),
-            start_to_close_timeout=timedelta(seconds=timeout),
-            retry_policy=SWITCH_RETRY,
-            cancellation_type=WAIT_FOR_THE_ATTEMPT,
-        )
+    return await step(
+        activity,
+        *args,
+        start_to_close_timeout=timedelta(seconds=timeout),
+        retry_policy=SWITCH_RETRY,
     )
 
 

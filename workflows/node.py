@@ -51,7 +51,7 @@ with workflow.unsafe.imports_passed_through():
         ReleaseNodeInput,
         node_network_workflow_id,
     )
-    from workflows.cancellation import WAIT_FOR_THE_ATTEMPT, attempt_in_flight_first
+    from workflows.cancellation import step
     from workflows.failures import failure_reason
 
 PHASE = SearchAttributeKey.for_keyword("Phase")
@@ -102,28 +102,17 @@ class NodeOperation:
     # acted on (workflows.cancellation): a cancel lands between steps, never inside one.
 
     async def _bmc(self, activity, request, *, timeout: float = 120) -> object:  # type: ignore[no-untyped-def]
-        return await attempt_in_flight_first(
-            workflow.execute_activity_method(
-                activity,
-                request,
-                start_to_close_timeout=timedelta(seconds=timeout),
-                retry_policy=BMC_RETRY,
-                cancellation_type=WAIT_FOR_THE_ATTEMPT,
-            )
-        )
+        return await step(
+            activity, request,
+            start_to_close_timeout=timedelta(seconds=timeout), retry_policy=BMC_RETRY,
+        )  # fmt: skip
 
     async def _leave_tenant_network(self, node_id: str) -> None:
         """Switch ports to the provisioning network (a no-op for nodes with no cabling)."""
-        await attempt_in_flight_first(
-            workflow.execute_activity_method(
-                NetworkActivities.leave_tenant_network,
-                node_id,
-                task_queue=TASK_QUEUE_NETWORK,
-                start_to_close_timeout=timedelta(seconds=120),
-                retry_policy=BMC_RETRY,
-                cancellation_type=WAIT_FOR_THE_ATTEMPT,
-            )
-        )
+        await step(
+            NetworkActivities.leave_tenant_network, node_id, task_queue=TASK_QUEUE_NETWORK,
+            start_to_close_timeout=timedelta(seconds=120), retry_policy=BMC_RETRY,
+        )  # fmt: skip
 
     async def _phoned_home(self, done: Callable[[], bool], timeout: float) -> None:
         """Wait for the node's phone-home (`done`), failing the operation after `timeout` s."""
@@ -135,18 +124,11 @@ class NodeOperation:
                 " (check its boot configuration and console)"
             ) from exc
 
-    async def _inventory(self, activity, request, keep=None) -> object:  # type: ignore[no-untyped-def]
-        return await attempt_in_flight_first(
-            workflow.execute_activity_method(
-                activity,
-                request,
-                task_queue=TASK_QUEUE_INVENTORY,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=INVENTORY_RETRY,
-                cancellation_type=WAIT_FOR_THE_ATTEMPT,
-            ),
-            keep,
-        )
+    async def _inventory(self, activity, request) -> object:  # type: ignore[no-untyped-def]
+        return await step(
+            activity, request, task_queue=TASK_QUEUE_INVENTORY,
+            start_to_close_timeout=timedelta(seconds=30), retry_policy=INVENTORY_RETRY,
+        )  # fmt: skip
 
 
 @workflow.defn(name=PROVISION_NODE)

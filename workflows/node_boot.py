@@ -14,6 +14,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.inventory import CheckBoot, InventoryActivities
     from core.contracts import CHECK_NODE_BOOT, TASK_QUEUE_INVENTORY, NodeBootInput
+    from workflows.cancellation import step
     from workflows.node import INVENTORY_RETRY
 
 
@@ -22,16 +23,14 @@ class CheckNodeBoot:
     @workflow.run
     async def run(self, request: NodeBootInput) -> str:
         workflow.set_current_details(f"checking boot {request.boot} of {request.node_id}")
-        return await workflow.execute_activity_method(
-            InventoryActivities.check_node_boot,
-            CheckBoot(
-                request.node_id,
-                workflow.info().workflow_id,
-                request.boot_session_id,
-                request.boot,
-                request.facts,
-            ),
-            task_queue=TASK_QUEUE_INVENTORY,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=INVENTORY_RETRY,
+        check = CheckBoot(
+            request.node_id,
+            workflow.info().workflow_id,
+            request.boot_session_id,
+            request.boot,
+            request.facts,
         )
+        return await step(
+            InventoryActivities.check_node_boot, check, task_queue=TASK_QUEUE_INVENTORY,
+            start_to_close_timeout=timedelta(seconds=30), retry_policy=INVENTORY_RETRY,
+        )  # fmt: skip

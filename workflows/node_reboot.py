@@ -44,23 +44,29 @@ class RebootNode(NodeOperation):
 
     def __init__(self) -> None:
         super().__init__()
-        self._session_id: str | None = None
         self._boots_before: int | None = None  # the session's boots once the node was off
-        self._facts: dict | None = None
-        self._pending: list[PhoneHomeSignal] = []  # before the boots are known
+        self._phone_homes: list[PhoneHomeSignal] = []
         self._plan: RebootPlan | None = None
         self._powered_off = False  # the power-off was asked for: the node may be touched
 
     @workflow.signal(name=SIGNAL_PHONE_HOME)
     def phone_home(self, signal: PhoneHomeSignal) -> None:
-        if self._boots_before is None:
-            self._pending.append(signal)
-        elif (
-            self._facts is None
-            and signal.boot_session_id == self._session_id
-            and signal.boot > self._boots_before  # started after the power-off: this reboot
-        ):
-            self._facts = signal.facts
+        self._phone_homes.append(signal)
+
+    def _this_boot(self) -> dict | None:
+        """The facts of the first phone-home of a boot begun after the power-off: this reboot's
+        (one that began before it is not)."""
+        if self._boots_before is None or self._plan is None:
+            return None
+        return next(
+            (
+                signal.facts
+                for signal in self._phone_homes
+                if signal.boot_session_id == self._plan.boot_session_id
+                and signal.boot > self._boots_before
+            ),
+            None,
+        )
 
     @workflow.run
     async def run(self, request: RebootNodeInput) -> OperationResult:
@@ -78,11 +84,16 @@ class RebootNode(NodeOperation):
             )
             if plan.stateless:
                 assert plan.boot_session_id is not None
-                await self._count_boots(plan.boot_session_id)
+                # Read once the node is off: only a later boot's phone-home is this reboot's.
+                boots = await self._inventory(
+                    InventoryActivities.boots_so_far, plan.boot_session_id
+                )
+                assert isinstance(boots, int)
+                self._boots_before = boots
             self._step("power on")
             await self._bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "on"))
             if plan.stateless:
-                await self._verify_the_boot(node_id, workflow_id, request)
+                await self._verify_the_boot(node_id, workflow_id, plan, request)
             else:
                 self._step("marking the node active")
                 await self._inventory(
@@ -112,22 +123,18 @@ class RebootNode(NodeOperation):
         depends on the state it was claimed from (the plan is kept)."""
         claim = asyncio.ensure_future(
             self._inventory(
-                InventoryActivities.claim_node_for_reboot,
-                ClaimReboot(node_id, workflow_id),
-                keep=self._keep_plan,
+                InventoryActivities.claim_node_for_reboot, ClaimReboot(node_id, workflow_id)
             )
         )
         try:
             plan = await asyncio.shield(claim)
         except asyncio.CancelledError:
             with contextlib.suppress(ActivityError):  # the cancel is what the caller sees
-                await claim
+                self._plan = await claim
             raise
         assert isinstance(plan, RebootPlan)
-        return plan
-
-    def _keep_plan(self, plan: RebootPlan) -> None:
         self._plan = plan
+        return plan
 
     def _untouched(self) -> bool:
         """Cancelled before the power-off of a reboot asked for on an active node."""
@@ -146,29 +153,19 @@ class RebootNode(NodeOperation):
         )
         self._enter("active", reason)
 
-    async def _count_boots(self, session_id: str) -> None:
-        """The boots so far, read once the node is off: only a later boot's phone-home counts
-        (one that began before the power-off is not this reboot)."""
-        self._session_id = session_id
-        boots = await self._inventory(InventoryActivities.boots_so_far, session_id)
-        assert isinstance(boots, int)
-        self._boots_before = boots
-        pending, self._pending = self._pending, []
-        for signal in pending:
-            self.phone_home(signal)
-
     async def _verify_the_boot(
-        self, node_id: str, workflow_id: str, request: RebootNodeInput
+        self, node_id: str, workflow_id: str, plan: RebootPlan, request: RebootNodeInput
     ) -> None:
-        assert self._session_id is not None
+        assert plan.boot_session_id is not None
         timeout = request.phone_home_timeout_seconds
         self._step(f"waiting up to {timeout:g} s for the node to phone home")
-        await self._phoned_home(lambda: self._facts is not None, timeout)
+        await self._phoned_home(lambda: self._this_boot() is not None, timeout)
         self._step("comparing the reported facts with the tuning profile")
-        assert self._facts is not None
+        facts = self._this_boot()
+        assert facts is not None
         mismatches = await self._inventory(
             InventoryActivities.verify_and_activate,
-            VerifyNode(node_id, workflow_id, self._session_id, self._facts, "reboot"),
+            VerifyNode(node_id, workflow_id, plan.boot_session_id, facts, "reboot"),
         )
         if mismatches:
             raise OperationFailed("tuning verification failed: " + "; ".join(mismatches))

@@ -17,7 +17,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import CancelledError
 from temporalio.worker import Worker
 
-from workflows.cancellation import WAIT_FOR_THE_ATTEMPT, attempt_in_flight_first
+from workflows.cancellation import step
 
 STEP_SECONDS = 1.5
 
@@ -52,19 +52,12 @@ async def compensate(run: str) -> None:
 
 @workflow.defn
 class OneStep:
-    def __init__(self) -> None:
-        self.kept: str | None = None
-
     @workflow.run
     async def run(self, run: str, fail: bool) -> str:
         try:
-            return await attempt_in_flight_first(
-                workflow.execute_activity(
-                    slow_step, args=[run, fail], start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100)),
-                    cancellation_type=WAIT_FOR_THE_ATTEMPT,
-                ),
-                keep=self._keep,
+            return await step(
+                slow_step, run, fail, start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=100)),
             )  # fmt: skip
         except asyncio.CancelledError:
             await workflow.execute_activity(
@@ -72,15 +65,8 @@ class OneStep:
             )
             raise
 
-    def _keep(self, result: str) -> None:
-        self.kept = result
 
-    @workflow.query
-    def kept_result(self) -> str | None:
-        return self.kept
-
-
-async def _cancel_during_the_step(client: Client, queue: str, fail: bool) -> tuple[Record, str]:
+async def _cancel_during_the_step(client: Client, queue: str, fail: bool) -> Record:
     run = str(uuid.uuid4())
     RECORDS[run] = record = Record()
     handle = await client.start_workflow(OneStep.run, args=[run, fail], id=run, task_queue=queue)
@@ -89,7 +75,7 @@ async def _cancel_during_the_step(client: Client, queue: str, fail: bool) -> tup
     with pytest.raises(WorkflowFailureError) as failure:
         await handle.result()
     assert isinstance(failure.value.cause, CancelledError)
-    return record, await handle.query(OneStep.kept_result)
+    return record
 
 
 async def test_a_cancel_waits_for_the_attempt_in_flight_and_stops_the_retries(
@@ -99,11 +85,9 @@ async def test_a_cancel_waits_for_the_attempt_in_flight_and_stops_the_retries(
     queue = f"cancellation-{uuid.uuid4()}"
     async with Worker(client, task_queue=queue, workflows=[OneStep],
                       activities=[slow_step, compensate]):  # fmt: skip
-        # The attempt succeeds after the cancel: it ends first, and its result is kept.
-        record, kept = await _cancel_during_the_step(client, queue, fail=False)
+        # The attempt succeeds after the cancel: it ends first, then the compensation runs.
+        record = await _cancel_during_the_step(client, queue, fail=False)
         assert record.events == ["attempt 1", "step done", "compensated"]
-        assert kept == "configured"
         # The attempt fails after the cancel: no retry, the compensation runs after it.
-        record, kept = await _cancel_during_the_step(client, queue, fail=True)
+        record = await _cancel_during_the_step(client, queue, fail=True)
         assert record.events == ["attempt 1", "compensated"]
-        assert kept is None
