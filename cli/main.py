@@ -112,24 +112,53 @@ def worker(
 
 @app.command()
 def token(
-    role: Annotated[list[str], typer.Option(help="Role(s) to grant")],
+    role: Annotated[list[str], typer.Option(help="Role(s) to grant (repeat for several)")],
     tenant: Annotated[str | None, typer.Option(help="Tenant claim")] = None,
-    subject: Annotated[str, typer.Option(help="Subject claim")] = "dev-user",
+    subject: Annotated[
+        str | None,
+        typer.Option(
+            help="Subject claim; default derived from the roles and tenant: 'dev-' + the"
+            " sorted roles joined by '+', then '@TENANT' (e.g. dev-operator,"
+            " dev-tenant-admin@acme)"
+        ),
+    ] = None,
     ttl: Annotated[int, typer.Option(help="Lifetime in seconds")] = 3600,
-    data_dir: Annotated[Path | None, typer.Option()] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Data dir of the running platform (default METALPLANE_DATA_DIR, else .metalplane)"
+        ),
+    ] = None,
 ) -> None:
-    """Print a token signed by the local dev issuer (the token alone on stdout)."""
-    from identity.dev_issuer import mint
+    """Print a token signed by the local dev issuer (the token alone on stdout).
+
+    Signs with the key the platform (`metalplane up`/`api`) keeps in its data dir.
+
+    Never makes a key: without one it prints nothing and exits 1 (a new key is unknown to the API).
+
+    Subject: --subject, else one per roles and tenant, e.g. dev-operator, dev-tenant-admin@acme.
+    """
+    from identity.dev_issuer import SigningKeyMissingError, default_subject, mint
 
     settings = _settings(data_dir)
-    typer.echo(
-        mint(
+    try:
+        signed = mint(
             settings.dev_issuer_key_file,
             issuer=settings.issuer_url,
             audience=settings.jwt_audience,
-            subject=subject,
+            subject=subject or default_subject(role, tenant),
             roles=role,
             tenant=tenant,
             ttl_seconds=ttl,
         )
-    )
+    except SigningKeyMissingError as missing:
+        # A fresh key would sign tokens the running API refuses (401 unknown signing key).
+        typer.echo(
+            f"error: no dev issuer signing key at {missing.private_key_file.resolve()}.\n"
+            "It is made by the platform (`metalplane up` or `metalplane api`) in its data dir;"
+            " start the platform first, or point at its data dir with --data-dir DIR or"
+            " METALPLANE_DATA_DIR=DIR.",
+            err=True,
+        )
+        raise typer.Exit(code=1) from None
+    typer.echo(signed)

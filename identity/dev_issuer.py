@@ -4,6 +4,10 @@ It is a real OIDC issuer as far as token validation goes: the API serves its dis
 document and JWKS (api/routes/dev_issuer.py) and validates its tokens through discovery like
 any other issuer's. `metalplane token --role operator` signs with the private key. The key id
 is the key's RFC 7638 thumbprint, so a new key is a new `kid` (rotation).
+
+Only the API (at startup) and `metalplane up` create the key (`ensure_keypair`); `mint` only
+reads it: a token signed by a key the running API does not serve is refused as an unknown key,
+so minting without the platform's key is an error, not a reason to make one.
 """
 
 from __future__ import annotations
@@ -44,6 +48,22 @@ def ensure_keypair(private_key_file: Path) -> Path:
     return public_key_file
 
 
+class SigningKeyMissingError(FileNotFoundError):
+    """The dev issuer's private key is not where the settings say: the platform whose tokens
+    are wanted has not started with this data dir (or not at all)."""
+
+    def __init__(self, private_key_file: Path) -> None:
+        self.private_key_file = private_key_file
+        super().__init__(f"no dev issuer signing key at {private_key_file}")
+
+
+def default_subject(roles: list[str], tenant: str | None = None) -> str:
+    """`dev-<sorted roles joined by '+'>[@tenant]`: tokens of different roles or tenants are
+    different principals (ownership and audit follow the subject), the same ones are not."""
+    subject = "dev-" + "+".join(sorted(set(roles)))
+    return f"{subject}@{tenant}" if tenant else subject
+
+
 def mint(
     private_key_file: Path,
     *,
@@ -54,8 +74,11 @@ def mint(
     tenant: str | None = None,
     ttl_seconds: int = 3600,
 ) -> str:
-    ensure_keypair(private_key_file)
-    private_pem = private_key_file.read_bytes()
+    """A token signed with the existing key; SigningKeyMissingError when there is none."""
+    try:
+        private_pem = private_key_file.read_bytes()
+    except FileNotFoundError as missing:
+        raise SigningKeyMissingError(private_key_file) from missing
     now = int(time.time())
     claims: dict[str, object] = {
         "iss": issuer,

@@ -306,6 +306,7 @@ async def running_platform(
     await ensure_search_attributes(admin, name)
     client = await Client.connect(temporal_address, namespace=name)
     images.materialize_lab_artifacts(settings.images_dir)
+    dev_issuer.ensure_keypair(settings.dev_issuer_key_file)  # mint only reads it; the API too
     token = dev_issuer.mint(
         settings.dev_issuer_key_file, issuer=settings.issuer_url,
         audience=settings.jwt_audience, subject="test-operator", roles=["operator"],
