@@ -39,7 +39,7 @@ class ClusterCreate(BaseModel):
     @field_validator("storage_mounts")
     @classmethod
     def _distinct_safe_points(cls, mounts: list[StorageMount]) -> list[StorageMount]:
-        points = [m.mount_point.rstrip("/") for m in mounts]
+        points = [m.mount_point for m in mounts]  # normalized by StorageMount
         if len(set(points)) != len(points):
             raise ValueError("two mounts share a mount point")
         unsafe = [p for p in points if reserved(p)]
