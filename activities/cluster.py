@@ -300,7 +300,7 @@ class ClusterActivities:
         await session.execute(delete(Cluster).where(Cluster.id == cluster.id))
         events.record(
             session, kind="cluster", resource_id=str(cluster.id), tenant_id=cluster.tenant_id,
-            from_state=cluster.state, to_state="deleted", reason="deleted",
+            owner=cluster.owner, from_state=cluster.state, to_state="deleted", reason="deleted",
         )  # fmt: skip
         return True
 

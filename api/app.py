@@ -21,8 +21,10 @@ from identity.oidc import ClaimNames, OidcValidator
 from inventory.db import create_engine, session_factory
 
 from . import openapi, problems, request_log
+from .boundary import Boundary
 from .event_hub import EventHub
 from .idempotency import idempotent_post
+from .problems import problem_response
 from .ratelimit import TokenBuckets
 from .routes import audit as audit_routes
 from .routes import boot, cluster_boot, health
@@ -53,7 +55,8 @@ async def _connect_temporal(settings: Settings) -> Client:
     raise AssertionError("unreachable")
 
 
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# A caller's X-Request-ID: printable ASCII without spaces, as most tracing systems make them.
+_CLIENT_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 
 
 def create_app(
@@ -118,17 +121,29 @@ def create_app(
     app.include_router(clusters_routes.router)
     app.include_router(events_routes.router)
 
+    # Outermost last: request ids, then the boundary (checks, authentication, body limit),
+    # then idempotent replays, then the routes.
     app.middleware("http")(idempotent_post)
+    app.add_middleware(Boundary, max_body_bytes=settings.max_request_body_bytes)
 
     @app.middleware("http")
     async def request_id(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        # The caller's X-Request-ID if it sent a sane one, else ours: in the audit log and reply.
-        given = request.headers.get("x-request-id", "")
-        request.state.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
-        response = await request_log.log_request(request, request.state.request_id, call_next)
-        response.headers["X-Request-ID"] = request.state.request_id
+        # Ours, always (logs, audit log, reply); the caller's beside it when it is sane.
+        request.state.request_id = ours = uuid.uuid4().hex
+        given = request.headers.get("x-request-id")
+        if given is not None and not _CLIENT_REQUEST_ID.fullmatch(given):
+            response: Response = problem_response(
+                400, "invalid-request-id", "Invalid X-Request-ID",
+                "use 1-128 printable ASCII characters without spaces",
+            )  # fmt: skip
+        else:
+            request.state.client_request_id = given
+            response = await request_log.log_request(request, ours, call_next)
+            if given is not None:
+                response.headers["X-Client-Request-ID"] = given
+        response.headers["X-Request-ID"] = ours
         return response
 
     return app

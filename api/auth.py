@@ -10,14 +10,14 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from identity.oidc import InvalidToken, IssuerUnavailable, OidcValidator, Principal
-from identity.policy import Action, Decision, Resource, Role, decide
+from identity.policy import Action, Decision, Resource, Role, decide, roles_of
 from inventory import audit, tenants
 
 from .problems import Problem
 from .ratelimit import TokenBuckets
 
 log = logging.getLogger("metalplane.auth")
-_bearer = HTTPBearer(auto_error=False)
+_bearer = HTTPBearer(auto_error=False)  # declares the scheme in the OpenAPI document
 
 
 def _unauthorized(detail: str) -> Problem:
@@ -61,17 +61,32 @@ async def authenticate(app: FastAPI, token: str | None) -> Principal:
     return who
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, else None."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
 async def principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
-    if credentials is not None and credentials.scheme.lower() != "bearer":
-        credentials = None
-    return await authenticate(request.app, credentials.credentials if credentials else None)
+    """The caller, authenticated (and charged) once per request at the boundary."""
+    who: Principal | None = getattr(request.state, "principal", None)
+    if who is None:  # a route outside /v1 that wants a principal
+        who = await authenticate(request.app, bearer_token(request.headers.get("authorization")))
+        request.state.principal = who
+    return who
 
 
 async def decide_and_record(
-    app: FastAPI, who: Principal, action: Action, resource: Resource, request_id: str | None
+    app: FastAPI,
+    who: Principal,
+    action: Action,
+    resource: Resource,
+    request_id: str | None,
+    client_request_id: str | None = None,
 ) -> Decision:
     """Decide by the policy and write the decision to the audit log."""
     async with app.state.sessions.begin() as session:
@@ -90,12 +105,14 @@ async def decide_and_record(
             allowed=decision.allowed,
             reason=decision.reason,
             request_id=request_id,
+            client_request_id=client_request_id,
         )
     return decision
 
 
 def refusal(decision: Decision, resource: Resource) -> Problem | None:
-    """The answer to a denied decision: 404 when the resource must stay hidden, else 403."""
+    """The answer to a denied decision: 404 when the resource is missing or must stay hidden
+    (the same answer for both), else 403."""
     if decision.hidden:
         return Problem(404, "not-found", "Not found", f"no {resource.kind} {resource.id!r}")
     if not decision.allowed:
@@ -105,25 +122,25 @@ def refusal(decision: Decision, resource: Resource) -> Problem | None:
 
 async def require(request: Request, who: Principal, action: Action, resource: Resource) -> None:
     """Decide `action` on an already loaded `resource`, audited; raise 403/404 if denied."""
-    request_id = getattr(request.state, "request_id", None)
-    decision = await decide_and_record(request.app, who, action, resource, request_id)
+    state = request.state
+    decision = await decide_and_record(
+        request.app, who, action, resource, getattr(state, "request_id", None),
+        getattr(state, "client_request_id", None),
+    )  # fmt: skip
     if problem := refusal(decision, resource):
         raise problem
 
 
-def authorize(
-    kind: str, action: Action, *, tenant_param: str | None = None
-) -> Callable[..., Awaitable[Principal]]:
-    """A dependency: decide `action` on `kind` (the resource id from the path; its tenant from
-    path parameter `tenant_param`) by the policy, record the decision in the audit log, and
-    refuse with 403, or 404 when hidden."""
+def authorize(kind: str, action: Action) -> Callable[..., Awaitable[Principal]]:
+    """A dependency for platform kinds (switches, fabric, images, audit) and collections: decide
+    `action` on `kind` by the policy, record the decision in the audit log, refuse with 403.
+    Routes on a tenant's records load the record first and call `require` with it."""
 
     async def dependency(
         request: Request, who: Annotated[Principal, Depends(principal)]
     ) -> Principal:
         resource_id = next(iter(request.path_params.values()), None)
-        tenant = request.path_params.get(tenant_param) if tenant_param else None
-        await require(request, who, action, Resource(kind=kind, id=resource_id, tenant=tenant))
+        await require(request, who, action, Resource(kind=kind, id=resource_id))
         return who
 
     return dependency
@@ -131,12 +148,11 @@ def authorize(
 
 def listing_scope(who: Principal) -> tuple[str | None, str | None] | None:
     """(tenant, owner) a listing of tenant-owned records is limited to; None: nothing to see.
-    Platform admins see every tenant's; tenant admins and viewers their tenant's; members
-    the ones they created."""
-    if Role.PLATFORM_ADMIN in who.roles:
-        return None, None
+    Platform admins and viewers see every tenant's; tenant admins and viewers their tenant's;
+    members the ones they created (the policy's visibility rule, as a query)."""
+    roles = roles_of(who)
     if who.tenant is None:
-        return None
-    if Role.TENANT_ADMIN in who.roles or Role.VIEWER in who.roles:
+        return (None, None) if roles & {Role.PLATFORM_ADMIN, Role.PLATFORM_VIEWER} else None
+    if roles & {Role.TENANT_ADMIN, Role.VIEWER}:
         return who.tenant, None
     return who.tenant, who.subject

@@ -34,6 +34,7 @@ class EventOut(BaseModel):
     kind: str
     resource_id: str
     tenant_id: str | None
+    owner: str | None = None
     from_state: str | None
     to_state: str
     workflow_id: str | None

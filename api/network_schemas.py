@@ -21,14 +21,18 @@ Vlan = Annotated[int, Field(ge=2, le=4094)]
 Vni = Annotated[int, Field(ge=1, le=16_777_215)]
 
 
-def _ipv4_network(value: str) -> str:
+def _ipv4_any_network(value: str) -> str:
     try:
-        network = ipaddress.IPv4Network(value)  # strict: host bits must be zero
+        return str(ipaddress.IPv4Network(value))  # strict: host bits must be zero
     except ValueError as exc:
         raise ValueError(f"{value!r} is not an IPv4 network like 10.1.0.0/24 ({exc})") from exc
-    if network.prefixlen > 29:
+
+
+def _ipv4_network(value: str) -> str:
+    network = _ipv4_any_network(value)
+    if ipaddress.IPv4Network(network).prefixlen > 29:
         raise ValueError("a network needs at least 8 addresses (prefix /29 or shorter)")
-    return str(network)
+    return network
 
 
 def _ipv4_address(value: str) -> str:
@@ -39,6 +43,9 @@ def _ipv4_address(value: str) -> str:
 
 
 Cidr = Annotated[str, StringConstraints(max_length=18), AfterValidator(_ipv4_network)]
+# A tenant's: only its shape here; the ranges and prefix lengths it may have are settings, so
+# inventory.networks.check_tenant_cidr answers them (422 cidr-not-allowed naming the ranges).
+TenantCidr = Annotated[str, StringConstraints(max_length=18), AfterValidator(_ipv4_any_network)]
 Ipv4 = Annotated[str, StringConstraints(max_length=15), AfterValidator(_ipv4_address)]
 
 
@@ -122,8 +129,11 @@ class NetworkCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     name: Label
-    cidr: Cidr | None = Field(
-        default=None, description="IPv4 subnet; allocated from the tenant supernet when absent"
+    cidr: TenantCidr | None = Field(
+        default=None,
+        description="IPv4 subnet inside the operator's tenant ranges (default 10/8, 172.16/12,"
+        " 192.168/16, 100.64/10; /16 to /29), else 422 cidr-not-allowed; allocated from the"
+        " tenant supernet when absent",
     )
 
 

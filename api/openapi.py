@@ -38,10 +38,13 @@ _PROBLEM = {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "string"}}}
 _REQUEST_ID = {
     "X-Request-ID": {
-        "description": "The caller's request id if it sent a sane one, else one assigned; it "
-        "is in the logs and the audit log",
+        "description": "Our id of the request: in the logs and the audit log",
         "schema": {"type": "string"},
-    }
+    },
+    "X-Client-Request-ID": {
+        "description": "The caller's X-Request-ID, echoed (recorded beside ours)",
+        "schema": {"type": "string"},
+    },
 }
 _AUTHENTICATED = {
     "401": "Missing, invalid or expired bearer token",
@@ -65,8 +68,12 @@ def _complete(operation: dict[str, Any], method: str) -> None:
         for code, description in _AUTHENTICATED.items():
             answers.setdefault(code, {"description": description})
     answers.setdefault("422", {"description": "The request is not valid"})
+    answers.setdefault(
+        "400", {"description": "A path, query or header value is not UTF-8, has control "
+                "characters or is too long; or the body is not JSON"},
+    )  # fmt: skip
     if "requestBody" in operation:
-        answers.setdefault("400", {"description": "The body is not JSON"})
+        answers.setdefault("413", {"description": "The body is larger than the API takes"})
     if method == "post":
         operation.setdefault("parameters", []).append(_IDEMPOTENCY_KEY)
         answers.setdefault("400", {"description": "Malformed Idempotency-Key"})

@@ -31,6 +31,10 @@ Mac = Annotated[
 
 # Text stored in PostgreSQL: no control characters (NUL cannot be stored at all).
 Text = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$")]
+# A label filter of a listing: `key=value`, as stored labels are (key up to 63, value 255).
+LabelFilter = Annotated[
+    str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f=]{1,63}=[^\x00-\x1f\x7f]{0,255}$")
+]
 
 
 def _no_control_characters(secret: SecretStr) -> SecretStr:
@@ -94,16 +98,18 @@ class OperationOut(BaseModel):
 
 
 class NodeOut(BaseModel):
+    """A node. Tenants see only what is theirs: no BMC, MACs, labels or errors (null)."""
+
     id: str
     state: str
     vendor: str
     model: str
     gpu: Gpu
-    macs: list[str]
-    bmc: BmcOut
+    macs: list[str] | None
+    bmc: BmcOut | None
     image: str | None
     last_error: str | None
-    labels: dict[str, str]
+    labels: dict[str, str] | None
     tenant_id: str | None = Field(default=None, description="the tenant that holds it")
     cluster_id: uuid.UUID | None = Field(default=None, description="its cluster, if any")
     operation: OperationOut | None
@@ -112,8 +118,16 @@ class NodeOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, node: Node, *, phase: str | None = None, with_facts: bool = False) -> NodeOut:
-        return cls(
+    def of(
+        cls,
+        node: Node,
+        *,
+        phase: str | None = None,
+        with_facts: bool = False,
+        platform_view: bool = True,
+    ) -> NodeOut:
+        """`platform_view`: the whole record (operators); else a tenant's view of its node."""
+        out = cls(
             id=node.id,
             state=node.state,
             vendor=node.vendor,
@@ -137,6 +151,9 @@ class NodeOut(BaseModel):
             created_at=node.created_at,
             updated_at=node.updated_at,
         )
+        if not platform_view:
+            out.macs = out.bmc = out.labels = out.last_error = None
+        return out
 
 
 class NodeList(BaseModel):
@@ -184,7 +201,8 @@ class AuditEntryOut(BaseModel):
     resource_id: str | None
     allowed: bool
     reason: str
-    request_id: str | None
+    request_id: str | None = Field(description="ours: in the logs and the X-Request-ID reply")
+    client_request_id: str | None = Field(description="the caller's X-Request-ID, if it sent one")
 
 
 class AuditList(BaseModel):

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
 
     rate_limit_per_second: float = Field(default=50.0, gt=0, description="per principal")
     rate_limit_burst: int = Field(default=200, ge=1, description="requests above the rate")
+    max_request_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Larger request bodies are refused (413)"
+    )
 
     boot_token_secret: SecretStr | None = Field(
         default=None,
@@ -79,6 +82,17 @@ class Settings(BaseSettings):
     pool_l3vni: tuple[int, int] = (200_000, 209_999)
     pool_vrf_table: tuple[int, int] = (1_000, 4_999)
     pool_pkey: tuple[int, int] = (0x0001, 0x7FFE)
+    # A tenant's own CIDR (POST /v1/networks `cidr`) must lie inside one of these unicast
+    # ranges with a prefix length in the bounds: never a default route, multicast, loopback,
+    # link-local or public space. Not the provisioning network's (the operator's).
+    tenant_cidr_ranges: tuple[str, ...] = Field(
+        default=("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"),
+        description="IPv4 networks a tenant's own subnet must lie in",
+    )
+    tenant_cidr_min_prefix: int = Field(default=16, ge=1, le=29, description="widest subnet")
+    tenant_cidr_max_prefix: int = Field(
+        default=29, ge=1, le=29, description="narrowest subnet (at least 8 addresses)"
+    )
     tenant_supernet: str = Field(
         default="10.128.0.0/12", description="tenant subnets are allocated from here"
     )

@@ -10,6 +10,7 @@ must match the key's, which rules out `alg: none` and HS256-with-the-public-key.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,11 @@ from jwt import PyJWK
 
 ALLOWED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "ES256", "ES384"})
 CLOCK_SKEW_SECONDS = 30
+# Claims are stored (audit log, owners) and compared in queries: bounded, printable text.
+_SUBJECT = re.compile(r"[^\x00-\x1f\x7f-\x9f]{1,255}")
+_TENANT = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # a tenant id: a DNS label
+_NAME = re.compile(r"[\x21-\x7e]{1,128}")  # a role or group
+MAX_NAMES = 64
 
 
 class InvalidToken(Exception):
@@ -54,6 +60,8 @@ def _strings(claims: dict[str, Any], name: str) -> frozenset[str]:
         value = value.split()  # space-separated, like OAuth scopes
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidToken(f"claim {name!r} must be a list of strings")
+    if len(value) > MAX_NAMES or not all(_NAME.fullmatch(v) for v in value):
+        raise InvalidToken(f"claim {name!r} must list at most {MAX_NAMES} names of printable ASCII")
     return frozenset(value)
 
 
@@ -151,10 +159,13 @@ class OidcValidator:
         except jwt.PyJWTError as exc:
             raise InvalidToken(str(exc)) from exc
         tenant = claims.get(self.claims.tenant)
-        if tenant is not None and not isinstance(tenant, str):
-            raise InvalidToken(f"claim {self.claims.tenant!r} must be a string")
+        if tenant is not None and not (isinstance(tenant, str) and _TENANT.fullmatch(tenant)):
+            raise InvalidToken(f"claim {self.claims.tenant!r} must be a tenant id (a DNS label)")
+        subject = claims["sub"]
+        if not (isinstance(subject, str) and _SUBJECT.fullmatch(subject)):
+            raise InvalidToken("claim 'sub' must be 1-255 characters without control characters")
         return Principal(
-            subject=str(claims["sub"]),
+            subject=subject,
             roles=_strings(claims, self.claims.roles),
             tenant=tenant,
             groups=_strings(claims, self.claims.groups),

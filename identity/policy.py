@@ -1,14 +1,19 @@
 """The one authorization policy: roles plus attributes, deny by default.
 
+Roles say their scope. Platform roles (platform-admin, platform-viewer, operator) act across
+tenants and count only in a token that names no tenant; tenant roles (tenant-admin,
+tenant-member, viewer) count only in a token that names one. A principal with a tenant thus
+sees only its tenant, whatever roles its token lists.
+
 `decide` checks, in order:
-  1. a tenant-scoped resource belongs to one tenant: to anyone but that tenant's principals
-     and platform admins it is `hidden` (the API answers 404 whatever the action and roles),
-     so its existence does not leak;
-  2. the rule for (resource kind, action): the roles that may act;
-  3. operators act on hardware, not on tenant data;
-  4. a tenant member acts only on what it owns; a tenant admin on all of its tenant's;
-  5. a principal whose tenant is suspended (or gone) may only read.
-Anything without a rule is denied.
+  1. the caller's roles must be able to read the kind at all, else 403 whatever the id;
+  2. a resource the caller may not see, or one that does not exist, is `hidden` (404): another
+     tenant's, a free node to a tenant, another member's to a member. Missing and hidden get
+     the same answer, so an id's existence does not leak;
+  3. the rule for (kind, action): the roles that may act (403 otherwise);
+  4. operators act on hardware, not on tenant data;
+  5. a member acts only on what it owns; a tenant admin on all of its tenant's;
+  6. a principal whose tenant is suspended (or gone) may only read.
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ from identity.oidc import Principal
 
 class Role(StrEnum):
     PLATFORM_ADMIN = "platform-admin"
+    PLATFORM_VIEWER = "platform-viewer"  # reads everything, across tenants
     OPERATOR = "operator"
     TENANT_ADMIN = "tenant-admin"
     TENANT_MEMBER = "tenant-member"
-    VIEWER = "viewer"
+    VIEWER = "viewer"  # reads its tenant's
 
 
 class Action(StrEnum):
@@ -32,61 +38,62 @@ class Action(StrEnum):
     CREATE = "create"
     UPDATE = "update"
     DELETE = "delete"
-    OPERATE = "operate"  # provision, release: lifecycle operations
+    OPERATE = "operate"  # provision, release, reboot; attach and detach nodes
 
 
-ADMIN, OPS, T_ADMIN, MEMBER, VIEWER = (
-    Role.PLATFORM_ADMIN,
-    Role.OPERATOR,
-    Role.TENANT_ADMIN,
-    Role.TENANT_MEMBER,
-    Role.VIEWER,
-)
+ADMIN, P_VIEWER, OPS = Role.PLATFORM_ADMIN, Role.PLATFORM_VIEWER, Role.OPERATOR
+T_ADMIN, MEMBER, VIEWER = Role.TENANT_ADMIN, Role.TENANT_MEMBER, Role.VIEWER
+PLATFORM_ROLES = frozenset({ADMIN, P_VIEWER, OPS})
+TENANT_ROLES = frozenset({T_ADMIN, MEMBER, VIEWER})
 EVERYONE = frozenset(Role)
+TENANT_READERS = frozenset({ADMIN, P_VIEWER, T_ADMIN, MEMBER, VIEWER})
 
 # (resource kind, action) -> the roles that may take it. One screen, on purpose.
 RULES: dict[tuple[str, Action], frozenset[Role]] = {
-    ("node", Action.READ): frozenset({ADMIN, OPS, VIEWER}),
+    ("node", Action.READ): frozenset({ADMIN, P_VIEWER, OPS, T_ADMIN, MEMBER, VIEWER}),
     ("node", Action.CREATE): frozenset({ADMIN, OPS}),
     ("node", Action.OPERATE): frozenset({ADMIN, OPS}),
-    ("switch", Action.READ): frozenset({ADMIN, OPS, VIEWER}),
+    ("switch", Action.READ): frozenset({ADMIN, P_VIEWER, OPS}),
     ("switch", Action.CREATE): frozenset({ADMIN, OPS}),
     ("switch", Action.UPDATE): frozenset({ADMIN, OPS}),
     ("switch", Action.DELETE): frozenset({ADMIN, OPS}),
-    ("fabric", Action.READ): frozenset({ADMIN, OPS, VIEWER}),
+    ("fabric", Action.READ): frozenset({ADMIN, P_VIEWER, OPS}),
     ("fabric", Action.UPDATE): frozenset({ADMIN, OPS}),  # cabling, provisioning network
-    ("network", Action.READ): frozenset({ADMIN, T_ADMIN, MEMBER, VIEWER}),
+    ("network", Action.READ): TENANT_READERS,
     ("network", Action.CREATE): frozenset({T_ADMIN, MEMBER}),
     ("network", Action.DELETE): frozenset({ADMIN, T_ADMIN, MEMBER}),
     ("network", Action.OPERATE): frozenset({ADMIN, T_ADMIN, MEMBER}),  # attach, detach nodes
-    ("cluster", Action.READ): frozenset({ADMIN, T_ADMIN, MEMBER, VIEWER}),
+    ("cluster", Action.READ): TENANT_READERS,
     ("cluster", Action.CREATE): frozenset({T_ADMIN, MEMBER}),
     ("cluster", Action.UPDATE): frozenset({T_ADMIN, MEMBER}),  # scale
     ("cluster", Action.DELETE): frozenset({ADMIN, T_ADMIN, MEMBER}),
     ("image", Action.READ): EVERYONE,
     ("audit", Action.READ): frozenset({ADMIN}),
     ("event", Action.READ): EVERYONE,  # the stream; each event then by its resource's rule
-    ("ssh-key", Action.READ): frozenset({ADMIN, T_ADMIN, MEMBER, VIEWER}),
+    ("ssh-key", Action.READ): TENANT_READERS,
     ("ssh-key", Action.CREATE): frozenset({T_ADMIN, MEMBER}),
     ("ssh-key", Action.UPDATE): frozenset({T_ADMIN, MEMBER}),
     ("ssh-key", Action.DELETE): frozenset({ADMIN, T_ADMIN, MEMBER}),
-    ("tenant", Action.READ): frozenset({ADMIN, T_ADMIN, MEMBER, VIEWER}),
+    ("tenant", Action.READ): TENANT_READERS,
     ("tenant", Action.CREATE): frozenset({ADMIN}),
     ("tenant", Action.UPDATE): frozenset({ADMIN}),
     ("tenant", Action.DELETE): frozenset({ADMIN}),
 }
 
-# Kinds whose records belong to a tenant (operators never act on them); a tenant belongs to
-# itself.
-TENANT_SCOPED: frozenset[str] = frozenset({"tenant", "ssh-key", "network", "cluster"})
+# Tenant data: operators never act on it; a tenant belongs to itself.
+TENANT_DATA: frozenset[str] = frozenset({"tenant", "ssh-key", "network", "cluster"})
+# Kinds whose records a tenant sees only when they are its own: its data, and the nodes it
+# holds (a node no tenant holds is the platform's).
+TENANT_SCOPED: frozenset[str] = TENANT_DATA | {"node"}
 
 
 @dataclass(frozen=True)
 class Resource:
     kind: str
-    id: str | None = None
-    tenant: str | None = None
-    owner: str | None = None  # subject that created it
+    id: str | None = None  # None: the collection (listing, creating)
+    tenant: str | None = None  # whose it is; for a node, the tenant holding it
+    owner: str | None = None  # the subject that created it (a node's: its cluster's owner)
+    exists: bool = True  # False: the id names nothing (answered exactly like a hidden one)
 
 
 @dataclass(frozen=True)
@@ -97,37 +104,43 @@ class Decision:
     problem: str = "forbidden"  # the API's problem type when denied
 
 
-def _roles(principal: Principal) -> frozenset[Role]:
-    return frozenset(Role(r) for r in principal.roles if r in Role._value2member_map_)
+def roles_of(principal: Principal) -> frozenset[Role]:
+    """The roles that count: tenant roles with a tenant, platform roles without one."""
+    named = frozenset(Role(r) for r in principal.roles if r in Role._value2member_map_)
+    return named & (TENANT_ROLES if principal.tenant is not None else PLATFORM_ROLES)
+
+
+def _visible(principal: Principal, readers: frozenset[Role], resource: Resource) -> bool:
+    """Whether a caller that may read the kind (as `readers`) may see this record."""
+    if resource.id is None or resource.kind not in TENANT_SCOPED or principal.tenant is None:
+        return True  # a collection; a platform kind; platform principals see every tenant's
+    if resource.tenant != principal.tenant:
+        return False
+    only_member = readers <= {MEMBER}  # tenant admins and viewers see the whole tenant
+    return not (only_member and resource.owner is not None and resource.owner != principal.subject)
 
 
 def decide(
     principal: Principal, action: Action, resource: Resource, *, tenant_active: bool = True
 ) -> Decision:
     """`tenant_active`: whether the principal's tenant exists and is not suspended."""
-    roles = _roles(principal)
-    if (
-        resource.kind in TENANT_SCOPED
-        and resource.tenant is not None
-        and principal.tenant != resource.tenant
-        and ADMIN not in roles
-    ):  # first: whatever the roles, another tenant's resource must not be seen to exist
-        return Decision(False, "resource of another tenant", hidden=True)
+    roles = roles_of(principal)
+    readers = roles & RULES.get((resource.kind, Action.READ), frozenset())
+    if readers and not (resource.exists and _visible(principal, readers, resource)):
+        reason = "no such resource" if not resource.exists else "not visible to the caller"
+        return Decision(False, reason, hidden=True)
     allowed_roles = RULES.get((resource.kind, action))
     if allowed_roles is None:
         return Decision(False, f"no rule allows {action} on {resource.kind}")
     granted = roles & allowed_roles
     if not granted:
         wanted = ", ".join(sorted(allowed_roles))
-        return Decision(False, f"{action} on {resource.kind} needs one of: {wanted}")
-    if resource.kind in TENANT_SCOPED and ADMIN not in granted:
-        if granted <= {OPS}:
+        scope = "with a tenant" if principal.tenant is not None else "without a tenant"
+        return Decision(False, f"{action} on {resource.kind} needs one of: {wanted} ({scope})")
+    if resource.kind in TENANT_DATA and ADMIN not in granted:
+        if granted <= {OPS} or (action != Action.READ and granted <= {OPS, P_VIEWER}):
             return Decision(False, "operators act on hardware, not on tenant data")
-        if (
-            resource.owner is not None
-            and granted.isdisjoint({T_ADMIN, VIEWER})  # viewers read the whole tenant
-            and resource.owner != principal.subject
-        ):
+        if granted <= {MEMBER} and resource.owner not in (None, principal.subject):
             return Decision(False, "members act only on what they own")
     if principal.tenant is not None and not tenant_active and action != Action.READ:
         return Decision(

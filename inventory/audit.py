@@ -22,6 +22,7 @@ async def record(
     allowed: bool,
     reason: str,
     request_id: str | None,
+    client_request_id: str | None = None,
 ) -> None:
     await session.execute(
         insert(AuditEntry).values(
@@ -34,6 +35,7 @@ async def record(
             allowed=allowed,
             reason=reason,
             request_id=request_id,
+            client_request_id=client_request_id,
         )
     )
 

@@ -114,7 +114,7 @@ async def allocate(session: AsyncSession, cluster: Cluster, count: int) -> list[
     nothing is taken when it cannot have them all. Call inside the transaction that commits
     the result."""
     tenant = await session.get(Tenant, cluster.tenant_id, with_for_update=True)
-    if tenant is None:
+    if tenant is None or tenant.state == "deleted":
         raise tenants.TenantNotFound(cluster.tenant_id)
     usage = await tenants.usage(session, tenant.id)
     if usage.nodes + count > tenant.quota_nodes:
@@ -326,7 +326,7 @@ async def set_state(
     cluster.last_error = reason if to_state == "failed" else None
     events.record(
         session, kind="cluster", resource_id=str(cluster.id), tenant_id=cluster.tenant_id,
-        from_state=before, to_state=to_state, reason=reason,
+        owner=cluster.owner, from_state=before, to_state=to_state, reason=reason,
     )  # fmt: skip
     return cluster
 
@@ -368,7 +368,7 @@ async def give_back(session: AsyncSession, cluster_id: uuid.UUID, node_id: str) 
 def _event(session: AsyncSession, cluster: Cluster, reason: str) -> None:
     events.record(
         session, kind="cluster", resource_id=str(cluster.id), tenant_id=cluster.tenant_id,
-        to_state=cluster.state, reason=reason,
+        owner=cluster.owner, to_state=cluster.state, reason=reason,
     )  # fmt: skip
 
 

@@ -28,14 +28,18 @@ def record(
     to_state: str,
     from_state: str | None = None,
     tenant_id: str | None = None,
+    owner: str | None = None,
     workflow_id: str | None = None,
     reason: str | None = None,
 ) -> None:
+    """`tenant_id` and `owner`: whose resource it is, so streams show it exactly to those who
+    may GET it."""
     session.add(
         Event(
             kind=kind,
             resource_id=resource_id,
             tenant_id=tenant_id,
+            owner=owner,
             from_state=from_state,
             to_state=to_state,
             workflow_id=workflow_id,

@@ -143,6 +143,7 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(32))
     resource_id: Mapped[str] = mapped_column(String(255))
     tenant_id: Mapped[str | None] = mapped_column(String(63))
+    owner: Mapped[str | None] = mapped_column(String(255))  # the subject the resource belongs to
     from_state: Mapped[str | None] = mapped_column(String(32))
     to_state: Mapped[str] = mapped_column(String(32))
     workflow_id: Mapped[str | None] = mapped_column(String(255))
@@ -166,7 +167,8 @@ class AuditEntry(Base):
     resource_id: Mapped[str | None] = mapped_column(String(255))
     allowed: Mapped[bool] = mapped_column(Boolean)
     reason: Mapped[str] = mapped_column(Text)
-    request_id: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(64))  # ours, always
+    client_request_id: Mapped[str | None] = mapped_column(String(128))  # the caller's X-Request-ID
 
 
 class Tenant(Base):
@@ -174,7 +176,8 @@ class Tenant(Base):
 
     __tablename__ = "tenants"
     __table_args__ = (
-        CheckConstraint("state IN ('active', 'suspended')", name="ck_tenants_state"),
+        # A deleted tenant stays as a tombstone so its id is never reused.
+        CheckConstraint("state IN ('active', 'suspended', 'deleted')", name="ck_tenants_state"),
         CheckConstraint(
             "quota_gpus >= 0 AND quota_nodes >= 0 AND quota_storage_gib >= 0",
             name="ck_tenants_quotas",
@@ -191,13 +194,16 @@ class Tenant(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class IdempotentRequest(Base):
-    """A POST made with an Idempotency-Key: its body's digest and, once done, its response."""
+    """A POST made with an Idempotency-Key: its body's digest and, once done, its response.
+    Keys belong to a tenant and subject ('' for platform principals)."""
 
     __tablename__ = "idempotent_requests"
 
+    tenant: Mapped[str] = mapped_column(String(63), primary_key=True, server_default="")
     subject: Mapped[str] = mapped_column(String(255), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     method_path: Mapped[str] = mapped_column(String(1024))

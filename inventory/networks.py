@@ -3,6 +3,8 @@ nodes attached to them. Every state change is an event (kind "network")."""
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +32,41 @@ class CidrOverlap(InventoryError):
     pass
 
 
+class CidrNotAllowed(InventoryError):
+    """A tenant's own CIDR outside the tenant ranges or prefix lengths of the settings."""
+
+    def __init__(self, message: str, allowed_ranges: Sequence[str], prefixes: tuple[int, int]):
+        super().__init__(message)
+        self.allowed_ranges = list(allowed_ranges)
+        self.prefixes = prefixes
+
+
+def check_tenant_cidr(settings: Settings, cidr: str) -> str:
+    """The CIDR a tenant asked for, normalized, when it is a unicast subnet the operator allows
+    (inside a `tenant_cidr_ranges` range, prefix within the bounds); else CidrNotAllowed. A
+    tenant subnet is routed on the fabric: a default route, multicast, loopback, link-local or
+    someone's public space there would capture or leak traffic."""
+    ranges = [ipaddress.IPv4Network(r) for r in settings.tenant_cidr_ranges]
+    shortest, longest = settings.tenant_cidr_min_prefix, settings.tenant_cidr_max_prefix
+    allowed = [str(r) for r in ranges]
+    try:
+        network = ipaddress.IPv4Network(cidr)  # strict: host bits must be zero
+    except ValueError as exc:
+        raise CidrNotAllowed(
+            f"{cidr!r} is not an IPv4 network", allowed, (shortest, longest)
+        ) from exc
+    if not any(network.subnet_of(r) for r in ranges):
+        raise CidrNotAllowed(
+            f"{network} is not inside the tenant ranges {', '.join(allowed)}",
+            allowed, (shortest, longest),
+        )  # fmt: skip
+    if not shortest <= network.prefixlen <= longest:
+        raise CidrNotAllowed(
+            f"{network}: a tenant subnet is /{shortest} to /{longest}", allowed, (shortest, longest)
+        )
+    return str(network)
+
+
 @dataclass(frozen=True)
 class NewNetwork:
     tenant_id: str
@@ -41,7 +78,7 @@ class NewNetwork:
 def _event(session: AsyncSession, network: Network, to_state: str, **extra: str | None) -> None:
     events.record(
         session, kind="network", resource_id=str(network.id), tenant_id=network.tenant_id,
-        to_state=to_state, **extra,
+        owner=network.owner, to_state=to_state, **extra,
     )  # fmt: skip
 
 
@@ -50,7 +87,13 @@ async def create(session: AsyncSession, settings: Settings, new: NewNetwork) -> 
 
     The tenant's row is locked first: two creates of one tenant check names and overlapping
     CIDRs one after the other, so neither can miss the other's."""
-    await session.execute(select(Tenant.id).where(Tenant.id == new.tenant_id).with_for_update())
+    if new.cidr is not None:
+        new = dataclasses.replace(new, cidr=check_tenant_cidr(settings, new.cidr))
+    state = await session.scalar(
+        select(Tenant.state).where(Tenant.id == new.tenant_id).with_for_update()
+    )
+    if state in (None, "deleted"):  # deleted since the request was authorized
+        raise NetworkConflict(f"tenant {new.tenant_id!r} does not exist")
     taken = await session.scalar(
         select(Network.id).where(Network.tenant_id == new.tenant_id, Network.name == new.name)
     )

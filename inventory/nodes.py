@@ -9,14 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from inventory import events
 from inventory.errors import NodeConflict, NodeNotFound
-from inventory.models import Event, Nic, Node
+from inventory.models import Cluster, Event, Nic, Node
 from inventory.states import PROVISION_FROM, REBOOT_FROM, RELEASE_FROM, NodeState
 
 # The state a node is in while an operation holds it.
@@ -124,8 +124,15 @@ async def list_nodes(
     labels: dict[str, str] | None = None,
     limit: int = 1000,
     after: str | None = None,
+    tenant: str | None = None,
+    owner: str | None = None,
 ) -> Sequence[Node]:
+    """`tenant`: only the nodes it holds; `owner`: only those of the clusters it owns."""
     query = select(Node).order_by(Node.id).limit(limit).options(selectinload(Node.nics))
+    if tenant is not None:
+        query = query.where(Node.tenant_id == tenant)
+    if owner is not None:
+        query = query.join(Cluster, Cluster.id == Node.cluster_id).where(Cluster.owner == owner)
     if state:
         query = query.where(Node.state == state)
     if labels:
@@ -135,8 +142,25 @@ async def list_nodes(
     return (await session.scalars(query)).all()
 
 
+async def cluster_owner(session: AsyncSession, node: Node) -> str | None:
+    """Who owns the node's cluster (the subject whose node it is, within its tenant)."""
+    if node.cluster_id is None:
+        return None
+    return await session.scalar(select(Cluster.owner).where(Cluster.id == node.cluster_id))
+
+
 async def id_by_mac(session: AsyncSession, mac: str) -> str | None:
     return await session.scalar(select(Nic.node_id).where(Nic.mac == mac.lower()))
+
+
+def _holder(node_id: str) -> Select[tuple[str, str | None, str | None]]:
+    """The node's state, the tenant that holds it and the owner of its cluster: whose events
+    they are (a tenant's members see the nodes of the clusters they own)."""
+    return (
+        select(Node.state, Node.tenant_id, Cluster.owner)
+        .outerjoin(Cluster, Cluster.id == Node.cluster_id)
+        .where(Node.id == node_id)
+    )
 
 
 async def _transition(
@@ -164,12 +188,10 @@ async def _transition(
         condition = condition | (held & Node.state.in_([str(s) for s in holder_may_resume_from]))
     if require_holder:
         condition = condition & (Node.workflow_id == workflow_id) & (Node.operation == operation)
-    found = (
-        await session.execute(select(Node.state, Node.tenant_id).where(Node.id == node_id))
-    ).one_or_none()
+    found = (await session.execute(_holder(node_id))).one_or_none()
     if found is None:
         raise NodeNotFound(node_id)
-    before, tenant = found
+    before, tenant, owner = found
     changed = await session.scalar(
         update(Node)
         .where(Node.id == node_id, condition)
@@ -195,6 +217,7 @@ async def _transition(
             kind="node",
             resource_id=node_id,
             tenant_id=tenant,
+            owner=owner,
             from_state=before,
             to_state=to_state.value,
             workflow_id=workflow_id,
@@ -266,10 +289,10 @@ async def record_reboot(
     session: AsyncSession, node_id: str, *, workflow_id: str, reason: str
 ) -> None:
     """An active node rebooted and was verified again: an event, with no change of state."""
-    node = await get(session, node_id)
+    state, tenant, owner = (await session.execute(_holder(node_id))).one()
     events.record(
-        session, kind="node", resource_id=node_id, tenant_id=node.tenant_id,
-        from_state=node.state, to_state=node.state, workflow_id=workflow_id, reason=reason,
+        session, kind="node", resource_id=node_id, tenant_id=tenant, owner=owner,
+        from_state=state, to_state=state, workflow_id=workflow_id, reason=reason,
     )  # fmt: skip
 
 

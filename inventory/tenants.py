@@ -1,9 +1,14 @@
-"""Tenant records: create, change, delete, and usage against quotas."""
+"""Tenant records: create, change, delete, and usage against quotas.
+
+A deleted tenant stays as a tombstone (state `deleted`): its id is never given to another
+tenant, so nothing recorded under it (events, audit entries, idempotency keys) passes to a
+newcomer."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
@@ -11,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from inventory import events
 from inventory.errors import InventoryError
-from inventory.models import Node, Tenant
+from inventory.models import Cluster, Network, Node, SshKey, Tenant
 
 
 class TenantNotFound(InventoryError):
@@ -34,6 +39,11 @@ async def create(session: AsyncSession, tenant: Tenant) -> Tenant:
             session.add(tenant)
             await session.flush()
     except IntegrityError as exc:
+        earlier = await session.scalar(select(Tenant.state).where(Tenant.id == tenant.id))
+        if earlier == "deleted":
+            raise TenantConflict(
+                f"tenant id {tenant.id!r} belonged to a deleted tenant; ids are never reused"
+            ) from exc
         raise TenantConflict(f"tenant {tenant.id!r} exists") from exc
     events.record(
         session, kind="tenant", resource_id=tenant.id, tenant_id=tenant.id,
@@ -55,7 +65,7 @@ def change_state(session: AsyncSession, tenant: Tenant, state: str) -> None:
 
 async def get(session: AsyncSession, tenant_id: str) -> Tenant:
     tenant = await session.get(Tenant, tenant_id)
-    if tenant is None:
+    if tenant is None or tenant.state == "deleted":
         raise TenantNotFound(tenant_id)
     return tenant
 
@@ -73,7 +83,7 @@ async def listing(
     limit: int,
     state: str | None = None,
 ) -> Sequence[Tenant]:
-    query = select(Tenant).order_by(Tenant.id).limit(limit)
+    query = select(Tenant).where(Tenant.state != "deleted").order_by(Tenant.id).limit(limit)
     if state is not None:
         query = query.where(Tenant.state == state)
     if only is not None:
@@ -95,17 +105,23 @@ async def usage(session: AsyncSession, tenant_id: str) -> Usage:
 
 
 async def remove(session: AsyncSession, tenant_id: str) -> None:
-    try:
-        async with session.begin_nested():
-            deleted = await session.execute(delete(Tenant).where(Tenant.id == tenant_id))
-    except IntegrityError as exc:
-        raise TenantConflict(
-            f"tenant {tenant_id!r} still holds nodes, networks or clusters;"
-            " release or delete them first"
-        ) from exc
-    if deleted.rowcount == 0:  # type: ignore[attr-defined]
+    """Delete a tenant that holds no node, network or cluster: its SSH keys go, its record
+    stays as a tombstone."""
+    tenant = await session.get(Tenant, tenant_id, with_for_update=True)
+    if tenant is None or tenant.state == "deleted":
         raise TenantNotFound(tenant_id)
+    held = [
+        what
+        for what, model in (("nodes", Node), ("networks", Network), ("clusters", Cluster))
+        if await session.scalar(select(func.count()).where(model.tenant_id == tenant_id))
+    ]
+    if held:
+        raise TenantConflict(
+            f"tenant {tenant_id!r} still holds {' and '.join(held)}; release or delete them first"
+        )
+    await session.execute(delete(SshKey).where(SshKey.tenant_id == tenant_id))
     events.record(
         session, kind="tenant", resource_id=tenant_id, tenant_id=tenant_id,
-        to_state="deleted", reason="deleted",
+        from_state=tenant.state, to_state="deleted", reason="deleted",
     )  # fmt: skip
+    tenant.state, tenant.deleted_at = "deleted", datetime.now(UTC)

@@ -34,6 +34,7 @@ from ..images_ready import ready_image
 from ..openapi import errors
 from ..problems import Problem
 from ..workflow_start import start_exclusive
+from .networks import authorized_network
 
 router = APIRouter(prefix="/v1/clusters", tags=["clusters"])
 KIND = "cluster"
@@ -54,14 +55,15 @@ def _admission_problem(exc: InventoryError) -> Problem:
 async def _authorized(
     request: Request, db: Db, who: Principal, cluster_id: uuid.UUID, action: Action
 ) -> Cluster:
+    """The cluster if the caller may take `action` on it; 404 when it is missing or not the
+    caller's to see (one answer for both)."""
     cluster = await db.get(Cluster, cluster_id)
     resource = Resource(
-        KIND, str(cluster_id),
-        tenant=cluster.tenant_id if cluster else None, owner=cluster.owner if cluster else None,
+        KIND, str(cluster_id), tenant=cluster.tenant_id if cluster else None,
+        owner=cluster.owner if cluster else None, exists=cluster is not None,
     )  # fmt: skip
     await require(request, who, action, resource)
-    if cluster is None:
-        raise Problem(404, "not-found", "Not found", f"no cluster {str(cluster_id)!r}")
+    assert cluster is not None  # a missing cluster was refused as hidden
     return cluster
 
 
@@ -117,15 +119,17 @@ async def _out(db: Db, cluster: Cluster) -> ClusterOut:
     return ClusterOut.of(cluster, members, cluster_workflow_id(str(cluster.id)))
 
 
-async def _network(db: Db, who: Principal, body: ClusterCreate, settings: Settings) -> Network:
-    """The tenant's ready network the request names, or a new one for this cluster."""
+async def _network(request: Request, db: Db, who: Principal, body: ClusterCreate) -> Network:
+    """The tenant's ready network the request names, or a new one for this cluster. A named
+    network is authorized as attaching nodes to it directly would be (another member's or
+    tenant's answers as a missing one)."""
     assert who.tenant is not None
     if body.network is None:
         new = networks.NewNetwork(who.tenant, who.subject, f"cluster-{body.name}", None)
-        return await networks.create(db, settings, new)
-    network = await db.get(Network, body.network, with_for_update=True)
-    if network is None or network.kind != "tenant" or network.tenant_id != who.tenant:
-        raise Problem(404, "network-not-found", "Network not found", f"no network {body.network}")
+        return await networks.create(db, request.app.state.settings, new)
+    network = await authorized_network(
+        request, db, who, body.network, Action.OPERATE, for_update=True
+    )
     if network.state != "ready":
         raise Problem(409, "network-not-ready", "Network not ready", f"it is {network.state}")
     return network
@@ -149,7 +153,7 @@ async def create_cluster(
     _check_size(settings, body.node_count)
     image = ready_image(request, body.image)
     try:
-        network = await _network(db, who, body, settings)
+        network = await _network(request, db, who, body)
         cluster = Cluster(
             id=uuid.uuid4(), tenant_id=who.tenant, owner=who.subject, name=body.name,
             kind=body.kind, node_count=body.node_count, gpu_model=body.gpu_model,

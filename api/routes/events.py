@@ -13,7 +13,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, WebSocket
 from fastapi.sse import EventSourceResponse, ServerSentEvent
@@ -33,17 +33,18 @@ router = APIRouter(prefix="/v1/events", tags=["events"])
 CLOSE_TOKEN_EXPIRED = 4401
 CLOSE_LAGGED = 4408
 
+EventKind = Literal["node", "tenant", "network", "cluster"]
 Kinds = Annotated[
-    list[str],
-    Query(
-        alias="kind",
-        description="Only these resource kinds (repeatable), e.g. `node`, `tenant`",
-        max_length=16,
-    ),
+    list[EventKind],
+    Query(alias="kind", description="Only these resource kinds (repeatable)", max_length=16),
 ]
 After = Annotated[
     int | None,
-    Query(ge=0, description="Replay events after this id first (resume), then stream live"),
+    Query(
+        ge=0,
+        le=2**63 - 1,  # an event id is a PostgreSQL bigint
+        description="Replay events after this id first (resume), then stream live",
+    ),
 ]
 
 
@@ -52,7 +53,8 @@ class TokenExpired(Exception):
 
 
 def _visible(who: Principal, event: EventOut) -> bool:
-    resource = Resource(kind=event.kind, id=event.resource_id, tenant=event.tenant_id)
+    """Exactly the rule GET of the resource applies: its tenant and owner at the event."""
+    resource = Resource(event.kind, event.resource_id, tenant=event.tenant_id, owner=event.owner)
     return decide(who, Action.READ, resource).allowed
 
 

@@ -8,6 +8,7 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowHandle
 
 from core.contracts import (
@@ -47,23 +48,26 @@ KIND = "network"
 Caller = Annotated[Principal, Depends(principal)]
 
 
-def _missing(network_id: uuid.UUID) -> Problem:
-    return Problem(404, "not-found", "Not found", f"no network {str(network_id)!r}")
-
-
-async def _authorized(
-    request: Request, db: Db, who: Principal, network_id: uuid.UUID, action: Action
+async def authorized_network(
+    request: Request,
+    db: AsyncSession,
+    who: Principal,
+    network_id: uuid.UUID,
+    action: Action,
+    *,
+    for_update: bool = False,
 ) -> Network:
-    network = await db.get(Network, network_id)
+    """The network if the caller may take `action` on it; 404 when it is missing or not the
+    caller's to see (one answer for both). Ids in request bodies go through here too."""
+    network = await db.get(Network, network_id, with_for_update=for_update)
     if network is not None and network.kind != "tenant":
         network = None  # the provisioning network is the fabric's, not a tenant's
     resource = Resource(
-        KIND, str(network_id),
-        tenant=network.tenant_id if network else None, owner=network.owner if network else None,
+        KIND, str(network_id), tenant=network.tenant_id if network else None,
+        owner=network.owner if network else None, exists=network is not None,
     )  # fmt: skip
     await require(request, who, action, resource)
-    if network is None:
-        raise _missing(network_id)
+    assert network is not None  # a missing network was refused as hidden
     return network
 
 
@@ -93,6 +97,12 @@ async def create_network(
         network = await networks.create(db, request.app.state.settings, new)
     except networks.CidrOverlap as exc:
         raise Problem(422, "cidr-overlap", "CIDR overlaps", str(exc)) from exc
+    except networks.CidrNotAllowed as exc:
+        raise Problem(
+            422, "cidr-not-allowed", "CIDR not allowed for a tenant network", str(exc),
+            allowed_ranges=exc.allowed_ranges,
+            prefix_lengths={"min": exc.prefixes[0], "max": exc.prefixes[1]},
+        ) from exc  # fmt: skip
     except networks.NetworkConflict as exc:
         raise Problem(409, "network-exists", "Network exists", str(exc)) from exc
     except pools.PoolExhausted as exc:
@@ -138,7 +148,7 @@ async def list_networks(
 
 @router.get("/{network_id}", response_model=NetworkOut, responses=errors(404))
 async def get_network(request: Request, network_id: uuid.UUID, db: Db, who: Caller) -> NetworkOut:
-    return NetworkOut.of(await _authorized(request, db, who, network_id, Action.READ))
+    return NetworkOut.of(await authorized_network(request, db, who, network_id, Action.READ))
 
 
 @router.delete(
@@ -149,7 +159,7 @@ async def delete_network(
 ) -> Response:
     """Remove the network from every switch and the IB subnet, then return its values to the
     pools. Nodes must be detached first (409 otherwise)."""
-    await _authorized(request, db, who, network_id, Action.DELETE)
+    await authorized_network(request, db, who, network_id, Action.DELETE)
     try:
         await networks.begin_delete(db, network_id)
     except networks.NetworkConflict as exc:
@@ -164,7 +174,7 @@ async def delete_network(
 async def list_attachments(
     request: Request, network_id: uuid.UUID, db: Db, who: Caller
 ) -> AttachmentList:
-    await _authorized(request, db, who, network_id, Action.READ)
+    await authorized_network(request, db, who, network_id, Action.READ)
     found = await networks.attachments(db, network_id)
     return AttachmentList(
         items=[AttachmentOut(node_id=a.node_id, network_id=a.network_id, state=a.state)
@@ -185,10 +195,21 @@ async def attach_node(
     who: Caller,
 ) -> AttachmentOut:
     """Move one of the tenant's nodes into the network (switch ports and IB ports)."""
-    network = await _authorized(request, db, who, network_id, Action.OPERATE)
+    network = await authorized_network(request, db, who, network_id, Action.OPERATE)
+    # The node in the body is authorized as reading it directly would be: another tenant's
+    # (or another member's) node answers 404 like a missing one.
     node = await nodes.find(db, body.node_id)
-    if node is None or node.tenant_id != network.tenant_id:  # not the tenant's: not found
-        raise Problem(404, "node-not-found", "Node not found", f"no node {body.node_id!r}")
+    owner = await nodes.cluster_owner(db, node) if node else None
+    await require(request, who, Action.READ, Resource(
+        "node", body.node_id, tenant=node.tenant_id if node else None, owner=owner,
+        exists=node is not None,
+    ))  # fmt: skip
+    assert node is not None
+    if node.tenant_id != network.tenant_id:  # a platform admin's mismatch
+        raise Problem(
+            409, "node-of-another-tenant", "Node held by another tenant",
+            f"{node.id} is not held by {network.tenant_id}",
+        )  # fmt: skip
     if network.state != "ready":
         raise Problem(409, "network-not-ready", "Network not ready", f"it is {network.state}")
     if node.state != NodeState.ACTIVE:  # provisioning moves its ports, releasing too
@@ -217,7 +238,7 @@ async def detach_node(
     who: Caller,
 ) -> AttachmentOut:
     """Move the node back to the provisioning network."""
-    network = await _authorized(request, db, who, network_id, Action.OPERATE)
+    network = await authorized_network(request, db, who, network_id, Action.OPERATE)
     current = await networks.attachment_of(db, node_id)
     if current is None or current.network_id != network.id:
         raise Problem(404, "not-attached", "Not attached", f"{node_id!r} is not on this network")

@@ -1,4 +1,7 @@
-"""Node inventory and lifecycle operations (operators only)."""
+"""Node inventory and lifecycle operations. Operators enroll and operate nodes and see every
+node whole; a tenant's principals read the nodes their tenant holds (a member, those of its
+clusters), without the platform's data (BMC, MACs, labels, errors). Any other node answers 404,
+exactly like a missing one."""
 
 from __future__ import annotations
 
@@ -30,18 +33,19 @@ from core.contracts import (
     node_workflow_id,
 )
 from identity.oidc import Principal
-from identity.policy import Action
+from identity.policy import Action, Resource
 from inventory import clusters, nodes
 from inventory.errors import NodeConflict
 from inventory.models import Node
-from inventory.states import PROVISION_FROM, REBOOT_FROM, RELEASE_FROM
+from inventory.states import PROVISION_FROM, REBOOT_FROM, RELEASE_FROM, NodeState
 
-from ..auth import authorize
+from ..auth import authorize, listing_scope, principal, require
 from ..deps import Db, Temporal
 from ..images_ready import ready_image
 from ..openapi import errors
 from ..problems import Problem
 from ..schemas import (
+    LabelFilter,
     NodeEnroll,
     NodeId,
     NodeList,
@@ -52,8 +56,8 @@ from ..schemas import (
 )
 
 router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
-NodeReader = Annotated[Principal, Depends(authorize("node", Action.READ))]
-NodeOperator = Annotated[Principal, Depends(authorize("node", Action.OPERATE))]
+KIND = "node"
+Caller = Annotated[Principal, Depends(principal)]
 
 NODE_ID = SearchAttributeKey.for_keyword("NodeId")
 OPERATION = SearchAttributeKey.for_keyword("Operation")
@@ -61,15 +65,23 @@ IMAGE_NAME = SearchAttributeKey.for_keyword("ImageName")
 PHASE = SearchAttributeKey.for_keyword("Phase")
 
 
-def _not_found(node_id: str) -> Problem:
-    return Problem(404, "node-not-found", "Node not found", f"node {node_id!r} does not exist")
-
-
-async def _node(db: Db, node_id: str) -> Node:
+async def _authorized(
+    request: Request, db: Db, who: Principal, node_id: str, action: Action
+) -> Node:
+    """The node if the caller may take `action` on it; 404 if it is missing or not the
+    caller's to see (the same answer)."""
     node = await nodes.find(db, node_id)
-    if node is None:
-        raise _not_found(node_id)
+    resource = Resource(
+        KIND, node_id, tenant=node.tenant_id if node else None,
+        owner=await nodes.cluster_owner(db, node) if node else None, exists=node is not None,
+    )  # fmt: skip
+    await require(request, who, action, resource)
+    assert node is not None  # a missing node was refused as hidden
     return node
+
+
+def _out(who: Principal, node: Node, *, phase: str | None = None, facts: bool = False) -> NodeOut:
+    return NodeOut.of(node, phase=phase, with_facts=facts, platform_view=who.tenant is None)
 
 
 def _wrong_state(node: Node, done: str, allowed: Sequence[str]) -> Problem:
@@ -96,25 +108,32 @@ async def _phase(client: Client, node: Node) -> str | None:
 
 @router.get("", response_model=NodeList, summary="List nodes")
 async def list_nodes(
+    request: Request,
     db: Db,
-    _: NodeReader,
-    state: Annotated[str | None, Query(description="Only nodes in this state")] = None,
+    who: Caller,
+    state: Annotated[NodeState | None, Query(description="Only nodes in this state")] = None,
     label: Annotated[
-        list[str] | None,
-        Query(description="Only nodes with this label, as key=value; repeat to require all"),
+        list[LabelFilter] | None,
+        Query(
+            description="Only nodes with this label, as key=value; repeat to require all",
+            max_length=16,
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
-    cursor: Annotated[str | None, Query(description="`next` of the previous page")] = None,
+    cursor: Annotated[NodeId | None, Query(description="`next` of the previous page")] = None,
 ) -> NodeList:
-    wanted: dict[str, str] = {}
-    for pair in label or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise Problem(422, "invalid-label-filter", "Invalid label filter", f"{pair!r}")
-        wanted[key] = value
-    found = await nodes.list_nodes(db, state=state, labels=wanted, limit=limit, after=cursor)
+    """Operators and platform viewers see every node; a tenant's principals the nodes their
+    tenant holds (members: those of their clusters)."""
+    await require(request, who, Action.READ, Resource(KIND, tenant=who.tenant))
+    scope = listing_scope(who) if who.tenant is not None else (None, None)
+    if scope is None:
+        return NodeList(items=[])
+    wanted = dict(pair.split("=", 1) for pair in label or [])
+    found = await nodes.list_nodes(
+        db, state=state, labels=wanted, limit=limit, after=cursor, tenant=scope[0], owner=scope[1]
+    )
     next_cursor = found[-1].id if len(found) == limit else None
-    return NodeList(items=[NodeOut.of(n) for n in found], next=next_cursor)
+    return NodeList(items=[_out(who, n) for n in found], next=next_cursor)
 
 
 @router.get(
@@ -123,9 +142,11 @@ async def list_nodes(
     summary="One node, with its current phase",
     responses=errors(404),
 )
-async def get_node(node_id: NodeId, db: Db, client: Temporal, _: NodeReader) -> NodeOut:
-    node = await _node(db, node_id)
-    return NodeOut.of(node, phase=await _phase(client, node), with_facts=True)
+async def get_node(
+    request: Request, node_id: NodeId, db: Db, client: Temporal, who: Caller
+) -> NodeOut:
+    node = await _authorized(request, db, who, node_id, Action.READ)
+    return _out(who, node, phase=await _phase(client, node), facts=True)
 
 
 @router.post(
@@ -136,7 +157,7 @@ async def get_node(node_id: NodeId, db: Db, client: Temporal, _: NodeReader) -> 
     responses=errors(409),
 )
 async def enroll_node(
-    body: NodeEnroll, db: Db, _: Annotated[Principal, Depends(authorize("node", Action.CREATE))]
+    body: NodeEnroll, db: Db, who: Annotated[Principal, Depends(authorize(KIND, Action.CREATE))]
 ) -> NodeOut:
     try:
         node = await nodes.enroll(
@@ -162,7 +183,7 @@ async def enroll_node(
         raise Problem(
             409, "node-conflict", "Node conflicts with an enrolled one", str(exc)
         ) from exc
-    return NodeOut.of(node)
+    return _out(who, node)
 
 
 def _not_in_a_cluster(node: Node) -> None:
@@ -226,9 +247,9 @@ async def provision_node(
     request: Request,
     db: Db,
     client: Temporal,
-    _: NodeOperator,
+    who: Caller,
 ) -> OperationAccepted:
-    node = await _node(db, node_id)
+    node = await _authorized(request, db, who, node_id, Action.OPERATE)
     _not_in_a_cluster(node)
     image = ready_image(request, body.image)
     if node.state not in PROVISION_FROM:
@@ -256,9 +277,9 @@ async def provision_node(
     responses=errors(404, 409),
 )
 async def release_node(
-    node_id: NodeId, request: Request, db: Db, client: Temporal, _: NodeOperator
+    node_id: NodeId, request: Request, db: Db, client: Temporal, who: Caller
 ) -> OperationAccepted:
-    node = await _node(db, node_id)
+    node = await _authorized(request, db, who, node_id, Action.OPERATE)
     _not_in_a_cluster(node)
     if node.state not in RELEASE_FROM:
         raise _wrong_state(node, "released", RELEASE_FROM)
@@ -280,10 +301,10 @@ async def reboot_node(
     request: Request,
     db: Db,
     client: Temporal,
-    _: NodeOperator,
+    who: Caller,
     body: RebootRequest | None = None,
 ) -> OperationAccepted:
-    node = await _node(db, node_id)
+    node = await _authorized(request, db, who, node_id, Action.OPERATE)
     if node.state not in REBOOT_FROM:
         raise _wrong_state(node, "rebooted", REBOOT_FROM)
     if node.cluster_id is not None:  # not while its cluster's workflows act on its nodes

@@ -9,11 +9,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from identity.oidc import Principal
-from identity.policy import Action, Resource, Role
+from identity.policy import Action, Resource
 from inventory import ssh_keys
 from inventory.models import SshKey
 
-from ..auth import principal, require
+from ..auth import listing_scope, principal, require
 from ..deps import Db
 from ..openapi import errors
 from ..problems import Problem
@@ -34,11 +34,11 @@ async def _authorized(
     """The key if the caller may take `action` on it; 404 if it is missing or hidden."""
     key = await db.get(SshKey, key_id)
     resource = Resource(
-        KIND, str(key_id), tenant=key.tenant_id if key else None, owner=key.owner if key else None
-    )
+        KIND, str(key_id), tenant=key.tenant_id if key else None,
+        owner=key.owner if key else None, exists=key is not None,
+    )  # fmt: skip
     await require(request, who, action, resource)
-    if key is None:
-        raise Problem(404, "not-found", "Not found", f"no ssh-key {str(key_id)!r}")
+    assert key is not None  # a missing key was refused as hidden
     return key
 
 
@@ -76,18 +76,13 @@ async def list_ssh_keys(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[uuid.UUID | None, Query(description="`next` of the previous page")] = None,
 ) -> SshKeyList:
-    """Platform admins see every key; tenant admins and viewers their tenant's; members their
-    own."""
+    """Platform admins and viewers see every key; tenant admins and viewers their tenant's;
+    members their own."""
     await require(request, who, Action.READ, Resource(KIND, tenant=who.tenant))
-    roles = who.roles
-    if Role.PLATFORM_ADMIN in roles:
-        tenant, owner = None, None
-    elif who.tenant is None:
+    scope = listing_scope(who)
+    if scope is None:
         return SshKeyList(items=[])
-    elif Role.TENANT_ADMIN in roles or Role.VIEWER in roles:
-        tenant, owner = who.tenant, None
-    else:
-        tenant, owner = who.tenant, who.subject
+    tenant, owner = scope
     found = await ssh_keys.listing(db, tenant=tenant, owner=owner, after=cursor, limit=limit)
     return SshKeyList(
         items=[_out(k) for k in found], next=str(found[-1].id) if len(found) == limit else None

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from identity.oidc import Principal
-from identity.policy import Action, Role
+from identity.policy import Action, Resource
 from inventory import tenants
 from inventory.models import Tenant
 
-from ..auth import authorize
+from ..auth import authorize, listing_scope, principal, require
 from ..deps import Db
 from ..openapi import errors
 from ..problems import Problem
@@ -29,12 +29,31 @@ from ..schemas import (
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 
 
+KIND = "tenant"
+Caller = Annotated[Principal, Depends(principal)]
+
+
 def _allow(action: Action) -> object:
-    return Depends(authorize("tenant", action, tenant_param="tenant_id"))
+    return Depends(authorize(KIND, action))
 
 
 def _not_found(tenant_id: str) -> Problem:
     return Problem(404, "not-found", "Not found", f"no tenant {tenant_id!r}")
+
+
+async def _authorized(
+    request: Request, db: Db, who: Principal, tenant_id: str, action: Action
+) -> Tenant:
+    """The tenant if the caller may take `action` on it; 404 when it is missing (or deleted)
+    or another tenant (one answer for both)."""
+    try:
+        tenant: Tenant | None = await tenants.get(db, tenant_id)
+    except tenants.TenantNotFound:
+        tenant = None
+    resource = Resource(KIND, tenant_id, tenant=tenant_id, exists=tenant is not None)
+    await require(request, who, action, resource)
+    assert tenant is not None  # a missing tenant was refused as hidden
+    return tenant
 
 
 async def _out(db: Db, tenant: Tenant) -> TenantOut:
@@ -54,20 +73,14 @@ async def _out(db: Db, tenant: Tenant) -> TenantOut:
     )
 
 
-async def _get(db: Db, tenant_id: str) -> Tenant:
-    try:
-        return await tenants.get(db, tenant_id)
-    except tenants.TenantNotFound as exc:
-        raise _not_found(tenant_id) from exc
-
-
 @router.post(
     "", response_model=TenantOut, status_code=status.HTTP_201_CREATED, responses=errors(409)
 )
 async def create_tenant(
     body: TenantCreate, db: Db, _: Annotated[Principal, _allow(Action.CREATE)]
 ) -> TenantOut:
-    """Create a tenant with its quotas (platform admins)."""
+    """Create a tenant with its quotas (platform admins). The id of a deleted tenant is never
+    given again (409)."""
     tenant = Tenant(
         id=body.id,
         display_name=body.display_name,
@@ -93,13 +106,11 @@ async def list_tenants(
     cursor: Annotated[str | None, Query(description="`next` of the previous page")] = None,
     state: Annotated[Literal["active", "suspended"] | None, Query()] = None,
 ) -> TenantList:
-    """All tenants for platform admins; a tenant's principals see only their own."""
-    if Role.PLATFORM_ADMIN in who.roles:
-        only = None
-    elif who.tenant is None:
+    """All tenants for platform admins and viewers; a tenant's principals see only their own."""
+    scope = listing_scope(who)
+    if scope is None:
         return TenantList(items=[])
-    else:
-        only = who.tenant
+    only = scope[0]
     found = await tenants.listing(db, only=only, after=cursor, limit=limit, state=state)
     return TenantList(
         items=[await _out(db, t) for t in found],
@@ -108,20 +119,18 @@ async def list_tenants(
 
 
 @router.get("/{tenant_id}", response_model=TenantOut, responses=errors(404))
-async def get_tenant(
-    tenant_id: TenantId, db: Db, _: Annotated[Principal, _allow(Action.READ)]
-) -> TenantOut:
+async def get_tenant(request: Request, tenant_id: TenantId, db: Db, who: Caller) -> TenantOut:
     """A tenant with its quotas and current usage."""
-    return await _out(db, await _get(db, tenant_id))
+    return await _out(db, await _authorized(request, db, who, tenant_id, Action.READ))
 
 
 @router.patch("/{tenant_id}", response_model=TenantOut, responses=errors(404))
 async def change_tenant(
-    tenant_id: TenantId, body: TenantChange, db: Db, _: Annotated[Principal, _allow(Action.UPDATE)]
+    request: Request, tenant_id: TenantId, body: TenantChange, db: Db, who: Caller
 ) -> TenantOut:
     """Rename, suspend or resume, or change quotas (platform admins). Lowering a quota below
     current usage is allowed: nothing is taken away, new requests are refused."""
-    tenant = await _get(db, tenant_id)
+    tenant = await _authorized(request, db, who, tenant_id, Action.UPDATE)
     if body.display_name is not None:
         tenant.display_name = body.display_name
     if body.state is not None:
@@ -136,10 +145,10 @@ async def change_tenant(
 
 
 @router.delete("/{tenant_id}", status_code=status.HTTP_204_NO_CONTENT, responses=errors(404, 409))
-async def delete_tenant(
-    tenant_id: TenantId, db: Db, _: Annotated[Principal, _allow(Action.DELETE)]
-) -> Response:
-    """Delete a tenant that holds nothing (platform admins)."""
+async def delete_tenant(request: Request, tenant_id: TenantId, db: Db, who: Caller) -> Response:
+    """Delete a tenant that holds nothing (platform admins). Its id stays taken: a new tenant
+    never inherits its history."""
+    await _authorized(request, db, who, tenant_id, Action.DELETE)
     try:
         await tenants.remove(db, tenant_id)
     except tenants.TenantNotFound as exc:

@@ -28,7 +28,7 @@ async def platform(
 
 
 async def test_roles_decide_and_every_decision_is_audited(platform: Platform) -> None:
-    viewer = platform.mint("viewer", subject="vera")
+    viewer = platform.mint("platform-viewer", subject="vera")
     admin = platform.mint("platform-admin", subject="pat")
     calls = [  # (token, method, path, request id, expected status)
         (viewer, "GET", "/v1/nodes", "authz-1", 200),
@@ -41,7 +41,9 @@ async def test_roles_decide_and_every_decision_is_audited(platform: Platform) ->
         async with platform.api(bearer) as api:
             reply = await api.request(method, path, headers={"X-Request-ID": request_id})
         assert reply.status_code == expected, (path, reply.text)
-        assert reply.headers["X-Request-ID"] == request_id
+        # Ours is always recorded; the caller's is kept beside it and echoed.
+        assert reply.headers["X-Client-Request-ID"] == request_id
+        assert reply.headers["X-Request-ID"] != request_id
         if expected == 403:
             assert reply.headers["content-type"] == "application/problem+json"
             assert reply.json()["type"] == "urn:metalplane:problem:forbidden"
@@ -53,7 +55,12 @@ async def test_roles_decide_and_every_decision_is_audited(platform: Platform) ->
             entries += page["items"]
             if not (cursor := page["next"]):
                 break
-    ours = {e["request_id"]: e for e in entries if (e["request_id"] or "").startswith("authz-")}
+    ours = {
+        e["client_request_id"]: e
+        for e in entries
+        if (e["client_request_id"] or "").startswith("authz-")
+    }
+    assert all(len(e["request_id"]) == 32 for e in ours.values())
     assert sorted(ours) == [c[3] for c in calls]  # one entry per decision, no more
     assert [ours[c[3]]["allowed"] for c in calls] == [c[4] == 200 for c in calls]
     release = ours["authz-3"]
@@ -72,14 +79,14 @@ async def test_rate_limit_answers_429_with_retry_after(platform: Platform) -> No
     saved = app.state.rate_limiter
     app.state.rate_limiter = TokenBuckets(rate_per_second=0.5, burst=2)
     try:
-        async with platform.api(platform.mint("viewer", subject="rita")) as api:
+        async with platform.api(platform.mint("platform-viewer", subject="rita")) as api:
             codes = [(await api.get("/v1/images")).status_code for _ in range(3)]
             assert codes == [200, 200, 429]
             limited = await api.get("/v1/images")
             assert limited.status_code == 429
             assert limited.headers["Retry-After"] == "2"
             assert limited.json()["type"].endswith("rate-limited")
-        async with platform.api(platform.mint("viewer", subject="other")) as api:
+        async with platform.api(platform.mint("platform-viewer", subject="other")) as api:
             assert (await api.get("/v1/images")).status_code == 200  # per principal
     finally:
         app.state.rate_limiter = saved
@@ -94,7 +101,8 @@ async def test_log_records_carry_the_request_id(
         assert reply.status_code == 200
         bad = await api.post("/v1/nodes/lab-001/provision", json={"image": "nope"})
     access = [r for r in caplog.records if r.name == "metalplane.access"]
-    mine = [r for r in access if getattr(r, "request_id", None) == "trace-me-1"]
+    assert reply.headers["X-Client-Request-ID"] == "trace-me-1"
+    mine = [r for r in access if getattr(r, "request_id", None) == reply.headers["X-Request-ID"]]
     assert len(mine) == 1 and mine[0].getMessage().startswith("GET /v1/nodes/lab-001 200 ")
     assigned = bad.headers["X-Request-ID"]  # none sent: one was assigned, and logged
     assert any(r.request_id == assigned and " 422 " in r.getMessage() for r in access)

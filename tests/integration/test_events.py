@@ -137,7 +137,7 @@ async def test_stream_refuses_bad_tokens_and_ends_when_the_token_expires(
         bad_resume = await api.get("/v1/events", headers={"Last-Event-ID": "x"})
     assert bad_resume.status_code == 422
 
-    short = platform.mint("viewer", subject="brief", ttl_seconds=2)
+    short = platform.mint("platform-viewer", subject="brief", ttl_seconds=2)
     headers = {"Authorization": f"Bearer {short}"}
     async with websockets.connect(ws_url(platform), additional_headers=headers) as ws:
         with pytest.raises(websockets.ConnectionClosed) as closed:

@@ -95,8 +95,8 @@ async def test_networks_allocate_isolate_and_return_their_values(platform: Platf
         assert [n["tenant_id"] for n in (await api.get("/v1/networks")).json()["items"]] == [
             "globex"
         ]
-    async with platform.api(bob) as api:
-        assert (await api.delete(f"/v1/networks/{lan['id']}")).status_code == 403
+    async with platform.api(bob) as api:  # another member's network: as if it did not exist
+        assert (await api.delete(f"/v1/networks/{lan['id']}")).status_code == 404
     async with platform.api(platform.mint("platform-admin")) as api:
         in_use = await api.delete("/v1/tenants/acme")  # its network would be left on the switches
         assert in_use.status_code == 409 and "networks" in in_use.json()["detail"]
@@ -173,5 +173,42 @@ async def test_an_exhausted_pool_is_a_clear_409(platform: Platform) -> None:
             assert refused.json()["type"].endswith("pool-exhausted")
             assert refused.json()["pool"] == "pkey"
             assert (await api.get("/v1/networks", params={"state": "ready"})).status_code == 200
+    finally:
+        app.state.settings = saved
+
+
+async def test_a_cidr_outside_the_tenant_ranges_is_a_422_naming_them(platform: Platform) -> None:
+    ranges = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"]
+    before = await held(platform)
+    async with platform.api(platform.mint("tenant-admin", tenant="acme")) as api:
+        for cidr in ("0.0.0.0/0", "224.0.0.0/4", "127.0.0.0/8", "169.254.0.0/16",
+                     "255.255.255.255/32", "8.8.8.0/24"):  # fmt: skip
+            refused = await api.post("/v1/networks", json={"name": "outside", "cidr": cidr})
+            assert refused.status_code == 422, (cidr, refused.text)
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            problem = refused.json()
+            assert problem["type"] == "urn:metalplane:problem:cidr-not-allowed", problem
+            assert problem["allowed_ranges"] == ranges
+            assert ", ".join(ranges) in problem["detail"]
+        too_wide = await api.post("/v1/networks", json={"name": "wide", "cidr": "10.0.0.0/12"})
+        assert too_wide.status_code == 422 and "/16 to /29" in too_wide.json()["detail"]
+        assert too_wide.json()["prefix_lengths"] == {"min": 16, "max": 29}
+        names = {n["name"] for n in (await api.get("/v1/networks")).json()["items"]}
+        assert not names & {"outside", "wide"}
+    assert await held(platform) == before
+
+    app = platform.api_app
+    saved = app.state.settings
+    app.state.settings = saved.model_copy(update={"tenant_cidr_ranges": ("10.99.0.0/16",)})
+    try:
+        async with platform.api(platform.mint("tenant-admin", tenant="acme")) as api:
+            elsewhere = await api.post("/v1/networks", json={"name": "x", "cidr": "10.50.0.0/24"})
+            assert elsewhere.status_code == 422
+            assert elsewhere.json()["allowed_ranges"] == ["10.99.0.0/16"]
+            inside = await api.post("/v1/networks", json={"name": "x", "cidr": "10.99.1.0/24"})
+            assert inside.status_code == 201, inside.text
+            await wait_network(api, inside.json()["id"], {"ready", "failed"})
+            assert (await api.delete(f"/v1/networks/{inside.json()['id']}")).status_code == 202
+            await wait_network(api, inside.json()["id"], {"gone"})
     finally:
         app.state.settings = saved

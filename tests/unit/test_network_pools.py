@@ -134,6 +134,36 @@ async def test_an_allocated_subnet_never_overlaps_the_tenants_own_cidrs(
     )
 
 
+@pytest.mark.parametrize(
+    "cidr", ["0.0.0.0/0", "224.0.0.0/4", "127.0.0.0/8", "169.254.0.0/16", "8.8.8.0/24"]
+)
+async def test_a_tenant_cidr_outside_the_tenant_ranges_is_refused_holding_nothing(
+    sessions: async_sessionmaker[AsyncSession], cidr: str
+) -> None:
+    async with sessions() as session:
+        before = await session.scalar(select(func.count()).select_from(Allocation))
+    with pytest.raises(networks.CidrNotAllowed, match=r"10\.0\.0\.0/8, 172\.16\.0\.0/12"):
+        await create(sessions, "acme", "outside", cidr)
+    async with sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Allocation)) == before
+        named = select(Network.id).where(Network.tenant_id == "acme", Network.name == "outside")
+        assert await session.scalar(named) is None
+
+
+async def test_the_tenant_rule_does_not_bind_the_provisioning_network(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """The provisioning network is the operator's: any subnet its fabric uses, here one outside
+    every tenant range and wider than a tenant may ask for (rolled back afterwards)."""
+    per_switch = SETTINGS.model_copy(update={"vlan_scope": "switch", "pool_vlan": (10, 20)})
+    async with sessions() as session:
+        provisioning = await networks.ensure_provisioning(
+            session, per_switch, vlan=10, vni=99_999, cidr="198.18.0.0/15"
+        )
+        assert str(provisioning.cidr) == "198.18.0.0/15"
+        await session.rollback()
+
+
 def test_blocks_overlapping_a_cidr() -> None:
     settings = Settings(tenant_supernet="10.128.0.0/16", tenant_prefix_length=24)
     assert pools.blocks_overlapping(settings, ["10.128.4.0/23"]) == [4, 5]
