@@ -73,7 +73,7 @@ def _table(items: list[dict[str, Any]]) -> Table:
             operation.get("phase") or "",
             node["vendor"],
             f"{gpu['count']}x {gpu['model'] or '-'}",
-            node["bmc"]["protocol"],
+            (node.get("bmc") or {}).get("protocol", "-"),  # a tenant's view has no BMC
             node.get("image") or "",
             (node.get("last_error") or "")[:60],
         )
