@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.storable import Storable
+
 # Scheduler states of a node that is up and takes jobs; flags that say it does not.
 UP_STATES = frozenset({"idle", "mixed", "allocated", "ready"})
 NOT_UP_FLAGS = frozenset({"DRAIN", "NOT_RESPONDING", "DOWN", "FAIL", "CORDONED"})
@@ -35,7 +37,7 @@ class Verification(BaseModel):
     error: str | None = Field(default=None, max_length=1024)
 
 
-class ClusterReport(BaseModel):
+class ClusterReport(Storable):
     model_config = ConfigDict(extra="forbid")
 
     nodes: list[ReportedNode] = Field(default_factory=list, max_length=4096)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from core.storable import Storable
+
 
 class Nic(BaseModel):
     name: str
@@ -16,7 +18,7 @@ class MountFact(BaseModel):
     fstype: str = Field(max_length=32)
 
 
-class NodeFacts(BaseModel):
+class NodeFacts(Storable):
     """Facts a node's agent read from the running system (or a simulated node derived from what it
     received). The verifier compares them with the image's tuning profile."""
 
