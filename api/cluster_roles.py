@@ -1,6 +1,6 @@
 """What the boot service tells a cluster member: its role for its user-data (no secrets) and,
-for its current boot only, its secrets. Rendered from the inventory on each boot, so a member
-that replaced a failed one, or joined later, gets the cluster as it is now."""
+for its current boot only (once), its secrets. Rendered from the inventory on each boot, so a
+member that replaced a failed one, or joined later, gets the cluster as it is now."""
 
 from __future__ import annotations
 
@@ -109,8 +109,9 @@ def section(m: Member, public_url: str) -> dict[str, Any]:
     return built.model_dump(mode="json", exclude={"slurm": {"munge_key"}}, exclude_none=True)
 
 
-def secrets(m: Member, report_token: str | None) -> ClusterSecrets:
-    """`report_token`: the head node's (None for the others)."""
+def secrets(m: Member, report_token: str | None, *, ca_key: bool = False) -> ClusterSecrets:
+    """`report_token`: the head node's (None for the others); `ca_key`: the Kubernetes CA's
+    key goes with them (the controller's first fetch only: inventory.boot_sessions)."""
     cluster = m.cluster
     if cluster.kind == "slurm":
         assert cluster.munge_key is not None
@@ -127,5 +128,5 @@ def secrets(m: Member, report_token: str | None) -> ClusterSecrets:
         report_token=report_token,
         kubeadm_config=render(config, m.member.hostname, m.labels),
         ca_cert=cluster.ca_cert,
-        ca_key=cluster.ca_key.decode() if m.head else None,
+        ca_key=cluster.ca_key.decode() if m.head and ca_key else None,
     )

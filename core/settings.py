@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     inventory_max_concurrent_activities: int = 100
     phone_home_timeout_seconds: float = 900.0
     boot_session_ttl_seconds: float = 3600.0
+    # The head node's report token expires this long after it was issued; every accepted
+    # report's answer carries a fresh one.
+    cluster_report_token_ttl_seconds: float = Field(default=3600.0, gt=0)
 
     # Tenant networks: pools (inclusive ranges) the inventory allocates from.
     pool_vlan: tuple[int, int] = (100, 3999)

@@ -18,7 +18,7 @@ class ClusterSection(BaseModel):
 
     kind: Literal["slurm", "kubernetes"]
     id: str
-    secrets_url: str  # GET with the phone-home token, before phoning home
+    secrets_url: str  # POST with the phone-home token, once per boot, before phoning home
     report_url: str | None = None  # the head node's reports (docs/boot-contract.md)
     report_interval_seconds: float = Field(default=2.0, gt=0, le=300)
     slurm: SlurmRole | None = None
@@ -34,10 +34,11 @@ class ClusterSection(BaseModel):
 
 
 class ClusterSecrets(BaseModel):
-    """What the secrets URL answers to a member's boot."""
+    """What the secrets URL answers to a member's boot (once per boot)."""
 
     munge_key: str | None = None  # Slurm: base64
-    report_token: str | None = None  # the head node's, for the report URL
+    report_token: str | None = None  # the head node's, for the report URL; it expires
     kubeadm_config: str | None = None  # Kubernetes: Init + Cluster (head) or Join (workers)
     ca_cert: str | None = None  # Kubernetes: the cluster CA (PEM)
-    ca_key: str | None = None  # Kubernetes, head node only: the CA's key (PEM)
+    # Kubernetes, the controller node's first fetch only: the CA's key (PEM).
+    ca_key: str | None = None

@@ -1,11 +1,17 @@
 """Boot sessions: one per provisioning, counting the node's network boots, each with its own
 single-use phone-home token.
 
-A node starts a boot by fetching its iPXE script: that bumps the session's boot number, and the
-user-data it then fetches carries the token of that boot, `<session id>.<boot>.<HMAC>`. The boot
-service renders and checks tokens without the secret ever being stored in the database or in
-workflow history. Only the current boot's token is accepted, once (one guarded UPDATE): a reboot
-makes the previous boot's token stale whether or not it was used.
+A node's OS starts a boot by POSTing its boot start (docs/boot-contract.md; fetching the iPXE
+script is a pure read): that bumps the session's boot number, and the user-data it then fetches
+carries the token of that boot, `<session id>.<boot>.<HMAC>`. The boot service renders and
+checks tokens without the secret ever being stored in the database or in workflow history. Only
+the current boot's token is accepted, once (one guarded UPDATE): a reboot makes the previous
+boot's token stale whether or not it was used.
+
+What a boot is handed is handed once (docs/boot-threat-model.md): its user-data (with its
+token) and its cluster secrets, each recorded on the session by a guarded UPDATE; a second
+request is refused and leaves an event on the node, since someone else may have fetched them.
+A Kubernetes cluster's CA key goes to its controller node once (`Cluster.ca_key_holder`).
 
 A session closes when its node is verified, unless the node's image is stateless (it network
 boots every time): then it stays open, without expiry, until the node is released.
@@ -24,7 +30,8 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from inventory.models import BootSession, Nic
+from inventory import events, nodes
+from inventory.models import BootSession, Cluster, Nic
 
 
 def _digest(value: uuid.UUID, secret: bytes, purpose: bytes) -> str:
@@ -47,6 +54,40 @@ def signed_id(token: str, secret: bytes, purpose: bytes = b"") -> uuid.UUID | No
     return value if hmac.compare_digest(sign_id(value, secret, purpose), token) else None
 
 
+def _expiring_purpose(purpose: bytes, expires: int) -> bytes:
+    return purpose + b" %d:" % expires
+
+
+def sign_expiring(value: uuid.UUID, secret: bytes, purpose: bytes, expires: int) -> str:
+    """`<id>.<expiry (Unix seconds)>.<HMAC>`: a bearer token naming `value` for `purpose`
+    until `expires`."""
+    return f"{value}.{expires}.{_digest(value, secret, _expiring_purpose(purpose, expires))}"
+
+
+@dataclass(frozen=True)
+class ExpiringId:
+    value: uuid.UUID
+    expires: int  # Unix seconds
+
+    def expired(self, now: float) -> bool:
+        return self.expires <= now
+
+
+def expiring_id(token: str, secret: bytes, purpose: bytes) -> ExpiringId | None:
+    """The id and expiry a well-formed token signed for `purpose` names (expired or not);
+    None otherwise."""
+    parts = token.split(".") if token.isascii() else []
+    if len(parts) != 3 or not parts[1].isdigit() or len(parts[1]) > 12:
+        return None
+    try:
+        value = uuid.UUID(parts[0])
+    except ValueError:
+        return None
+    expires = int(parts[1])
+    signed = sign_expiring(value, secret, purpose, expires)
+    return ExpiringId(value, expires) if hmac.compare_digest(signed, token) else None
+
+
 @dataclass(frozen=True)
 class BootToken:
     session_id: uuid.UUID
@@ -65,7 +106,7 @@ def token_for(session_id: uuid.UUID, boot: int, secret: bytes) -> str:
 def boot_from_token(token: str, secret: bytes) -> BootToken | None:
     """The session and boot a well-formed, correctly signed token names; None otherwise. A
     token of the earlier format, `<session id>.<HMAC>`, names boot 0: it is good only in a
-    session whose node fetched no iPXE script since (one rendered before an upgrade)."""
+    session whose node started no boot since (one rendered before an upgrade)."""
     if not token.isascii():
         return None
     parts = token.split(".")
@@ -158,7 +199,7 @@ async def open_session_of(session: AsyncSession, node_id: str) -> BootSession | 
 
 
 async def start_boot(session: AsyncSession, mac: str) -> BootSession | None:
-    """A network boot of the node with NIC `mac` begins (it fetched its iPXE script): the open
+    """A network boot of the node with NIC `mac` begins (its OS posted the boot start): the open
     session counts it, which makes the previous boot's token stale. None without a session."""
     node_of_mac = select(Nic.node_id).where(Nic.mac == mac.lower()).scalar_subquery()
     return await session.scalar(
@@ -231,3 +272,66 @@ async def check_boot(session: AsyncSession, token: BootToken) -> BootSession | N
         .values(checked_boot=token.boot)
         .returning(BootSession)
     )
+
+
+# -- what a boot is handed, once ------------------------------------------------------------------
+
+
+async def hand_out_user_data(session: AsyncSession, session_id: uuid.UUID) -> BootSession | None:
+    """Record that the open session's current boot gets its user-data (and token) now; None
+    when that boot's user-data was handed out already (or the session closed meanwhile). Boot
+    0, before any boot start of the session, is handed out once like any other."""
+    return await session.scalar(
+        update(BootSession)
+        .where(
+            BootSession.id == session_id,
+            or_(
+                BootSession.user_data_boot.is_(None),
+                BootSession.user_data_boot < BootSession.boots,
+            ),
+            _is_open(),
+        )
+        .values(user_data_boot=BootSession.boots)
+        .returning(BootSession)
+    )
+
+
+async def hand_out_secrets(
+    session: AsyncSession, token: BootToken, boot_ttl: timedelta
+) -> BootSession | None:
+    """Record that the token's boot gets its cluster secrets now; None when they were handed
+    out to that boot already, or the token is not the open session's current, fresh boot's."""
+    return await session.scalar(
+        update(BootSession)
+        .where(
+            BootSession.id == token.session_id,
+            BootSession.boots == token.boot,
+            or_(BootSession.secrets_boot.is_(None), BootSession.secrets_boot < token.boot),
+            _is_open(),
+            _boot_is_fresh(boot_ttl),
+        )
+        .values(secrets_boot=token.boot)
+        .returning(BootSession)
+    )
+
+
+async def hand_out_ca_key(session: AsyncSession, cluster_id: uuid.UUID, node_id: str) -> bool:
+    """Whether controller `node_id` gets the cluster's CA key now: once per controller node (a
+    replacement controller once too); its later boots do not."""
+    holder = await session.scalar(
+        update(Cluster)
+        .where(Cluster.id == cluster_id, Cluster.ca_key_holder.is_distinct_from(node_id))
+        .values(ca_key_holder=node_id)
+        .returning(Cluster.ca_key_holder)
+    )
+    return holder is not None
+
+
+async def record_suspicious(session: AsyncSession, boot: BootSession, reason: str) -> None:
+    """An event on the node, with no change of state: a boot's secret was asked for again, or
+    a stale or spent token was used. Whoever may see the node sees it."""
+    state, tenant, owner = (await session.execute(nodes.holder_query(boot.node_id))).one()
+    events.record(
+        session, kind="node", resource_id=boot.node_id, tenant_id=tenant, owner=owner,
+        from_state=state, to_state=state, workflow_id=boot.workflow_id, reason=reason,
+    )  # fmt: skip

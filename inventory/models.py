@@ -125,10 +125,14 @@ class BootSession(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # None: stateless
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # last phone-home
-    boots: Mapped[int] = mapped_column(Integer, server_default="0")  # iPXE script fetches
+    boots: Mapped[int] = mapped_column(Integer, server_default="0")  # boot starts (POSTs)
     boot_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     phoned_home_boot: Mapped[int | None] = mapped_column(Integer)
     checked_boot: Mapped[int | None] = mapped_column(Integer)  # last boot checked after activation
+    # The last boot whose user-data (with its token) and cluster secrets were handed out: each
+    # once per boot (docs/boot-threat-model.md).
+    user_data_boot: Mapped[int | None] = mapped_column(Integer)
+    secrets_boot: Mapped[int | None] = mapped_column(Integer)
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
@@ -382,6 +386,8 @@ class Cluster(Base):
     # Kubernetes: the cluster's CA (its key a secret like the munge key) and bootstrap token.
     ca_cert: Mapped[str | None] = mapped_column(Text)
     ca_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The controller node the CA key was handed to (once; a replacement controller once too).
+    ca_key_holder: Mapped[str | None] = mapped_column(String(63))
     join_token: Mapped[str | None] = mapped_column(Text)
     # Raised to ask the head node for a test job on every member (see its report).
     verify_generation: Mapped[int] = mapped_column(Integer, server_default="0")

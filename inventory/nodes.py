@@ -153,7 +153,7 @@ async def id_by_mac(session: AsyncSession, mac: str) -> str | None:
     return await session.scalar(select(Nic.node_id).where(Nic.mac == mac.lower()))
 
 
-def _holder(node_id: str) -> Select[tuple[str, str | None, str | None]]:
+def holder_query(node_id: str) -> Select[tuple[str, str | None, str | None]]:
     """The node's state, the tenant that holds it and the owner of its cluster: whose events
     they are (a tenant's members see the nodes of the clusters they own)."""
     return (
@@ -188,7 +188,7 @@ async def _transition(
         condition = condition | (held & Node.state.in_([str(s) for s in holder_may_resume_from]))
     if require_holder:
         condition = condition & (Node.workflow_id == workflow_id) & (Node.operation == operation)
-    found = (await session.execute(_holder(node_id))).one_or_none()
+    found = (await session.execute(holder_query(node_id))).one_or_none()
     if found is None:
         raise NodeNotFound(node_id)
     before, tenant, owner = found
@@ -289,7 +289,7 @@ async def record_reboot(
     session: AsyncSession, node_id: str, *, workflow_id: str, reason: str
 ) -> None:
     """An active node rebooted and was verified again: an event, with no change of state."""
-    state, tenant, owner = (await session.execute(_holder(node_id))).one()
+    state, tenant, owner = (await session.execute(holder_query(node_id))).one()
     events.record(
         session, kind="node", resource_id=node_id, tenant_id=tenant, owner=owner,
         from_state=state, to_state=state, workflow_id=workflow_id, reason=reason,

@@ -27,6 +27,7 @@ KERNEL_DEFAULT_GOVERNOR = "schedutil"
 # Debian's kernel is built with CONFIG_TRANSPARENT_HUGEPAGE_MADVISE.
 KERNEL_DEFAULT_THP = "madvise"
 SOFT_OFF_SECONDS = 0.5  # an OS takes a moment to shut down after the ACPI button
+BOOT_START = "boot-start"  # under the NoCloud seed: what the OS posts first (boot-contract.md)
 
 
 async def _get(client: aiohttp.ClientSession, url: str, what: str) -> str:
@@ -50,6 +51,21 @@ async def _sha256(client: aiohttp.ClientSession, url: str, what: str) -> str:
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise BootConfigError(f"{what}: GET {url} failed: {exc!r}") from exc
     return digest.hexdigest()
+
+
+async def _post(
+    client: aiohttp.ClientSession, url: str, what: str, token: str | None = None
+) -> Any:
+    """POST (no body, or a bearer token) and the JSON answer; 200 only."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        async with client.post(url, headers=headers) as response:
+            if response.status != 200:
+                text = (await response.text())[:200]
+                raise BootConfigError(f"{what}: POST {url} answered {response.status} {text}")
+            return await response.json()
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise BootConfigError(f"{what}: POST {url} failed: {exc!r}") from exc
 
 
 def _metalplane_section(text: str) -> dict[str, Any]:
@@ -94,7 +110,8 @@ async def _cluster_part(
     section: dict[str, Any], client: aiohttp.ClientSession
 ) -> ClusterPart | None:
     """Parse `metalplane.cluster` and fetch its secrets with the boot token (before the
-    phone-home spends it), as the image's cloud-init would."""
+    phone-home spends it; once: a second request is refused), as the image's cloud-init
+    would."""
     raw = section.get("cluster")
     if raw is None:
         return None
@@ -102,27 +119,22 @@ async def _cluster_part(
         cluster = ClusterSection.model_validate(raw)
     except ValidationError as exc:
         raise BootConfigError(f"user-data metalplane.cluster is invalid: {exc}") from exc
-    token = section["phone_home"]["token"]
+    token = str(section["phone_home"]["token"])
+    answer = await _post(client, cluster.secrets_url, "cluster secrets", token)
     try:
-        async with client.get(
-            cluster.secrets_url, headers={"Authorization": f"Bearer {token}"}
-        ) as response:
-            if response.status != 200:
-                text = (await response.text())[:200]
-                raise BootConfigError(f"cluster secrets: {response.status} {text}")
-            secrets = ClusterSecrets.model_validate(await response.json())
-    except (aiohttp.ClientError, TimeoutError, ValidationError) as exc:
-        raise BootConfigError(
-            f"cluster secrets: GET {cluster.secrets_url} failed: {exc!r}"
-        ) from exc
+        secrets = ClusterSecrets.model_validate(answer)
+    except ValidationError as exc:
+        raise BootConfigError(f"cluster secrets: {exc}") from exc
     return ClusterPart(cluster, secrets)
 
 
 async def network_boot(
     node: SimNode, boot_url: str, client: aiohttp.ClientSession
 ) -> tuple[NodeFacts, ClusterPart | None]:
-    """Run the PXE -> iPXE -> kernel -> cloud-init chain; return the facts it phoned home and
-    the node's part in a cluster, if its user-data gives it one."""
+    """Run the PXE -> iPXE -> kernel -> agent -> cloud-init chain; return the facts it phoned
+    home and the node's part in a cluster, if its user-data gives it one. The iPXE script is
+    read only; the kernel's agent posts the boot start, then cloud-init fetches the user-data
+    (once: it carries this boot's token)."""
     mac = node.macs[0]
     script = parse_ipxe(await _get(client, f"{boot_url}/boot/{mac}/ipxe", "iPXE script"))
     kernel_sha = await _sha256(client, script.kernel_url, "kernel")
@@ -132,6 +144,7 @@ async def network_boot(
     kernel = parse_cmdline(script.kernel_args)
     if kernel.nocloud_seed is None:
         raise BootConfigError("kernel command line has no ds=nocloud-net;s=<seed>")
+    await _post(client, f"{kernel.nocloud_seed}{BOOT_START}", "boot start")
     user_data = await _get(client, f"{kernel.nocloud_seed}user-data", "user-data")
     section = _metalplane_section(user_data)
     mounts = _mounts(yaml.safe_load(user_data))

@@ -2,7 +2,8 @@
 cluster agent would on a real node: run its Slurm role (lab.slurm: real munged, slurmd and, on
 the head node, slurmctld, in the node's network namespace), and on the head node report the
 cluster to the platform and act on the answer: drain and delete the nodes that are no longer
-members, run the test job asked for."""
+members, run the test job asked for. The head node's report token expires: each accepted report's
+answer carries the one to use next."""
 
 from __future__ import annotations
 
@@ -100,7 +101,8 @@ class ClusterRunner:
                 "slurm", role.cluster, role.node_name, role.role == "controller"
             )
             if part.section.report_url and part.secrets.report_token:
-                self._agents[node.node_id] = asyncio.create_task(self._agent(part))
+                reporter = _Reporter(self._client, part)
+                self._agents[node.node_id] = asyncio.create_task(self._agent(part, reporter))
             log.info("%s: %s of %s", node.node_id, role.role, role.cluster)
 
     async def _apply_kube(self, node: SimNode, part: ClusterPart) -> None:
@@ -120,11 +122,20 @@ class ClusterRunner:
                 self._join(node, role.cluster, role.node_name, secrets.kubeadm_config, role.gpus)
             )
             return
+        if not secrets.ca_key:
+            # The platform hands the CA key to a controller node once; a network boot is a
+            # fresh OS with no /etc/kubernetes/pki, so this boot cannot init the control plane.
+            node.set_cluster_error(
+                "kubeadm init: no CA key: the platform hands the cluster CA's key to its"
+                " controller node once (its first boot as controller), and this boot has no"
+                " /etc/kubernetes/pki from then (docs/boot-threat-model.md)"
+            )
+            return
         try:
             url = await self.kube.init(
                 role.cluster, node_name=role.node_name, address=role.address,
                 config=secrets.kubeadm_config, ca_cert=secrets.ca_cert.encode(),
-                ca_key=(secrets.ca_key or "").encode(), gpus=role.gpus,
+                ca_key=secrets.ca_key.encode(), gpus=role.gpus,
                 gpu_vendor=role.gpu_vendor, gpu_resource=resource,
             )  # fmt: skip
         except (KubeLabError, ValueError) as exc:
@@ -132,7 +143,8 @@ class ClusterRunner:
             node.set_cluster_error(f"kubeadm init: {exc}")
             return
         if part.section.report_url and secrets.report_token:
-            self._agents[node.node_id] = asyncio.create_task(self._kube_agent(part, url))
+            reporter = _Reporter(self._client, part)
+            self._agents[node.node_id] = asyncio.create_task(self._kube_agent(part, reporter, url))
 
     async def _join(self, node: SimNode, cluster: str, name: str, config: str, gpus: int) -> None:
         while True:
@@ -190,11 +202,11 @@ class ClusterRunner:
             if running and running.kind == "kubernetes" and running.head else None,
         }  # fmt: skip
 
-    async def _kube_agent(self, part: ClusterPart, url: str) -> None:
-        await _KubeAgent(self, part, url).run()
+    async def _kube_agent(self, part: ClusterPart, reporter: _Reporter, url: str) -> None:
+        await _KubeAgent(part, reporter, url).run()
 
     # -- the head node's agent -------------------------------------------------------------------
-    async def _agent(self, part: ClusterPart) -> None:
+    async def _agent(self, part: ClusterPart, reporter: _Reporter) -> None:
         assert part.section.slurm is not None
         section, cluster = part.section, part.section.slurm.cluster
         members: list[str] | None = None  # unknown until the platform answers
@@ -210,23 +222,12 @@ class ClusterRunner:
                         if verification.ok:
                             done = asked
                 report = ClusterReport(nodes=nodes, verification=verification)
-                desired = await self._send(part, report)
+                desired = await reporter.send(report)
                 members = [str(m) for m in desired.get("members", [])]
                 asked = int(desired.get("verify_generation", 0))
             except (SlurmLabError, aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 log.warning("%s: cluster agent: %s", cluster, exc)
             await asyncio.sleep(section.report_interval_seconds)
-
-    async def _send(self, part: ClusterPart, report: ClusterReport) -> dict[str, Any]:
-        assert part.section.report_url is not None
-        async with self._client.post(
-            part.section.report_url,
-            json=report.model_dump(mode="json"),
-            headers={"Authorization": f"Bearer {part.secrets.report_token}"},
-        ) as response:
-            if response.status != 200:
-                raise ValueError(f"report refused: {response.status} {await response.text()}")
-            return dict(await response.json())
 
     async def _reconcile(self, cluster: str, nodes: list[ReportedNode], members: list[str]) -> None:
         """Drain the nodes that are no longer members; delete them from Slurm once no job runs
@@ -262,14 +263,36 @@ class ClusterRunner:
         return Verification(generation=generation, ok=ok, hosts=hosts, error=error)
 
 
+class _Reporter:
+    """The head node's reports, with the token it has now: each accepted report's answer
+    carries a fresh one (the one it used expires)."""
+
+    def __init__(self, client: aiohttp.ClientSession, part: ClusterPart) -> None:
+        assert part.section.report_url is not None and part.secrets.report_token is not None
+        self.client, self.url = client, part.section.report_url
+        self.token = part.secrets.report_token
+
+    async def send(self, report: ClusterReport) -> dict[str, Any]:
+        async with self.client.post(
+            self.url,
+            json=report.model_dump(mode="json"),
+            headers={"Authorization": f"Bearer {self.token}"},
+        ) as response:
+            if response.status != 200:
+                raise ValueError(f"report refused: {response.status} {await response.text()}")
+            desired = dict(await response.json())
+        self.token = str(desired.pop("report_token", None) or self.token)
+        return desired
+
+
 class _KubeAgent:
     """The head node's agent of a Kubernetes cluster, through the official client: applies the
     GPU runtime, reports the nodes, cordons, drains and deletes the ones no longer members, and
     verifies every member Ready with its GPUs advertised."""
 
-    def __init__(self, runner: ClusterRunner, part: ClusterPart, url: str) -> None:
+    def __init__(self, part: ClusterPart, reporter: _Reporter, url: str) -> None:
         assert part.section.kubernetes is not None
-        self.runner, self.part, self.role = runner, part, part.section.kubernetes
+        self.reporter, self.part, self.role = reporter, part, part.section.kubernetes
         self.api = KubeCluster(url)
         self.resource = GPU_RESOURCES.get(self.role.gpu_vendor or "", "")
         self.cordoned: set[str] = set()  # by us, to remove them
@@ -296,7 +319,7 @@ class _KubeAgent:
                     report = ClusterReport(
                         nodes=[self._reported(n) for n in nodes], verification=verification
                     )
-                    desired = await self.runner._send(self.part, report)
+                    desired = await self.reporter.send(report)
                     members = [str(m) for m in desired.get("members", [])]
                     asked = int(desired.get("verify_generation", 0))
                 except (KubeError, aiohttp.ClientError, TimeoutError, ValueError) as exc:

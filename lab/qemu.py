@@ -7,7 +7,9 @@ Power on starts QEMU, off quits it over QMP, the ACPI power button is QMP `syste
 reads the boot order at every reset; with `-boot strict=on` a NIC without an index does not
 boot, and there is no disk: a disk boot finds nothing). Network boot is real PXE: QEMU's iPXE
 ROM gets DHCP and a TFTP script from QEMU's user-mode network, which chains to the platform's
-per-node iPXE script over HTTP; the guest reaches the host's loopback at 10.0.2.2. The node's
+per-node iPXE script over HTTP (a read: Debian's ipxe-qemu ROM cannot POST, so the image's
+agent posts the boot start once the kernel runs); the guest reaches the host's loopback at
+10.0.2.2. The node's
 BIOS settings and DMI identity reach the guest as SMBIOS tables (OEM strings
 `metalplane.bios.NAME=VALUE`), where the node agent reads them as on a server.
 """

@@ -1,9 +1,11 @@
-"""The boot service booting nodes talk to (docs/boot-contract.md): iPXE script and user-data
-by MAC, boot artifacts, and the phone-home that signals the waiting workflow (or, for a reboot
-of an active stateless node, starts its check).
+"""The boot service booting nodes talk to (docs/boot-contract.md): iPXE script, boot start and
+user-data by MAC, boot artifacts, and the phone-home that signals the waiting workflow (or, for a
+reboot of an active stateless node, starts its check).
 
 Nodes have no JWT: the boot path is keyed by MAC and the phone-home by a single-use token per
-boot.
+boot. Reads change nothing; the boot start is a POST. A boot's user-data, which carries its
+token, is handed out once; a second fetch is refused and leaves an event on the node
+(docs/boot-threat-model.md).
 """
 
 from __future__ import annotations
@@ -76,12 +78,9 @@ async def _open_boot(db: Db, mac: str) -> BootSession:
     responses=errors(404),
 )
 async def ipxe_script(mac: Mac, request: Request, db: Db) -> str:
-    """Fetching it starts a network boot: the session counts it, and the user-data fetched from
-    now on carries this boot's token (the previous boot's token is stale)."""
-    boot = await boot_sessions.start_boot(db, mac)
-    if boot is None:
-        raise await _nothing_to_boot(db, mac)
-    await db.commit()
+    """A pure read (iPXE's stock ROM can only GET): the boot starts when the booted OS posts
+    its boot start."""
+    boot = await _open_boot(db, mac)
     image = images.get_image(boot.image)
     return images.render_ipxe_with_args(
         image,
@@ -91,26 +90,61 @@ async def ipxe_script(mac: Mac, request: Request, db: Db) -> str:
     )
 
 
+@router.post(
+    "/{mac}/boot-start",
+    summary="A node's OS starts a network boot",
+    responses=errors(404),
+)
+async def boot_start(mac: Mac, db: Db) -> dict[str, str | int]:
+    """The booted OS's agent posts it first thing, before it fetches its user-data: the open
+    session counts boot N, and the user-data fetched from now on carries this boot's token
+    (the previous boot's token is stale)."""
+    boot = await boot_sessions.start_boot(db, mac)
+    if boot is None:
+        raise await _nothing_to_boot(db, mac)
+    await db.commit()
+    log.info("boot %d of node %s (session %s) started", boot.boots, boot.node_id, boot.id)
+    return {"boot": boot.boots, "boot_session": str(boot.id)}
+
+
 @router.get(
     "/{mac}/user-data",
     response_class=PlainTextResponse,
     summary="cloud-init user-data",
-    responses=errors(404),
+    responses=errors(404, 409),
 )
 async def user_data(mac: Mac, request: Request, db: Db) -> str:
+    """Once per boot: it carries the boot's token. A second fetch is refused, and recorded as
+    an event on the node: someone else may hold the token."""
     boot = await _open_boot(db, mac)
-    image = images.get_image(boot.image)
+    handed = await boot_sessions.hand_out_user_data(db, boot.id)
+    if handed is None:
+        number = boot.boots
+        await boot_sessions.record_suspicious(
+            db, boot, f"boot {number}'s user-data was fetched twice: possibly by someone else"
+            " (its token went to the first fetch)",
+        )  # fmt: skip
+        await db.commit()
+        log.warning("node %s: user-data of boot %d fetched twice", boot.node_id, number)
+        raise Problem(
+            409, "user-data-already-fetched", "User-data already fetched",
+            f"the user-data of boot {number} of node {boot.node_id} was handed out already;"
+            " a new boot starts with a boot start",
+        )  # fmt: skip
+    image = images.get_image(handed.image)
     public_url = boot_base_url(request)
-    return images.render_user_data(
+    text = images.render_user_data(
         image,
         image.profile,
         public_url=public_url,
-        node_id=boot.node_id,
-        boot_session_id=str(boot.id),
-        token=boot_sessions.token_for(boot.id, boot.boots, request.app.state.boot_secret),
-        cluster=await cluster_section(db, boot.node_id, public_url),
-        mounts=[StorageMount(**m) for m in await clusters.storage_of(db, boot.node_id)],
+        node_id=handed.node_id,
+        boot_session_id=str(handed.id),
+        token=boot_sessions.token_for(handed.id, handed.boots, request.app.state.boot_secret),
+        cluster=await cluster_section(db, handed.node_id, public_url),
+        mounts=[StorageMount(**m) for m in await clusters.storage_of(db, handed.node_id)],
     )
+    await db.commit()  # the handout is recorded before the token leaves
+    return text
 
 
 @router.get(
@@ -184,6 +218,7 @@ async def phone_home(
     # row against a concurrent phone-home) commits after the signal or start, else rolls back.
     boot = await boot_sessions.accept_phone_home(db, boot_token, boot_ttl(request))
     if boot is None:
+        await _record_misuse(db, boot_token)
         raise refused(
             "token is stale (the node booted again since, or its boot is too old), was"
             " already used, or its boot session is closed or expired"
@@ -201,6 +236,26 @@ async def phone_home(
     await db.commit()
     log.info("phone-home accepted for node %s (boot %s/%d)", boot.node_id, boot.id, boot.boots)
     return {"node_id": boot.node_id, "boot_session": str(boot.id), "boot": str(boot_token.boot)}
+
+
+async def _record_misuse(db: Db, token: boot_sessions.BootToken) -> None:
+    """A refused token of an open session that was stale (a later boot started) or spent:
+    someone else may have started a boot, or replays the token. An event tells operators."""
+    boot = await boot_sessions.get_session(db, token.session_id)
+    if boot is None or not boot_sessions.is_open(boot):
+        return
+    if token.boot < boot.boots:
+        why = f"boot {boot.boots} started since"
+    elif token.boot == boot.phoned_home_boot:
+        why = "it was used already"
+    else:
+        return  # too old: no sign of anyone else
+    await boot_sessions.record_suspicious(
+        db, boot, f"phone-home with the token of boot {token.boot} refused: {why}; possibly"
+        " someone else started a boot or holds the token",
+    )  # fmt: skip
+    await db.commit()
+    log.warning("node %s: phone-home of boot %d refused (%s)", boot.node_id, token.boot, why)
 
 
 async def _signal_operation(

@@ -238,7 +238,7 @@ async def test_bad_input_gets_a_clear_4xx_and_changes_nothing(platform: Platform
         api.headers.pop("Authorization")
         cases["missing token"] = await api.get("/v1/nodes")
     expected = {
-        "unknown node": (404, "node-not-found"),
+        "unknown node": (404, "not-found"),
         "unknown image": (422, "unknown-image"),
         "image without artifacts": (422, "image-not-ready"),
         "malformed MAC": (422, "validation-error"),

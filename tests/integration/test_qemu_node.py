@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import pytest_asyncio
-import yaml
 from sqlalchemy import select, update
 
 from drivers.bmc.base import BootDevice, BootSetting
 from drivers.bmc.endpoint import BmcEndpoint
 from drivers.bmc.factory import driver_for
+from inventory import boot_sessions
 from inventory.models import BootSession, Event, Node
 from lab.qemu import PHONED_HOME
 from tests.integration.test_fabric_network import eventually
@@ -64,6 +64,20 @@ async def test_a_qemu_node_provisions_with_tuning_verified_from_the_real_kernel(
     assert facts["bios"] == lab["bios"]
     assert lab["power"] == "on"
     assert lab["counters"]["power_on"] == 1
+    # The agent posted boot 1's start and fetched its user-data once: a second fetch (by anyone
+    # who knows the MAC) is refused and left an event; the iPXE script is read, nothing more.
+    mac = lab["macs"][0]
+    async with httpx.AsyncClient(base_url=platform.api_url) as http:
+        assert (await http.get(f"/boot/{mac}/ipxe")).status_code == 200
+        again = await http.get(f"/boot/{mac}/user-data")
+    assert again.status_code == 409 and "user-data-already-fetched" in again.json()["type"]
+    async with platform.sessions() as session:
+        boot = await boot_sessions.open_session_by_mac(session, mac)
+        reasons = list(
+            await session.scalars(select(Event.reason).where(Event.reason.like("%twice%")))
+        )
+    assert boot is not None and boot.boots == 1 and boot.user_data_boot == 1
+    assert len(reasons) == 1 and reasons[0].startswith("boot 1's user-data was fetched twice")
 
 
 async def test_a_missing_kernel_argument_is_caught_from_the_booted_kernel(
@@ -141,10 +155,12 @@ async def test_an_ipmi_reset_reboots_the_vm_which_phones_home_with_a_new_token(
 
 
 async def _boot_token(platform: Platform, mac: str) -> str:
-    """The phone-home token in the user-data the node's current boot fetched."""
-    async with platform.api() as api:
-        user_data = (await api.get(f"/boot/{mac}/user-data")).text
-    return str(yaml.safe_load(user_data)["metalplane"]["phone_home"]["token"])
+    """The phone-home token the user-data of the node's current boot carried (handed out once,
+    to the node: derived here as the boot service derives it, as if it had been captured)."""
+    async with platform.sessions() as session:
+        boot = await boot_sessions.open_session_by_mac(session, mac)
+    assert boot is not None
+    return boot_sessions.token_for(boot.id, boot.boots, platform.api_app.state.boot_secret)
 
 
 async def _reboot_events(platform: Platform) -> list[str] | None:

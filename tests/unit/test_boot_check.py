@@ -52,9 +52,13 @@ async def _active_node(sessions: async_sessionmaker[AsyncSession]) -> uuid.UUID:
 
 
 async def _reboot(sessions: async_sessionmaker[AsyncSession]) -> int:
+    """The node's OS posts its boot start, then fetches that boot's user-data, once."""
     async with sessions.begin() as s:
         boot = await boot_sessions.start_boot(s, MAC)
         assert boot is not None
+        handed = await boot_sessions.hand_out_user_data(s, boot.id)
+        assert handed is not None and handed.user_data_boot == boot.boots
+        assert await boot_sessions.hand_out_user_data(s, boot.id) is None
         return boot.boots
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from inventory import boot_sessions, nodes
 from inventory.errors import NodeConflict, NodeNotFound
-from inventory.models import BootSession, Event
+from inventory.models import BootSession, Cluster, Event, Tenant
 from inventory.states import NodeState
 from tests.db import migrated_sessions
 
@@ -194,3 +195,109 @@ async def test_a_new_boot_session_closes_the_old_one(sessions: async_sessionmake
             )
         )
         assert list(open_ids) == [second]
+
+
+async def _session_for(
+    sessions: async_sessionmaker, node_id: str, mac: str, *, tenant: str | None = None
+) -> uuid.UUID:
+    async with sessions.begin() as s:
+        await nodes.enroll(s, new_node(node_id, mac))
+    session_id = uuid.uuid4()
+    async with sessions.begin() as s:
+        await boot_sessions.open_session(
+            s, session_id=session_id, node_id=node_id, workflow_id=f"node/{node_id}",
+            image="lab-sim", kernel_args=[], kernel_sha256=None, initrd_sha256=None, ttl=TTL,
+        )  # fmt: skip
+    return session_id
+
+
+async def test_a_boots_user_data_and_secrets_are_handed_out_once(
+    sessions: async_sessionmaker,
+) -> None:
+    mac = "02:00:00:00:06:01"
+    session_id = await _session_for(sessions, "n-once", mac)
+    async with sessions.begin() as s:  # boot 0: a node that booted before an upgrade, once
+        handed = await boot_sessions.hand_out_user_data(s, session_id)
+        assert handed is not None and handed.boots == 0 and handed.user_data_boot == 0
+        assert await boot_sessions.hand_out_user_data(s, session_id) is None
+    async with sessions.begin() as s:
+        assert (await boot_sessions.start_boot(s, mac)).boots == 1
+    for _ in range(2):  # reads change nothing: the open session is found, not counted
+        async with sessions.begin() as s:
+            assert (await boot_sessions.open_session_by_mac(s, mac)).boots == 1
+    async with sessions.begin() as s:  # boot 1's user-data: once
+        assert (await boot_sessions.hand_out_user_data(s, session_id)).user_data_boot == 1
+        assert await boot_sessions.hand_out_user_data(s, session_id) is None
+    first = boot_sessions.BootToken(session_id, 1)
+    async with sessions.begin() as s:  # its cluster secrets: once, for the current boot only
+        assert (
+            await boot_sessions.hand_out_secrets(s, boot_sessions.BootToken(session_id, 0), TTL)
+            is None
+        )
+        assert await boot_sessions.hand_out_secrets(s, first, timedelta(0)) is None  # too old
+        assert (await boot_sessions.hand_out_secrets(s, first, TTL)).secrets_boot == 1
+        assert await boot_sessions.hand_out_secrets(s, first, TTL) is None
+    async with sessions.begin() as s:  # the next boot gets its own, once each
+        assert (await boot_sessions.start_boot(s, mac)).boots == 2
+        assert await boot_sessions.hand_out_secrets(s, first, TTL) is None  # stale
+        assert (await boot_sessions.hand_out_user_data(s, session_id)).user_data_boot == 2
+        second = boot_sessions.BootToken(session_id, 2)
+        assert (await boot_sessions.hand_out_secrets(s, second, TTL)).secrets_boot == 2
+    async with sessions.begin() as s:  # a closed session hands out nothing
+        await boot_sessions.close_sessions(s, "n-once")
+        assert (await boot_sessions.start_boot(s, mac)) is None
+        assert await boot_sessions.hand_out_user_data(s, session_id) is None
+
+
+async def test_a_second_fetch_leaves_an_event_on_the_node(sessions: async_sessionmaker) -> None:
+    session_id = await _session_for(sessions, "n-theft", "02:00:00:00:07:01")
+    async with sessions.begin() as s:
+        boot = await boot_sessions.get_session(s, session_id)
+        assert boot is not None
+        await boot_sessions.record_suspicious(s, boot, "boot 0's user-data was fetched twice")
+    async with sessions() as s:
+        event = await s.scalar(
+            select(Event).where(Event.resource_id == "n-theft").order_by(Event.id.desc())
+        )
+    assert event is not None and event.kind == "node"
+    assert (event.from_state, event.to_state) == ("available", "available")
+    assert event.workflow_id == "node/n-theft" and event.tenant_id is None
+    assert event.reason == "boot 0's user-data was fetched twice"
+
+
+async def test_the_ca_key_goes_to_each_controller_node_once(sessions: async_sessionmaker) -> None:
+    cluster_id = uuid.uuid4()
+    async with sessions.begin() as s:
+        s.add(Tenant(id="t-ca", display_name="CA"))
+        await s.flush()
+        s.add(
+            Cluster(
+                id=cluster_id, tenant_id="t-ca", name="k1", kind="kubernetes", node_count=1,
+                gpu_model="H100 80GB HBM3", image="lab-sim",
+            )
+        )  # fmt: skip
+    async with sessions.begin() as s:
+        assert await boot_sessions.hand_out_ca_key(s, cluster_id, "n-head")
+        assert not await boot_sessions.hand_out_ca_key(s, cluster_id, "n-head")  # its next boot
+    async with sessions.begin() as s:  # a replacement controller: once too
+        assert await boot_sessions.hand_out_ca_key(s, cluster_id, "n-spare")
+        assert not await boot_sessions.hand_out_ca_key(s, cluster_id, "n-spare")
+        assert (await s.get_one(Cluster, cluster_id)).ca_key_holder == "n-spare"
+
+
+async def test_expiring_tokens_name_their_expiry_and_are_refused_when_forged() -> None:
+    value, purpose = uuid.uuid4(), b"cluster-report"
+    expires = int(time.time()) + 60
+    token = boot_sessions.sign_expiring(value, SECRET, purpose, expires)
+    signed = boot_sessions.expiring_id(token, SECRET, purpose)
+    assert signed == boot_sessions.ExpiringId(value, expires) and not signed.expired(time.time())
+    assert signed.expired(expires)
+    assert boot_sessions.expiring_id(token, SECRET, b"boot") is None  # another purpose
+    assert boot_sessions.expiring_id(token, b"other-secret", purpose) is None
+    later = token.replace(f".{expires}.", f".{expires + 3600}.")  # a longer life, forged
+    assert boot_sessions.expiring_id(later, SECRET, purpose) is None
+    legacy = boot_sessions.sign_id(value, SECRET, b"cluster-report:")  # never expired: refused
+    for bad in (legacy, "", "x.1.y", token + "\u0661", token.replace(f".{expires}.", ".-1.")):
+        assert boot_sessions.expiring_id(bad, SECRET, purpose) is None
+    boot = boot_sessions.token_for(value, 1, SECRET)  # a boot token is not a report token
+    assert boot_sessions.expiring_id(boot, SECRET, purpose) is None

@@ -66,11 +66,13 @@ def test_ipxe_script_parsing() -> None:
 
 @dataclass
 class BootService:
-    """Serves scripts/user-data/artifacts per node MAC and records phone-homes."""
+    """Serves scripts/user-data/artifacts per node MAC and records the boot path's requests
+    and phone-homes."""
 
     scripts: dict[str, str] = field(default_factory=dict)
     tokens: set[str] = field(default_factory=set)
     phone_homes: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)  # "<method> <what> <mac>", in order
     hold_ipxe: asyncio.Event | None = None
 
     def open_session(self, mac: str, *, script: str | None = None, thp: bool = False) -> str:
@@ -97,10 +99,17 @@ class BootService:
                 await self.hold_ipxe.wait()
             if mac not in self.scripts:
                 raise HTTPException(404, "no boot session")
+            self.requests.append(f"GET ipxe {mac}")
             return self.scripts[mac]
+
+        @app.post("/boot/{mac}/boot-start")
+        async def boot_start(mac: str) -> dict[str, int]:
+            self.requests.append(f"POST boot-start {mac}")
+            return {"boot": 1}
 
         @app.get("/boot/{mac}/user-data", response_class=PlainTextResponse)
         async def user_data(mac: str) -> str:
+            self.requests.append(f"GET user-data {mac}")
             return (
                 "#cloud-config\nmetalplane:\n"
                 f"  node_id: node-{mac}\n  boot_session: s1\n  image: lab-sim\n"
@@ -191,6 +200,12 @@ async def test_network_boot_phones_home_with_derived_facts(
         assert [n["mac"] for n in facts["nics"]] == lab.enrollments["lab-001"]["macs"]
         assert "ds=nocloud-net;s=" in facts["kernel_cmdline"]
         assert token not in boot_service.tokens  # used up
+        # The script is only read; the OS posts the boot start, then fetches user-data once.
+        assert [r for r in boot_service.requests if r.endswith(mac)] == [
+            f"GET ipxe {mac}",
+            f"POST boot-start {mac}",
+            f"GET user-data {mac}",
+        ]
         # The one-time override was consumed: a reset boots the disk, no second phone-home.
         await driver.reset()
         await lab.wait_for("lab-001", lambda s: s["os_up"])
