@@ -111,8 +111,10 @@ async def test_the_api_accepts_the_providers_tokens_by_role(platform: Platform) 
     )
     async with platform.api(ops) as api:
         assert (await api.get("/v1/nodes")).status_code == 200
-    async with platform.api(tenant_admin) as api:
-        denied = await api.get("/v1/nodes")
+    async with platform.api(tenant_admin) as api:  # its tenant's nodes only: it holds none
+        own = await api.get("/v1/nodes")
+        assert own.status_code == 200 and own.json()["items"] == [], own.text
+        denied = await api.get("/v1/switches")
         assert denied.status_code == 403, denied.text
     # With an external issuer configured, the dev issuer is neither served nor trusted.
     async with platform.api() as api:
