@@ -25,7 +25,7 @@ LAB_IMAGE := $(LAB_IMAGE_DIR)/build/initrd.img
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,lab]'
 	# fake-switches (stateful Cisco/Arista CLI for the switch-dialect tests) still pins an
 	# ancient Twisted; it runs on the current one, installed by the dev extra.
 	$(BIN)/python -m pip install --quiet --no-deps fake-switches==1.5.0

@@ -11,6 +11,7 @@ import importlib.metadata
 import json
 import os
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -275,6 +276,16 @@ def test_broken_reference_fails_validation(
     result = run_compose(compose_env, "config", "--quiet", compose_file=_dump(compose, tmp_path))
     assert result.returncode != 0, "broken compose file passed validation"
     assert message in result.stderr
+
+
+def test_the_image_leaves_the_lab_out() -> None:
+    """Lab code and its dependencies are an extra that only `make run` and `make test` install."""
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert "lab" in ignored
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = " ".join(project["dependencies"])
+    assert "sushy" not in runtime and "kmock" not in runtime
+    assert any(d.startswith("sushy-tools") for d in project["optional-dependencies"]["lab"])
 
 
 def test_dockerfile() -> None:
