@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from images.mounts import StorageMount, reserved
 from inventory.models import Cluster, ClusterMember
+from inventory.states import ClusterState
 
 from .schemas import Text
 
@@ -82,7 +83,7 @@ class ClusterOut(BaseModel):
     network_id: uuid.UUID | None
     network_owned: bool = Field(description="created for this cluster, deleted with it")
     storage_mounts: list[StorageMount]
-    state: str
+    state: ClusterState
     last_error: str | None
     members: list[MemberOut]
     report: dict[str, Any] | None = Field(description="the head node's last report")
@@ -108,6 +109,3 @@ class ClusterOut(BaseModel):
 class ClusterList(BaseModel):
     items: list[ClusterOut]
     next: str | None = None
-
-
-ClusterState = Literal["creating", "ready", "scaling", "deleting", "failed"]

@@ -12,6 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from drivers.switch.base import Nos
 from inventory.models import Network
+from inventory.states import NetworkState
 
 from .schemas import Mac, NodeId, Secret, Text
 
@@ -143,7 +144,7 @@ class NetworkOut(BaseModel):
     owner: str | None
     name: str
     cidr: str
-    state: str
+    state: NetworkState
     last_error: str | None
     vlan: int | None = Field(description="None when VLANs are allocated per switch")
     l2vni: int

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from inventory import events, tenants
 from inventory.errors import InventoryError
 from inventory.models import Cluster, ClusterMember, IbPort, Network, Nic, NicLink, Node, Tenant
-from inventory.states import NodeState
+from inventory.states import CLUSTER_TRANSITIONS, ClusterState, NodeState, may_start_from
 
 # Member addresses start at the network's 10th host: the first ones stay free for the gateway
 # and the tenant's own services.
@@ -310,23 +310,28 @@ async def set_state(
     session: AsyncSession,
     cluster_id: uuid.UUID,
     to_state: str,
-    allowed_from: Sequence[str],
+    allowed_from: Sequence[str] | None = None,
     reason: str | None = None,
 ) -> Cluster:
-    """A guarded state change (the cluster row locked); the same state again is a no-op."""
+    """A guarded state change (the cluster row locked); the same state again is a no-op. Only
+    a change CLUSTER_TRANSITIONS has, from one of `allowed_from` when the caller names them
+    (None: any state the table allows); else ClusterConflict."""
+    target = ClusterState(to_state)
     cluster = await get(session, cluster_id, for_update=True)
-    if cluster.state == to_state:
+    if cluster.state == target:
         return cluster
-    if cluster.state not in allowed_from:
+    starts = may_start_from(CLUSTER_TRANSITIONS, target, allowed_from)
+    if cluster.state not in starts:
+        # The target itself is named by callers that only confirm it (a no-op, above).
+        named = [*starts, target] if allowed_from and target in allowed_from else starts
         raise ClusterConflict(
-            f"cluster {cluster.name} is {cluster.state}; {to_state} needs one of:"
-            f" {', '.join(allowed_from)}"
+            f"cluster {cluster.name} is {cluster.state}; {target} needs one of: {', '.join(named)}"
         )
-    before, cluster.state = cluster.state, to_state
-    cluster.last_error = reason if to_state == "failed" else None
+    before, cluster.state = cluster.state, target.value
+    cluster.last_error = reason if target == ClusterState.FAILED else None
     events.record(
         session, kind="cluster", resource_id=str(cluster.id), tenant_id=cluster.tenant_id,
-        owner=cluster.owner, from_state=before, to_state=to_state, reason=reason,
+        owner=cluster.owner, from_state=before, to_state=target.value, reason=reason,
     )  # fmt: skip
     return cluster
 
@@ -377,7 +382,7 @@ async def listing(
     *,
     tenant: str | None,
     owner: str | None,
-    state: str | None,
+    state: ClusterState | None,
     after: uuid.UUID | None,
     limit: int,
 ) -> Sequence[Cluster]:

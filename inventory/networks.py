@@ -17,7 +17,13 @@ from core.settings import Settings
 from inventory import events, pools
 from inventory.errors import InventoryError
 from inventory.models import Allocation, Attachment, Network, Node, Switch, Tenant
-from inventory.states import NodeState
+from inventory.states import (
+    NETWORK_TRANSITIONS,
+    NetworkKind,
+    NetworkState,
+    NodeState,
+    may_start_from,
+)
 
 
 class NetworkNotFound(InventoryError):
@@ -100,8 +106,9 @@ async def create(session: AsyncSession, settings: Settings, new: NewNetwork) -> 
     if taken is not None:
         raise NetworkConflict(f"the tenant already has a network named {new.name!r}")
     network = Network(
-        id=uuid.uuid4(), kind="tenant", tenant_id=new.tenant_id, owner=new.owner,
-        name=new.name, state="creating", cidr="0.0.0.0/32", l2vni=0,
+        id=uuid.uuid4(), kind=NetworkKind.TENANT.value, tenant_id=new.tenant_id,
+        owner=new.owner, name=new.name, state=NetworkState.CREATING.value, cidr="0.0.0.0/32",
+        l2vni=0,
     )  # fmt: skip
     session.add(network)
     await session.flush()
@@ -133,7 +140,7 @@ async def create(session: AsyncSession, settings: Settings, new: NewNetwork) -> 
         network.vlan = await pools.allocate(session, available["vlan"], network.id, purpose="l2")
         network.l3vlan = await pools.allocate(session, available["vlan"], network.id, purpose="l3")
     await session.flush()
-    _event(session, network, "creating", reason="created")
+    _event(session, network, NetworkState.CREATING.value, reason="created")
     return network
 
 
@@ -141,10 +148,11 @@ async def ensure_provisioning(
     session: AsyncSession, settings: Settings, *, vlan: int, vni: int, cidr: str
 ) -> Network:
     """The one provisioning network, with its values held in the pools."""
-    network = await session.scalar(select(Network).where(Network.kind == "provisioning"))
+    network = await provisioning(session)
     if network is None:
         network = Network(
-            id=uuid.uuid4(), kind="provisioning", name="provisioning", state="ready",
+            id=uuid.uuid4(), kind=NetworkKind.PROVISIONING.value, name="provisioning",
+            state=NetworkState.READY.value,
             cidr=cidr, vlan=vlan, l2vni=vni,
         )  # fmt: skip
         session.add(network)
@@ -179,7 +187,7 @@ async def ensure_provisioning(
 
 
 async def provisioning(session: AsyncSession) -> Network | None:
-    return await session.scalar(select(Network).where(Network.kind == "provisioning"))
+    return await session.scalar(select(Network).where(Network.kind == NetworkKind.PROVISIONING))
 
 
 async def get(session: AsyncSession, network_id: uuid.UUID) -> Network:
@@ -194,11 +202,13 @@ async def listing(
     *,
     tenant: str | None,
     owner: str | None,
-    state: str | None,
+    state: NetworkState | None,
     after: uuid.UUID | None,
     limit: int,
 ) -> Sequence[Network]:
-    query = select(Network).where(Network.kind == "tenant").order_by(Network.id).limit(limit)
+    query = (
+        select(Network).where(Network.kind == NetworkKind.TENANT).order_by(Network.id).limit(limit)
+    )
     if tenant is not None:
         query = query.where(Network.tenant_id == tenant)
     if owner is not None:
@@ -215,38 +225,39 @@ async def set_state(
     network_id: uuid.UUID,
     to_state: str,
     *,
-    allowed_from: Sequence[str],
+    allowed_from: Sequence[str] | None = None,
     reason: str | None = None,
 ) -> Network:
-    """Guarded state change; repeating one that is done changes nothing."""
+    """Guarded state change; repeating one that is done changes nothing. Only a change
+    NETWORK_TRANSITIONS has, from one of `allowed_from` when the caller names them (None: any
+    state the table allows); else NetworkConflict."""
+    target = NetworkState(to_state)
     network = await get(session, network_id)
-    if network.state == to_state and network.last_error == reason:
+    if network.state == target and network.last_error == reason:
         return network
-    if network.state not in allowed_from:
+    if network.state not in may_start_from(NETWORK_TRANSITIONS, target, allowed_from):
         raise NetworkConflict(f"network {network.name!r} is {network.state}")
     before = network.state
     await session.execute(
         update(Network)
         .where(Network.id == network_id)
-        .values(state=to_state, last_error=reason if to_state == "failed" else None)
+        .values(state=target.value, last_error=reason if target == NetworkState.FAILED else None)
     )
-    _event(session, network, to_state, from_state=before, reason=reason)
+    _event(session, network, target.value, from_state=before, reason=reason)
     return await session.get_one(Network, network_id, populate_existing=True)
 
 
 async def begin_delete(session: AsyncSession, network_id: uuid.UUID) -> Network:
     """Mark the network for deletion. Under its row lock, which attaching takes too, so no
     attachment can be recorded in between. Not while it is being created (its workflow owns
-    it); again when it already is `deleting` (a retry)."""
+    it); again when it already is `deleting` (a retry): the transition table says both."""
     await session.get(Network, network_id, with_for_update=True)
     attached = await session.scalar(
         select(func.count()).select_from(Attachment).where(Attachment.network_id == network_id)
     )
     if attached:
         raise NetworkConflict(f"{attached} node(s) are still attached; detach them first")
-    return await set_state(
-        session, network_id, "deleting", allowed_from=("ready", "failed", "deleting")
-    )
+    return await set_state(session, network_id, NetworkState.DELETING)
 
 
 async def remove(session: AsyncSession, network_id: uuid.UUID) -> None:
@@ -254,10 +265,10 @@ async def remove(session: AsyncSession, network_id: uuid.UUID) -> None:
     network = await session.get(Network, network_id)
     if network is None:
         return  # already gone: a retried activity
-    if network.state != "deleting":
+    if network.state != NetworkState.DELETING:
         raise NetworkConflict(f"network {network.name!r} is {network.state}, not deleting")
     await pools.release_all(session, network_id)
-    _event(session, network, "deleted", from_state="deleting")
+    _event(session, network, "deleted", from_state=NetworkState.DELETING.value)
     await session.delete(network)
 
 
@@ -268,7 +279,7 @@ async def attach(
     Only a `ready` network (under its row lock, against a concurrent delete) and an `active`
     node of the network's tenant (under the node's row lock, against a release)."""
     network = await session.get(Network, network_id, with_for_update=True)
-    if network is None or network.state != "ready":
+    if network is None or network.state != NetworkState.READY:
         state = network.state if network else "gone"
         raise NetworkConflict(f"network {network_id} is {state}, not ready")
     node = await session.get(Node, node_id, with_for_update=True)

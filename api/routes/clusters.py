@@ -26,9 +26,10 @@ from images import kubeadm
 from inventory import clusters, networks
 from inventory.errors import InventoryError
 from inventory.models import Cluster, Network
+from inventory.states import ClusterState, NetworkState
 
 from ..auth import listing_scope, principal, require
-from ..cluster_schemas import ClusterCreate, ClusterList, ClusterOut, ClusterScale, ClusterState
+from ..cluster_schemas import ClusterCreate, ClusterList, ClusterOut, ClusterScale
 from ..deps import Db, Temporal
 from ..images_ready import ready_image
 from ..openapi import errors
@@ -130,7 +131,7 @@ async def _network(request: Request, db: Db, who: Principal, body: ClusterCreate
     network = await authorized_network(
         request, db, who, body.network, Action.OPERATE, for_update=True
     )
-    if network.state != "ready":
+    if network.state != NetworkState.READY:
         raise Problem(409, "network-not-ready", "Network not ready", f"it is {network.state}")
     return network
 
@@ -158,7 +159,7 @@ async def create_cluster(
             id=uuid.uuid4(), tenant_id=who.tenant, owner=who.subject, name=body.name,
             kind=body.kind, node_count=body.node_count, gpu_model=body.gpu_model,
             image=image.name, network_id=network.id, network_owned=body.network is None,
-            state="creating", **_secrets(body.kind, body.name),
+            state=ClusterState.CREATING.value, **_secrets(body.kind, body.name),
             storage_mounts=[m.model_dump() for m in body.storage_mounts],
         )  # fmt: skip
         await clusters.create(db, cluster)
@@ -170,7 +171,9 @@ async def create_cluster(
     try:
         await _start(request, client, CREATE_CLUSTER, _input(request, cluster.id))
     except Problem as problem:  # not started: say so; deleting it returns its nodes
-        await clusters.set_state(db, cluster.id, "failed", ("creating",), problem.title)
+        await clusters.set_state(
+            db, cluster.id, ClusterState.FAILED, (ClusterState.CREATING,), problem.title
+        )
         await db.commit()
         raise
     return await _out(db, cluster)
@@ -225,7 +228,7 @@ async def scale_cluster(
     await _authorized(request, db, who, cluster_id, Action.UPDATE)
     _check_size(request.app.state.settings, body.node_count)
     cluster = await clusters.get(db, cluster_id, for_update=True)  # held until the commit
-    if cluster.state != "ready":
+    if cluster.state != ClusterState.READY:
         raise Problem(409, "cluster-not-ready", "Cluster not ready", f"it is {cluster.state}")
     await _no_member_rebooting(db, cluster_id)
     remove = 0
@@ -241,7 +244,7 @@ async def scale_cluster(
     else:
         await db.rollback()
         return await _out(db, cluster)
-    await clusters.set_state(db, cluster.id, "scaling", ("ready",))
+    await clusters.set_state(db, cluster.id, ClusterState.SCALING)  # from ready only
     # Started under the row lock: its first step waits for this commit (or, when the commit
     # fails, finds the cluster not `scaling` and ends without doing anything).
     try:
@@ -265,14 +268,14 @@ async def delete_cluster(
     await _authorized(request, db, who, cluster_id, Action.DELETE)
     cluster = await clusters.get(db, cluster_id, for_update=True)
     accepted = Response(status_code=status.HTTP_202_ACCEPTED)
-    if cluster.state == "deleting":
+    if cluster.state == ClusterState.DELETING:
         return accepted
-    if cluster.state == "scaling":
+    if cluster.state == ClusterState.SCALING:
         raise Problem(409, "operation-running", "Scaling", "delete it once scaling ends")
     await _no_member_rebooting(db, cluster_id)
     workflow_id, before = cluster_workflow_id(str(cluster_id)), cluster.state
-    await clusters.set_state(db, cluster_id, "deleting", ("creating", "ready", "failed"))
-    if before == "creating":
+    await clusters.set_state(db, cluster_id, ClusterState.DELETING)  # creating, ready or failed
+    if before == ClusterState.CREATING:
         try:
             await client.get_workflow_handle(workflow_id).cancel()
         except RPCError as exc:

@@ -5,7 +5,7 @@ tenant's network answers 404; members act on the networks they created."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,7 +26,7 @@ from identity.oidc import Principal
 from identity.policy import Action, Resource
 from inventory import networks, nodes, pools
 from inventory.models import Network
-from inventory.states import NodeState
+from inventory.states import NetworkKind, NetworkState, NodeState
 
 from ..auth import listing_scope, principal, require
 from ..deps import Db, Temporal
@@ -60,7 +60,7 @@ async def authorized_network(
     """The network if the caller may take `action` on it; 404 when it is missing or not the
     caller's to see (one answer for both). Ids in request bodies go through here too."""
     network = await db.get(Network, network_id, with_for_update=for_update)
-    if network is not None and network.kind != "tenant":
+    if network is not None and network.kind != NetworkKind.TENANT:
         network = None  # the provisioning network is the fabric's, not a tenant's
     resource = Resource(
         KIND, str(network_id), tenant=network.tenant_id if network else None,
@@ -114,7 +114,11 @@ async def create_network(
         await _start(request, client, CREATE_NETWORK, NetworkInput(str(network.id)), workflow_id)
     except Problem as problem:  # not started: say so on the record, the tenant may delete it
         await networks.set_state(
-            db, network.id, "failed", allowed_from=("creating",), reason=problem.title
+            db,
+            network.id,
+            NetworkState.FAILED,
+            allowed_from=(NetworkState.CREATING,),
+            reason=problem.title,
         )
         await db.commit()
         raise
@@ -126,7 +130,7 @@ async def list_networks(
     request: Request,
     db: Db,
     who: Caller,
-    state: Annotated[Literal["creating", "ready", "deleting", "failed"] | None, Query()] = None,
+    state: Annotated[NetworkState | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[uuid.UUID | None, Query(description="`next` of the previous page")] = None,
 ) -> NetworkList:
@@ -210,7 +214,7 @@ async def attach_node(
             409, "node-of-another-tenant", "Node held by another tenant",
             f"{node.id} is not held by {network.tenant_id}",
         )  # fmt: skip
-    if network.state != "ready":
+    if network.state != NetworkState.READY:
         raise Problem(409, "network-not-ready", "Network not ready", f"it is {network.state}")
     if node.state != NodeState.ACTIVE:  # provisioning moves its ports, releasing too
         raise Problem(409, "node-not-active", "Node not active", f"{node.id} is {node.state}")
