@@ -20,6 +20,7 @@ from inventory import nodes
 from inventory.errors import InventoryError
 
 from .errors import bad_input, bmc_failure, inventory_failure
+from .heartbeat import piece
 
 
 @dataclass
@@ -118,7 +119,7 @@ class BaremetalActivities:
         """Bring the node to the power state asked for; True if a command was sent."""
         driver = await self._driver(request.node_id)
         try:
-            return await _ensure_power(driver, PowerState(request.state), soft=request.soft)
+            return await piece(_ensure_power(driver, PowerState(request.state), soft=request.soft))
         except BmcError as exc:
             raise bmc_failure(exc) from exc
         finally:
@@ -129,8 +130,10 @@ class BaremetalActivities:
         """Set the boot device unless it is already set that way; True if a command was sent."""
         driver = await self._driver(request.node_id)
         try:
-            return await _ensure_boot_device(
-                driver, BootDevice(request.device), persistent=request.persistent
+            return await piece(
+                _ensure_boot_device(
+                    driver, BootDevice(request.device), persistent=request.persistent
+                )
             )
         except BmcError as exc:
             raise bmc_failure(exc) from exc
@@ -144,10 +147,11 @@ class BaremetalActivities:
         a retry after any partial run only finishes the job."""
         driver = await self._driver(request.node_id)
         try:
-            powered_off = await _ensure_power(driver, PowerState.OFF)
-            bios_changes = await _ensure_bios(driver, request.vendor, request.tuning_profile)
-            boot_device_set = await _ensure_boot_device(
-                driver, BootDevice.NETWORK, persistent=False
+            # Three pieces: a cancellation stops between two, never inside one.
+            powered_off = await piece(_ensure_power(driver, PowerState.OFF))
+            bios_changes = await piece(_ensure_bios(driver, request.vendor, request.tuning_profile))
+            boot_device_set = await piece(
+                _ensure_boot_device(driver, BootDevice.NETWORK, persistent=False)
             )
         except BmcError as exc:
             raise bmc_failure(exc) from exc

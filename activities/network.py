@@ -27,6 +27,7 @@ from inventory.errors import InventoryError
 from inventory.models import Network
 
 from .errors import inventory_failure
+from .heartbeat import piece
 
 SwitchOpener = Callable[[fabric.SwitchAccess], Switch]
 
@@ -141,12 +142,18 @@ class NetworkActivities:
 
     @activity.defn
     async def ensure_network_on_switch(self, request: NetworkOnSwitch) -> None:
+        await piece(self._ensure_network_on_switch(request))
+
+    async def _ensure_network_on_switch(self, request: NetworkOnSwitch) -> None:
         async with self._switch(request.switch_id) as (switch, session):
             network = await self._network(session, request.network_id)
             await self._ensure_on(switch, session, network)
 
     @activity.defn
     async def remove_network_from_switch(self, request: NetworkOnSwitch) -> None:
+        await piece(self._remove_network_from_switch(request))
+
+    async def _remove_network_from_switch(self, request: NetworkOnSwitch) -> None:
         async with self._switch(request.switch_id) as (switch, session):
             network = await session.get(Network, uuid.UUID(request.network_id))
             if network is None:
@@ -160,22 +167,25 @@ class NetworkActivities:
         """Put every cabled NIC of the node on the network (the provisioning one when None)."""
         async with self._sessions() as session:
             links = await fabric.links_of(session, request.node_id)
-        for link in links:
-            async with self._switch(link.switch_id) as (switch, session):
-                if request.network_id is not None:
-                    network = await self._network(session, request.network_id)
-                else:
-                    found = await networks.provisioning(session)
-                    if found is None:  # a cabled node would boot into nothing
-                        raise ApplicationError(
-                            f"{request.node_id} is cabled to {link.switch_id} but no"
-                            " provisioning network is set (PUT /v1/fabric/provisioning-network)",
-                            type="NoProvisioningNetwork",
-                            non_retryable=True,
-                        )
-                    network = found
-                vlan = await self._ensure_on(switch, session, network)
-                await switch.set_access_port(link.port, vlan)
+        for link in links:  # a switch at a time: a cancellation stops between two
+            await piece(self._move_port(request, link))
+
+    async def _move_port(self, request: NodePorts, link: fabric.Link) -> None:
+        async with self._switch(link.switch_id) as (switch, session):
+            if request.network_id is not None:
+                network = await self._network(session, request.network_id)
+            else:
+                found = await networks.provisioning(session)
+                if found is None:  # a cabled node would boot into nothing
+                    raise ApplicationError(
+                        f"{request.node_id} is cabled to {link.switch_id} but no"
+                        " provisioning network is set (PUT /v1/fabric/provisioning-network)",
+                        type="NoProvisioningNetwork",
+                        non_retryable=True,
+                    )
+                network = found
+            vlan = await self._ensure_on(switch, session, network)
+            await switch.set_access_port(link.port, vlan)
 
     @activity.defn
     async def ensure_partition(self, network_id: str) -> None:
@@ -186,7 +196,9 @@ class NetworkActivities:
         assert network.pkey is not None
         try:
             # Named by ids (DNS labels), never display names: OpenSM takes the name as is.
-            await manager.ensure_pkey(network.pkey, f"{network.tenant_id}_{network.name}"[:63])
+            await piece(
+                manager.ensure_pkey(network.pkey, f"{network.tenant_id}_{network.name}"[:63])
+            )
         except PartitionError as exc:
             raise partition_failure(exc) from exc
 
@@ -199,7 +211,7 @@ class NetworkActivities:
         if network is None or network.pkey is None:
             return
         try:
-            await manager.remove_pkey(network.pkey)
+            await piece(manager.remove_pkey(network.pkey))
         except PartitionError as exc:
             raise partition_failure(exc) from exc
 
@@ -212,7 +224,7 @@ class NetworkActivities:
             guids = await fabric.ib_guids_of(session, request.node_id)
         if guids and network.pkey is not None:
             try:
-                await manager.add_members(network.pkey, [Member(g) for g in guids])
+                await piece(manager.add_members(network.pkey, [Member(g) for g in guids]))
             except PartitionError as exc:
                 raise partition_failure(exc) from exc
 
@@ -225,7 +237,7 @@ class NetworkActivities:
             guids = await fabric.ib_guids_of(session, request.node_id)
         if guids and network is not None and network.pkey is not None:
             try:
-                await manager.remove_members(network.pkey, guids)
+                await piece(manager.remove_members(network.pkey, guids))
             except PartitionError as exc:
                 raise partition_failure(exc) from exc
 

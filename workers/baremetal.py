@@ -10,7 +10,6 @@ import asyncio
 
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.baremetal import BaremetalActivities
 from core.contracts import TASK_QUEUE_BAREMETAL
@@ -21,7 +20,10 @@ from workflows.node import ProvisionNode, ReleaseNode
 from workflows.node_boot import CheckNodeBoot
 from workflows.node_reboot import RebootNode
 
-from .common import connect_temporal, inventory_engine, run_until_signalled
+from .common import connect_temporal, inventory_engine, run_until_signalled, workflow_runner
+
+# What this task queue runs: its worker, and the replay test of tests/histories/.
+WORKFLOWS = [ProvisionNode, ReleaseNode, RebootNode, CheckNodeBoot]
 
 
 def build_worker(
@@ -30,12 +32,8 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[ProvisionNode, ReleaseNode, RebootNode, CheckNodeBoot],
-        # Workflow code keeps no module state, so the sandbox may reuse the imported modules
-        # instead of re-importing them for every run (the bulk of a small workflow's CPU).
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
-        ),
+        workflows=WORKFLOWS,
+        workflow_runner=workflow_runner(),
         activities=[
             activities.ensure_power,
             activities.ensure_boot_device,

@@ -7,7 +7,6 @@ import asyncio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.cluster import ClusterActivities
 from core.contracts import TASK_QUEUE_CLUSTER
@@ -15,7 +14,10 @@ from core.settings import Settings, get_settings
 from inventory.db import session_factory
 from workflows.cluster import CreateCluster, DeleteCluster, ScaleCluster
 
-from .common import connect_temporal, inventory_engine, run_until_signalled
+from .common import connect_temporal, inventory_engine, run_until_signalled, workflow_runner
+
+# What this task queue runs: its worker, and the replay test of tests/histories/.
+WORKFLOWS = [CreateCluster, ScaleCluster, DeleteCluster]
 
 
 def make_activities(
@@ -30,10 +32,8 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[CreateCluster, ScaleCluster, DeleteCluster],
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
-        ),
+        workflows=WORKFLOWS,
+        workflow_runner=workflow_runner(),
         activities=[
             activities.begin_create,
             activities.begin_scale,

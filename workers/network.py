@@ -7,7 +7,6 @@ import asyncio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.network import NetworkActivities, SwitchOpener
 from core.contracts import TASK_QUEUE_NETWORK
@@ -16,8 +15,11 @@ from drivers.infiniband.base import PartitionManager
 from inventory.db import session_factory
 from workflows.network import AttachNode, CreateNetwork, DeleteNetwork, DetachNode
 
-from .common import connect_temporal, inventory_engine, run_until_signalled
+from .common import connect_temporal, inventory_engine, run_until_signalled, workflow_runner
 from .fabric_drivers import open_switch_from_settings, partition_manager_from_settings
+
+# What this task queue runs: its worker, and the replay test of tests/histories/.
+WORKFLOWS = [CreateNetwork, DeleteNetwork, AttachNode, DetachNode]
 
 
 def make_activities(
@@ -43,10 +45,8 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[CreateNetwork, DeleteNetwork, AttachNode, DetachNode],
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
-        ),
+        workflows=WORKFLOWS,
+        workflow_runner=workflow_runner(),
         activities=[
             activities.list_leaves,
             activities.ensure_network_on_switch,

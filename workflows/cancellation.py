@@ -4,7 +4,7 @@ cancellation once, as asyncio cancellation of whatever the workflow awaits at th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from temporalio import workflow
@@ -25,12 +25,12 @@ async def to_the_end(work: Awaitable[T]) -> T:
                 raise
 
 
-async def step(activity: Any, *args: Any, **options: Any) -> Any:
+async def step(activity: Callable[..., Awaitable[T]], *args: Any, **options: Any) -> T:
     """Run an activity as a step of a workflow: on the workflow's cancellation the activity is
     asked to stop (no further attempt) and its attempt in flight ends before the cancellation
     is raised. Otherwise a BMC or switch command still running could land after the
     compensation, or after the next run of an SRE's reset. `options` are execute_activity's."""
-    task = asyncio.ensure_future(
+    task: asyncio.Future[T] = asyncio.ensure_future(
         workflow.execute_activity(
             activity,
             args=list(args),

@@ -17,13 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import (
-    ActivityError,
-    ApplicationError,
-    ChildWorkflowError,
-    WorkflowAlreadyStartedError,
-)
+from temporalio.exceptions import ActivityError, ChildWorkflowError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities.cluster import (
@@ -31,7 +25,6 @@ with workflow.unsafe.imports_passed_through():
         ClusterEnd,
         ClusterNode,
         ClusterPlan,
-        MemberView,
         Removals,
     )
     from core.cluster_report import converged, describe
@@ -54,18 +47,13 @@ with workflow.unsafe.imports_passed_through():
         network_workflow_id,
         node_workflow_id,
     )
-    from workflows.cancellation import step, to_the_end
+    from workflows.cancellation import to_the_end
     from workflows.failures import failure_reason
-
-RECORD_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=500),
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=10,
-)
-FAILURES = (ActivityError, ChildWorkflowError, WorkflowAlreadyStartedError)
+    from workflows.operation import FAILURES, OPERATION_SKELETON, OperationFailed, operation
+    from workflows.steps import cluster
 
 
-class ClusterFailed(Exception):
+class ClusterFailed(OperationFailed):
     """A step failed for a reason worth telling the tenant verbatim."""
 
 
@@ -84,13 +72,6 @@ class _ClusterOperation:
     @workflow.signal(name=SIGNAL_CLUSTER_REPORT)
     def cluster_report(self, signal: ClusterReportSignal) -> None:
         self._report = signal.report
-
-    async def _act(self, activity: Any, arg: Any, *, timeout: float = 30) -> Any:
-        """A step; on cancellation its attempt in flight ends before the unwinding starts."""
-        return await step(
-            activity, arg, start_to_close_timeout=timedelta(seconds=timeout),
-            retry_policy=RECORD_RETRY,
-        )  # fmt: skip
 
     async def _provision(self, request: ClusterInput, plan: ClusterPlan) -> None:
         """Every joining member, `parallelism` at once; a node that fails is replaced (at most
@@ -113,6 +94,8 @@ class _ClusterOperation:
                         )  # fmt: skip
                         return
                     except ChildWorkflowError as error:
+                        if is_cancelled_exception(error) and workflow.patched(OPERATION_SKELETON):
+                            raise  # cancelled with the cluster: not a node to replace
                         failure = f"{node_id}: {failure_reason(error)}"
                 if replacements[0] <= 0:
                     raise ClusterFailed(
@@ -122,7 +105,7 @@ class _ClusterOperation:
                 try:
                     failed, node_id = (
                         node_id,
-                        await self._act(
+                        await cluster(
                             ClusterActivities.replace_member, ClusterNode(plan.cluster_id, node_id)
                         ),
                     )
@@ -140,9 +123,9 @@ class _ClusterOperation:
     ) -> None:
         """Wait until the head node reports every member up and a test job on all of them run
         after this call, and none of `removed` left in the cluster."""
-        generation = await self._act(ClusterActivities.request_verification, request.cluster_id)
+        generation = await cluster(ClusterActivities.request_verification, request.cluster_id)
         if self._report is None:
-            self._report = await self._act(ClusterActivities.report, request.cluster_id)
+            self._report = await cluster(ClusterActivities.report, request.cluster_id)
         timeout = request.ready_timeout_seconds
         workflow.set_current_details(
             f"waiting up to {timeout:g} s for the head node: {len(members)} members up and a"
@@ -167,19 +150,17 @@ class _ClusterOperation:
                 RELEASE_NODE, ReleaseNodeInput(node_id), id=node_workflow_id(node_id),
                 task_queue=TASK_QUEUE_BAREMETAL,
             )  # fmt: skip
-            await self._act(
-                ClusterActivities.forget_member, ClusterNode(cluster_id, node_id, shrink)
-            )
+            await cluster(ClusterActivities.forget_member, ClusterNode(cluster_id, node_id, shrink))
 
         workflow.set_current_details(f"releasing {len(node_ids)} nodes")
         await _first_failure([one(n) for n in node_ids])
 
     async def _unwind(self, cluster_id: str) -> None:
         """Release every member, then delete the cluster's own network."""
-        plan: ClusterPlan = await self._act(ClusterActivities.plan, cluster_id)
+        plan = await cluster(ClusterActivities.plan, cluster_id)
         await self._release(cluster_id, plan.members, shrink=False)
         if plan.network_owned and plan.network_id:
-            if await self._act(ClusterActivities.begin_network_delete, plan.network_id):
+            if await cluster(ClusterActivities.begin_network_delete, plan.network_id):
                 workflow.set_current_details("deleting the cluster's network")
                 await workflow.execute_child_workflow(
                     DELETE_NETWORK, NetworkInput(plan.network_id),
@@ -188,7 +169,7 @@ class _ClusterOperation:
 
     async def _hostnames(self, cluster_id: str) -> tuple[list[str], list[str], list[str]]:
         """(hostnames that stay, hostnames being removed, node ids being removed)."""
-        members: list[MemberView] = await self._act(ClusterActivities.members, cluster_id)
+        members = await cluster(ClusterActivities.members, cluster_id)
         keep = [m.hostname for m in members if m.state != "removing"]
         removing = [m for m in members if m.state == "removing"]
         return keep, [m.hostname for m in removing], [m.node_id for m in removing]
@@ -198,28 +179,28 @@ class _ClusterOperation:
 class CreateCluster(_ClusterOperation):
     @workflow.run
     async def run(self, request: ClusterInput) -> str:
-        cluster_id = request.cluster_id
-        try:
-            plan: ClusterPlan = await self._act(ClusterActivities.begin_create, cluster_id)
-            if plan.network_owned and not plan.network_ready:
-                workflow.set_current_details("creating the cluster's network")
-                await workflow.execute_child_workflow(
-                    CREATE_NETWORK, NetworkInput(plan.network_id),
-                    id=network_workflow_id(plan.network_id), task_queue=TASK_QUEUE_NETWORK,
-                )  # fmt: skip
-            await self._provision(request, plan)
-            keep, _, _ = await self._hostnames(cluster_id)
-            await self._converge(request, keep, [])
-            await self._act(ClusterActivities.finish, ClusterEnd(cluster_id))
-        except (*FAILURES, ClusterFailed, asyncio.CancelledError) as error:
-            cancelled = isinstance(error, asyncio.CancelledError)
-            reason = await to_the_end(
-                self._compensate(cluster_id, "cancelled" if cancelled else failure_reason(error))
-            )
-            if cancelled:
-                raise
-            raise ApplicationError(reason, type="ClusterFailed", non_retryable=True) from error
+        await operation(
+            self._create(request),
+            lambda reason, _: self._compensate(request.cluster_id, reason),
+            failure_type="ClusterFailed",
+            before_patch="to-the-end",
+        )
         return "ready"
+
+    async def _create(self, request: ClusterInput) -> None:
+        """The claim (begin_create) is a step: a cluster that fails it is unwound too."""
+        cluster_id = request.cluster_id
+        plan = await cluster(ClusterActivities.begin_create, cluster_id)
+        if plan.network_owned and not plan.network_ready:
+            workflow.set_current_details("creating the cluster's network")
+            await workflow.execute_child_workflow(
+                CREATE_NETWORK, NetworkInput(plan.network_id),
+                id=network_workflow_id(plan.network_id), task_queue=TASK_QUEUE_NETWORK,
+            )  # fmt: skip
+        await self._provision(request, plan)
+        keep, _, _ = await self._hostnames(cluster_id)
+        await self._converge(request, keep, [])
+        await cluster(ClusterActivities.finish, ClusterEnd(cluster_id))
 
     async def _compensate(self, cluster_id: str, reason: str) -> str:
         workflow.set_current_details(f"unwinding: {reason}")
@@ -227,7 +208,7 @@ class CreateCluster(_ClusterOperation):
             await self._unwind(cluster_id)
         except FAILURES as unwind_error:  # the record still says what went wrong
             reason = f"{reason}; unwinding incomplete: {failure_reason(unwind_error)}"
-        await self._act(ClusterActivities.fail, ClusterEnd(cluster_id, reason))
+        await cluster(ClusterActivities.fail, ClusterEnd(cluster_id, reason))
         return reason
 
 
@@ -241,37 +222,39 @@ class ScaleCluster(_ClusterOperation):
     async def run(self, request: ClusterInput) -> str:
         cluster_id = request.cluster_id
         started = workflow.now().isoformat()
-        plan: ClusterPlan = await self._act(ClusterActivities.begin_scale, cluster_id)
-        try:
-            await self._provision(request, plan)
-            if request.remove:
-                await self._act(
-                    ClusterActivities.choose_removals,
-                    Removals(cluster_id, request.remove, started),
-                )
-            keep, removed, removed_ids = await self._hostnames(cluster_id)
-            await self._converge(request, keep, removed)
-            await self._release(cluster_id, removed_ids, shrink=False)
-            await self._act(ClusterActivities.finish, ClusterEnd(cluster_id))
-        except (*FAILURES, ClusterFailed, asyncio.CancelledError) as error:
-            cancelled = isinstance(error, asyncio.CancelledError)
-            why = "scale cancelled" if cancelled else f"scale failed: {failure_reason(error)}"
-            reason = await to_the_end(self._compensate(cluster_id, why))
-            if cancelled:
-                raise
-            raise ApplicationError(reason, type="ScaleFailed", non_retryable=True) from error
+        plan = await cluster(ClusterActivities.begin_scale, cluster_id)
+        await operation(
+            self._scale(request, plan, started),
+            lambda reason, _: self._compensate(cluster_id, reason),
+            failure_type="ScaleFailed",
+            reason=lambda error: f"scale failed: {failure_reason(error)}",
+            cancelled_reason="scale cancelled",
+            before_patch="to-the-end",
+        )
         return "ready"
+
+    async def _scale(self, request: ClusterInput, plan: ClusterPlan, started: str) -> None:
+        cluster_id = request.cluster_id
+        await self._provision(request, plan)
+        if request.remove:
+            await cluster(
+                ClusterActivities.choose_removals, Removals(cluster_id, request.remove, started)
+            )
+        keep, removed, removed_ids = await self._hostnames(cluster_id)
+        await self._converge(request, keep, removed)
+        await self._release(cluster_id, removed_ids, shrink=False)
+        await cluster(ClusterActivities.finish, ClusterEnd(cluster_id))
 
     async def _compensate(self, cluster_id: str, reason: str) -> str:
         """The members that were joining are released; the cluster is ready as it was."""
         workflow.set_current_details(f"unwinding: {reason}")
-        members: list[MemberView] = await self._act(ClusterActivities.members, cluster_id)
+        members = await cluster(ClusterActivities.members, cluster_id)
         joining = [m.node_id for m in members if m.state == "joining"]
         try:
             await self._release(cluster_id, joining, shrink=True)
         except FAILURES as unwind_error:
             reason = f"{reason}; unwinding incomplete: {failure_reason(unwind_error)}"
-        await self._act(ClusterActivities.finish, ClusterEnd(cluster_id, reason))
+        await cluster(ClusterActivities.finish, ClusterEnd(cluster_id, reason))
         return reason
 
 
@@ -280,12 +263,24 @@ class DeleteCluster(_ClusterOperation):
     @workflow.run
     async def run(self, request: ClusterInput) -> str:
         cluster_id = request.cluster_id
-        await self._act(ClusterActivities.begin_delete, cluster_id)
-        try:
-            await self._unwind(cluster_id)
-            await self._act(ClusterActivities.finish_delete, cluster_id)
-        except FAILURES as error:
-            reason = f"delete failed: {failure_reason(error)}"
-            await self._act(ClusterActivities.fail, ClusterEnd(cluster_id, reason, deleting=True))
-            raise ApplicationError(reason, type="DeleteFailed", non_retryable=True) from error
+        await cluster(ClusterActivities.begin_delete, cluster_id)
+        deleting = self._delete(cluster_id)
+        if workflow.patched(OPERATION_SKELETON):  # once asked, a delete finishes
+            deleting = to_the_end(deleting)
+        await operation(
+            deleting,
+            lambda reason, _: self._fail(cluster_id, reason),
+            failure_type="DeleteFailed",
+            reason=lambda error: f"delete failed: {failure_reason(error)}",
+            cancelled_reason="delete cancelled",
+            before_patch="not-compensated",
+        )
         return "deleted"
+
+    async def _delete(self, cluster_id: str) -> None:
+        await self._unwind(cluster_id)
+        await cluster(ClusterActivities.finish_delete, cluster_id)
+
+    async def _fail(self, cluster_id: str, reason: str) -> str:
+        await cluster(ClusterActivities.fail, ClusterEnd(cluster_id, reason, deleting=True))
+        return reason

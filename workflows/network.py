@@ -10,12 +10,10 @@ every step converges, so a retry redoes only what is missing.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.network import (
@@ -34,32 +32,15 @@ with workflow.unsafe.imports_passed_through():
         DetachNodeInput,
         NetworkInput,
     )
-    from workflows.cancellation import step
     from workflows.failures import failure_reason
-
-SWITCH_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=6,
-)
-
-
-async def _run(activity: Any, *args: Any, timeout: float = 120) -> Any:
-    """A switch or fabric step; on cancellation its attempt in flight ends first, so no switch
-    change of a cancelled step lands after the unwinding."""
-    return await step(
-        activity,
-        *args,
-        start_to_close_timeout=timedelta(seconds=timeout),
-        retry_policy=SWITCH_RETRY,
-    )
+    from workflows.operation import nothing_to_undo, operation
+    from workflows.steps import fabric
 
 
 async def _on_leaves(activity: Any, network_id: str, leaves: list[str]) -> None:
     """Run `activity` on every leaf at once; raise the first failure after all finished."""
     results = await asyncio.gather(
-        *(_run(activity, NetworkOnSwitch(network_id, leaf)) for leaf in leaves),
+        *(fabric(activity, NetworkOnSwitch(network_id, leaf)) for leaf in leaves),
         return_exceptions=True,
     )
     failures = [r for r in results if isinstance(r, BaseException)]
@@ -76,7 +57,7 @@ async def _unwind_network(network_id: str, leaves: list[str]) -> None:
     except ActivityError as error:
         failures.append(error)
     try:
-        await _run(NetworkActivities.remove_partition, network_id)
+        await fabric(NetworkActivities.remove_partition, network_id)
     except ActivityError as error:
         failures.append(error)
     if failures:
@@ -88,32 +69,35 @@ class CreateNetwork:
     @workflow.run
     async def run(self, request: NetworkInput) -> str:
         network_id = request.network_id
-        leaves: list[str] = await _run(NetworkActivities.list_leaves)
-        try:
-            workflow.set_current_details(f"VRF and segment on {len(leaves)} leaf switches")
-            await _on_leaves(NetworkActivities.ensure_network_on_switch, network_id, leaves)
-            workflow.set_current_details("InfiniBand partition")
-            await _run(NetworkActivities.ensure_partition, network_id)
-            await _run(
-                NetworkActivities.set_network_state,
-                NetworkStateChange(network_id, "ready", ["creating", "failed"]),
-            )
-        except (ActivityError, asyncio.CancelledError) as error:
-            cancelled = isinstance(error, asyncio.CancelledError)
-            reason = "cancelled" if cancelled else failure_reason(error)
-            workflow.set_current_details(f"unwinding: {reason}")
-            try:
-                await _unwind_network(network_id, leaves)
-            except ActivityError as unwind_error:  # the record still says what went wrong
-                reason = f"{reason}; unwinding incomplete: {failure_reason(unwind_error)}"
-            await _run(
-                NetworkActivities.set_network_state,
-                NetworkStateChange(network_id, "failed", ["creating", "failed"], reason),
-            )
-            if cancelled:
-                raise
-            raise ApplicationError(reason, type="NetworkFailed", non_retryable=True) from error
+        leaves = await fabric(NetworkActivities.list_leaves)
+        await operation(
+            self._create(network_id, leaves),
+            lambda reason, _: self._unwind(network_id, leaves, reason),
+            failure_type="NetworkFailed",
+        )
         return "ready"
+
+    async def _create(self, network_id: str, leaves: list[str]) -> None:
+        workflow.set_current_details(f"VRF and segment on {len(leaves)} leaf switches")
+        await _on_leaves(NetworkActivities.ensure_network_on_switch, network_id, leaves)
+        workflow.set_current_details("InfiniBand partition")
+        await fabric(NetworkActivities.ensure_partition, network_id)
+        await fabric(
+            NetworkActivities.set_network_state,
+            NetworkStateChange(network_id, "ready", ["creating", "failed"]),
+        )
+
+    async def _unwind(self, network_id: str, leaves: list[str], reason: str) -> str:
+        workflow.set_current_details(f"unwinding: {reason}")
+        try:
+            await _unwind_network(network_id, leaves)
+        except ActivityError as unwind_error:  # the record still says what went wrong
+            reason = f"{reason}; unwinding incomplete: {failure_reason(unwind_error)}"
+        await fabric(
+            NetworkActivities.set_network_state,
+            NetworkStateChange(network_id, "failed", ["creating", "failed"], reason),
+        )
+        return reason
 
 
 @workflow.defn(name=DELETE_NETWORK)
@@ -122,24 +106,31 @@ class DeleteNetwork:
     async def run(self, request: NetworkInput) -> str:
         network_id = request.network_id
         # Again `deleting` (from `failed` too): an SRE reset after a failure converges.
-        await _run(
+        await fabric(
             NetworkActivities.set_network_state,
             NetworkStateChange(network_id, "deleting", ["deleting", "failed"]),
         )
-        leaves: list[str] = await _run(NetworkActivities.list_leaves)
-        try:
-            workflow.set_current_details(f"removing from {len(leaves)} leaf switches")
-            await _unwind_network(network_id, leaves)
-            workflow.set_current_details("returning its values to the pools")
-            await _run(NetworkActivities.finish_network_delete, network_id)
-        except ActivityError as error:
-            reason = failure_reason(error)
-            await _run(
-                NetworkActivities.set_network_state,
-                NetworkStateChange(network_id, "failed", ["deleting", "failed"], reason),
-            )
-            raise ApplicationError(reason, type="NetworkFailed", non_retryable=True) from error
+        leaves = await fabric(NetworkActivities.list_leaves)
+        await operation(
+            self._delete(network_id, leaves),
+            lambda reason, _: self._fail(network_id, reason),
+            failure_type="NetworkFailed",
+            before_patch="not-compensated",
+        )
         return "deleted"
+
+    async def _delete(self, network_id: str, leaves: list[str]) -> None:
+        workflow.set_current_details(f"removing from {len(leaves)} leaf switches")
+        await _unwind_network(network_id, leaves)
+        workflow.set_current_details("returning its values to the pools")
+        await fabric(NetworkActivities.finish_network_delete, network_id)
+
+    async def _fail(self, network_id: str, reason: str) -> str:
+        await fabric(
+            NetworkActivities.set_network_state,
+            NetworkStateChange(network_id, "failed", ["deleting", "failed"], reason),
+        )
+        return reason
 
 
 @workflow.defn(name=ATTACH_NODE)
@@ -148,25 +139,29 @@ class AttachNode:
     async def run(self, request: AttachNodeInput) -> str:
         target = NetworkNode(request.network_id, request.node_id)
         # False: a repeated attach; its failure must not take a working node off the network.
-        created: bool = await _run(NetworkActivities.record_attachment, target)
-        try:
-            workflow.set_current_details("switch ports into the tenant network")
-            ports = NodePorts(request.node_id, request.network_id)
-            await _run(NetworkActivities.move_node_ports, ports)
-            workflow.set_current_details("InfiniBand ports into the tenant partition")
-            await _run(NetworkActivities.add_node_to_partition, target)
-            # Fails when a release or detach took the node out meanwhile: then undo ours too.
-            await _run(NetworkActivities.mark_attached, target)
-        except (ActivityError, asyncio.CancelledError) as error:
-            if created:
-                workflow.set_current_details("unwinding: back to the provisioning network")
-                await _run(NetworkActivities.leave_network, target)
-            if isinstance(error, asyncio.CancelledError):
-                raise
-            raise ApplicationError(
-                failure_reason(error), type="AttachFailed", non_retryable=True
-            ) from error
+        created = await fabric(NetworkActivities.record_attachment, target)
+        await operation(
+            self._attach(target),
+            lambda reason, _: self._unwind(target, created, reason),
+            failure_type="AttachFailed",
+        )
         return "attached"
+
+    async def _attach(self, target: NetworkNode) -> None:
+        workflow.set_current_details("switch ports into the tenant network")
+        await fabric(
+            NetworkActivities.move_node_ports, NodePorts(target.node_id, target.network_id)
+        )
+        workflow.set_current_details("InfiniBand ports into the tenant partition")
+        await fabric(NetworkActivities.add_node_to_partition, target)
+        # Fails when a release or detach took the node out meanwhile: then undo ours too.
+        await fabric(NetworkActivities.mark_attached, target)
+
+    async def _unwind(self, target: NetworkNode, created: bool, reason: str) -> str:
+        if created:  # else a repeated attach: its failure must not take a working node off
+            workflow.set_current_details("unwinding: back to the provisioning network")
+            await fabric(NetworkActivities.leave_network, target)
+        return reason
 
 
 @workflow.defn(name=DETACH_NODE)
@@ -175,6 +170,14 @@ class DetachNode:
 
     @workflow.run
     async def run(self, request: DetachNodeInput) -> str:
-        workflow.set_current_details("ports back to the provisioning network")
-        await _run(NetworkActivities.leave_tenant_network, request.node_id)
+        await operation(
+            self._detach(request.node_id),
+            nothing_to_undo,
+            failure_type="DetachFailed",
+            before_patch="not-compensated",
+        )
         return "detached"
+
+    async def _detach(self, node_id: str) -> None:
+        workflow.set_current_details("ports back to the provisioning network")
+        await fabric(NetworkActivities.leave_tenant_network, node_id)

@@ -6,19 +6,12 @@ Deterministic orchestration only: every side effect is an activity. One workflow
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from typing import ClassVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import (
-    ActivityError,
-    ApplicationError,
-    ChildWorkflowError,
-    WorkflowAlreadyStartedError,
-)
+from temporalio.common import SearchAttributeKey
 
 with workflow.unsafe.imports_passed_through():
     from activities.baremetal import (
@@ -32,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         ClaimRelease,
         FinishOperation,
         InventoryActivities,
+        ProvisionPlan,
         VerifyNode,
     )
     from activities.network import NetworkActivities
@@ -42,7 +36,6 @@ with workflow.unsafe.imports_passed_through():
         QUERY_PHASE,
         RELEASE_NODE,
         SIGNAL_PHONE_HOME,
-        TASK_QUEUE_INVENTORY,
         TASK_QUEUE_NETWORK,
         AttachNodeInput,
         OperationResult,
@@ -51,26 +44,11 @@ with workflow.unsafe.imports_passed_through():
         ReleaseNodeInput,
         node_network_workflow_id,
     )
-    from workflows.cancellation import step
     from workflows.failures import failure_reason
+    from workflows.operation import OperationFailed, operation
+    from workflows.steps import bmc, fabric_for_node, inventory
 
 PHASE = SearchAttributeKey.for_keyword("Phase")
-
-BMC_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=8,
-)
-INVENTORY_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=500),
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=10,
-)
-
-
-class OperationFailed(Exception):
-    """A step failed for a reason worth telling the operator verbatim."""
 
 
 class NodeOperation:
@@ -98,21 +76,9 @@ class NodeOperation:
     def _step(self, step: str) -> None:
         workflow.set_current_details(f"**{self._phase}**: {step}")
 
-    # Every activity of a node operation ends its attempt in flight before a cancellation is
-    # acted on (workflows.cancellation): a cancel lands between steps, never inside one.
-
-    async def _bmc(self, activity, request, *, timeout: float = 120) -> object:  # type: ignore[no-untyped-def]
-        return await step(
-            activity, request,
-            start_to_close_timeout=timedelta(seconds=timeout), retry_policy=BMC_RETRY,
-        )  # fmt: skip
-
     async def _leave_tenant_network(self, node_id: str) -> None:
         """Switch ports to the provisioning network (a no-op for nodes with no cabling)."""
-        await step(
-            NetworkActivities.leave_tenant_network, node_id, task_queue=TASK_QUEUE_NETWORK,
-            start_to_close_timeout=timedelta(seconds=120), retry_policy=BMC_RETRY,
-        )  # fmt: skip
+        await fabric_for_node(NetworkActivities.leave_tenant_network, node_id)
 
     async def _phoned_home(self, done: Callable[[], bool], timeout: float) -> None:
         """Wait for the node's phone-home (`done`), failing the operation after `timeout` s."""
@@ -123,12 +89,6 @@ class NodeOperation:
                 f"node did not phone home within {timeout:g} s of power-on"
                 " (check its boot configuration and console)"
             ) from exc
-
-    async def _inventory(self, activity, request) -> object:  # type: ignore[no-untyped-def]
-        return await step(
-            activity, request, task_queue=TASK_QUEUE_INVENTORY,
-            start_to_close_timeout=timedelta(seconds=30), retry_policy=INVENTORY_RETRY,
-        )  # fmt: skip
 
 
 @workflow.defn(name=PROVISION_NODE)
@@ -155,78 +115,76 @@ class ProvisionNode(NodeOperation):
         node_id = request.node_id
         self._boot_session_id = str(workflow.uuid4())
         self._step("claiming the node and opening its boot session")
-        plan = await self._inventory(
+        plan = await inventory(
             InventoryActivities.claim_node_for_provision,
             ClaimProvision(node_id, workflow_id, request.image, self._boot_session_id),
         )
-        try:
-            self._step("switch ports to the provisioning network")
-            await self._leave_tenant_network(node_id)
-            self._step("power off, BIOS profile where it differs, network boot once")
-            await self._bmc(
-                BaremetalActivities.prepare_network_boot,
-                PrepareNetworkBoot(node_id, plan.vendor, plan.tuning_profile),
-            )
-            self._step("power on")
-            await self._bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "on"))
-
-            timeout = request.phone_home_timeout_seconds
-            self._enter("booting", f"waiting up to {timeout:g} s for the node to phone home")
-            await self._phoned_home(lambda: self._facts is not None, timeout)
-
-            # The boot device for good first: verification then marks the node active in one
-            # step, and a failed verification is compensated (boot override cleared) like any
-            # failure. A stateless image network boots every time; the others boot their disk.
-            device = "network" if plan.stateless else "disk"
-            self._step(f"boot device {device} (persistent)")
-            await self._bmc(
-                BaremetalActivities.ensure_boot_device,
-                BootDeviceRequest(node_id, device, persistent=True),
-            )
-            self._step("comparing the reported facts with the tuning profile")
-            assert self._facts is not None
-            mismatches = await self._inventory(
-                InventoryActivities.verify_and_activate,
-                VerifyNode(node_id, workflow_id, self._boot_session_id, self._facts),
-            )
-            if mismatches:
-                raise OperationFailed("tuning verification failed: " + "; ".join(mismatches))
-            if request.network_id is not None:
-                self._step(f"attaching to tenant network {request.network_id}")
-                await workflow.execute_child_workflow(
-                    ATTACH_NODE,
-                    AttachNodeInput(request.network_id, node_id),
-                    id=node_network_workflow_id(node_id),
-                    task_queue=TASK_QUEUE_NETWORK,
-                )
-        except (
-            ActivityError,
-            ChildWorkflowError,
-            WorkflowAlreadyStartedError,  # an attach or detach of the node is running
-            OperationFailed,
-            asyncio.CancelledError,
-        ) as error:
-            cancelled = isinstance(error, asyncio.CancelledError)
-            reason = "cancelled" if cancelled else f"{self._phase}: {failure_reason(error)}"
-            await self._compensate(node_id, workflow_id, reason)
-            if cancelled:
-                raise
-            raise ApplicationError(reason, type="ProvisionFailed", non_retryable=True) from error
+        await operation(
+            self._provision(request, plan),
+            lambda reason, _: self._compensate(node_id, workflow_id, reason),
+            failure_type="ProvisionFailed",
+            reason=lambda error: f"{self._phase}: {failure_reason(error)}",
+        )
         self._enter("active")
         return OperationResult(node_id=node_id, state="active")
 
-    async def _compensate(self, node_id: str, workflow_id: str, reason: str) -> None:
+    async def _provision(self, request: ProvisionNodeInput, plan: ProvisionPlan) -> None:
+        """Network boot the image, wait for the node's phone-home, verify it, then attach it."""
+        workflow_id = workflow.info().workflow_id
+        node_id = request.node_id
+        self._step("switch ports to the provisioning network")
+        await self._leave_tenant_network(node_id)
+        self._step("power off, BIOS profile where it differs, network boot once")
+        await bmc(
+            BaremetalActivities.prepare_network_boot,
+            PrepareNetworkBoot(node_id, plan.vendor, plan.tuning_profile),
+        )
+        self._step("power on")
+        await bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "on"))
+
+        timeout = request.phone_home_timeout_seconds
+        self._enter("booting", f"waiting up to {timeout:g} s for the node to phone home")
+        await self._phoned_home(lambda: self._facts is not None, timeout)
+
+        # The boot device for good first: verification then marks the node active in one
+        # step, and a failed verification is compensated (boot override cleared) like any
+        # failure. A stateless image network boots every time; the others boot their disk.
+        device = "network" if plan.stateless else "disk"
+        self._step(f"boot device {device} (persistent)")
+        await bmc(
+            BaremetalActivities.ensure_boot_device,
+            BootDeviceRequest(node_id, device, persistent=True),
+        )
+        self._step("comparing the reported facts with the tuning profile")
+        assert self._facts is not None
+        mismatches = await inventory(
+            InventoryActivities.verify_and_activate,
+            VerifyNode(node_id, workflow_id, self._boot_session_id, self._facts),
+        )
+        if mismatches:
+            raise OperationFailed("tuning verification failed: " + "; ".join(mismatches))
+        if request.network_id is not None:
+            self._step(f"attaching to tenant network {request.network_id}")
+            await workflow.execute_child_workflow(
+                ATTACH_NODE,
+                AttachNodeInput(request.network_id, node_id),
+                id=node_network_workflow_id(node_id),
+                task_queue=TASK_QUEUE_NETWORK,
+            )
+
+    async def _compensate(self, node_id: str, workflow_id: str, reason: str) -> str:
         """Leave the node powered off, with no boot override, `failed` with the reason."""
         self._enter("compensating", "power off")
-        await self._bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "off"))
+        await bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "off"))
         self._step("clearing the boot override")
-        await self._bmc(BaremetalActivities.ensure_boot_device, BootDeviceRequest(node_id, "none"))
+        await bmc(BaremetalActivities.ensure_boot_device, BootDeviceRequest(node_id, "none"))
         self._step(f"marking the node failed: {reason}")
-        await self._inventory(
+        await inventory(
             InventoryActivities.finish_operation,
             FinishOperation(node_id, workflow_id, "provision", "failed", reason),
         )
         self._enter("failed", reason)
+        return reason
 
 
 @workflow.defn(name=RELEASE_NODE)
@@ -240,32 +198,37 @@ class ReleaseNode(NodeOperation):
         workflow_id = workflow.info().workflow_id
         node_id = request.node_id
         self._step("claiming the node")
-        await self._inventory(
+        await inventory(
             InventoryActivities.claim_node_for_release, ClaimRelease(node_id, workflow_id)
         )
-        try:
-            self._step("switch ports back to the provisioning network")
-            await self._leave_tenant_network(node_id)
-            self._step("soft power off (hard after a grace period)")
-            await self._bmc(
-                BaremetalActivities.ensure_power, PowerRequest(node_id, "off", soft=True)
-            )
-            self._step("clearing the boot override")
-            await self._bmc(
-                BaremetalActivities.ensure_boot_device, BootDeviceRequest(node_id, "none")
-            )
-            self._step("clearing tenant state")
-            await self._inventory(
-                InventoryActivities.finish_operation,
-                FinishOperation(node_id, workflow_id, "release", "available"),
-            )
-        except ActivityError as error:
-            reason = f"{self._phase}: {failure_reason(error)}"
-            await self._inventory(
-                InventoryActivities.finish_operation,
-                FinishOperation(node_id, workflow_id, "release", "failed", reason),
-            )
-            self._enter("failed", reason)
-            raise ApplicationError(reason, type="ReleaseFailed", non_retryable=True) from error
+        await operation(
+            self._release(node_id, workflow_id),
+            lambda reason, _: self._fail(node_id, workflow_id, reason),
+            failure_type="ReleaseFailed",
+            reason=lambda error: f"{self._phase}: {failure_reason(error)}",
+            before_patch="not-compensated",
+        )
         self._enter("available")
         return OperationResult(node_id=node_id, state="available")
+
+    async def _release(self, node_id: str, workflow_id: str) -> None:
+        self._step("switch ports back to the provisioning network")
+        await self._leave_tenant_network(node_id)
+        self._step("soft power off (hard after a grace period)")
+        await bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "off", soft=True))
+        self._step("clearing the boot override")
+        await bmc(BaremetalActivities.ensure_boot_device, BootDeviceRequest(node_id, "none"))
+        self._step("clearing tenant state")
+        await inventory(
+            InventoryActivities.finish_operation,
+            FinishOperation(node_id, workflow_id, "release", "available"),
+        )
+
+    async def _fail(self, node_id: str, workflow_id: str, reason: str) -> str:
+        """The node stays held by no one, `failed` with the reason, for an SRE's reset."""
+        await inventory(
+            InventoryActivities.finish_operation,
+            FinishOperation(node_id, workflow_id, "release", "failed", reason),
+        )
+        self._enter("failed", reason)
+        return reason

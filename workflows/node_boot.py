@@ -7,15 +7,13 @@ Started by the boot service once it accepted the boot's token, one workflow per 
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.inventory import CheckBoot, InventoryActivities
-    from core.contracts import CHECK_NODE_BOOT, TASK_QUEUE_INVENTORY, NodeBootInput
-    from workflows.cancellation import step
-    from workflows.node import INVENTORY_RETRY
+    from core.contracts import CHECK_NODE_BOOT, NodeBootInput
+    from workflows.operation import nothing_to_undo, operation
+    from workflows.steps import inventory
 
 
 @workflow.defn(name=CHECK_NODE_BOOT)
@@ -30,7 +28,9 @@ class CheckNodeBoot:
             request.boot,
             request.facts,
         )
-        return await step(
-            InventoryActivities.check_node_boot, check, task_queue=TASK_QUEUE_INVENTORY,
-            start_to_close_timeout=timedelta(seconds=30), retry_policy=INVENTORY_RETRY,
-        )  # fmt: skip
+        return await operation(
+            inventory(InventoryActivities.check_node_boot, check),
+            nothing_to_undo,  # the check itself fails the node when its facts drift
+            failure_type="BootCheckFailed",
+            before_patch="not-compensated",
+        )

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.baremetal import BaremetalActivities, PowerRequest
@@ -36,6 +36,8 @@ with workflow.unsafe.imports_passed_through():
     from inventory.states import NodeState
     from workflows.failures import failure_reason
     from workflows.node import NodeOperation, OperationFailed
+    from workflows.operation import operation
+    from workflows.steps import bmc, inventory
 
 
 @workflow.defn(name=REBOOT_NODE)
@@ -70,61 +72,70 @@ class RebootNode(NodeOperation):
 
     @workflow.run
     async def run(self, request: RebootNodeInput) -> OperationResult:
+        """Claim, power cycle, await the boot, verify."""
         workflow_id = workflow.info().workflow_id
         node_id = request.node_id
-        try:
-            self._step("claiming the node")
-            plan = await self._claim(node_id, workflow_id)
-            how = "hard" if request.hard else "soft (hard after a grace period)"
-            self._step(f"power off, {how}")
-            self._powered_off = True
-            await self._bmc(
-                BaremetalActivities.ensure_power,
-                PowerRequest(node_id, "off", soft=not request.hard),
-            )
-            if plan.stateless:
-                assert plan.boot_session_id is not None
-                # Read once the node is off: only a later boot's phone-home is this reboot's.
-                boots = await self._inventory(
-                    InventoryActivities.boots_so_far, plan.boot_session_id
-                )
-                assert isinstance(boots, int)
-                self._boots_before = boots
-            self._step("power on")
-            await self._bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "on"))
-            if plan.stateless:
-                await self._verify_the_boot(node_id, workflow_id, plan, request)
-            else:
-                self._step("marking the node active")
-                await self._inventory(
-                    InventoryActivities.finish_operation,
-                    FinishOperation(node_id, workflow_id, "reboot", "active"),
-                )
-        except (ActivityError, OperationFailed, asyncio.CancelledError) as error:
-            cancelled = is_cancelled_exception(error)  # also an activity cancelled by it
-            if cancelled and self._untouched():
-                await self._back_to_active(node_id, workflow_id)
-                raise asyncio.CancelledError("cancelled before the power-off") from error
-            reason = "cancelled" if cancelled else f"{self._phase}: {failure_reason(error)}"
-            self._step(f"marking the node failed: {reason}")
-            await self._inventory(
-                InventoryActivities.finish_operation,
-                FinishOperation(node_id, workflow_id, "reboot", "failed", reason),
-            )
-            self._enter("failed", reason)
-            if cancelled:
-                raise asyncio.CancelledError(reason) from error
-            raise ApplicationError(reason, type="RebootFailed", non_retryable=True) from error
+        await operation(
+            self._reboot(request, workflow_id),
+            lambda reason, cancelled: self._compensate(node_id, workflow_id, reason, cancelled),
+            failure_type="RebootFailed",
+            reason=lambda error: f"{self._phase}: {failure_reason(error)}",
+            cancel_was="any",
+        )
         self._enter("active")
         return OperationResult(node_id=node_id, state="active")
+
+    async def _reboot(self, request: RebootNodeInput, workflow_id: str) -> None:
+        node_id = request.node_id
+        self._step("claiming the node")
+        plan = await self._claim(node_id, workflow_id)
+        await self._power_cycle(request, plan)
+        if plan.stateless:
+            await self._verify_the_boot(node_id, workflow_id, plan, request)
+        else:
+            self._step("marking the node active")
+            await inventory(
+                InventoryActivities.finish_operation,
+                FinishOperation(node_id, workflow_id, "reboot", "active"),
+            )
+
+    async def _power_cycle(self, request: RebootNodeInput, plan: RebootPlan) -> None:
+        node_id = request.node_id
+        how = "hard" if request.hard else "soft (hard after a grace period)"
+        self._step(f"power off, {how}")
+        self._powered_off = True
+        await bmc(
+            BaremetalActivities.ensure_power, PowerRequest(node_id, "off", soft=not request.hard)
+        )
+        if plan.stateless:
+            assert plan.boot_session_id is not None
+            # Read once the node is off: only a later boot's phone-home is this reboot's.
+            self._boots_before = await inventory(
+                InventoryActivities.boots_so_far, plan.boot_session_id
+            )
+        self._step("power on")
+        await bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "on"))
+
+    async def _compensate(
+        self, node_id: str, workflow_id: str, reason: str, cancelled: bool
+    ) -> str:
+        """Nothing is undone: the node is left as it is, `failed` with its boot session kept
+        for an SRE's reset; but a reboot cancelled before the power-off did nothing at all."""
+        if cancelled and self._untouched():
+            return await self._back_to_active(node_id, workflow_id)
+        self._step(f"marking the node failed: {reason}")
+        await inventory(
+            InventoryActivities.finish_operation,
+            FinishOperation(node_id, workflow_id, "reboot", "failed", reason),
+        )
+        self._enter("failed", reason)
+        return reason
 
     async def _claim(self, node_id: str, workflow_id: str) -> RebootPlan:
         """Claim the node. The claim runs whole even when a cancel comes first: what to do then
         depends on the state it was claimed from (the plan is kept)."""
         claim = asyncio.ensure_future(
-            self._inventory(
-                InventoryActivities.claim_node_for_reboot, ClaimReboot(node_id, workflow_id)
-            )
+            inventory(InventoryActivities.claim_node_for_reboot, ClaimReboot(node_id, workflow_id))
         )
         try:
             plan = await asyncio.shield(claim)
@@ -132,7 +143,6 @@ class RebootNode(NodeOperation):
             with contextlib.suppress(ActivityError):  # the cancel is what the caller sees
                 self._plan = await claim
             raise
-        assert isinstance(plan, RebootPlan)
         self._plan = plan
         return plan
 
@@ -144,14 +154,15 @@ class RebootNode(NodeOperation):
             and self._plan.claimed_from == NodeState.ACTIVE.value
         )
 
-    async def _back_to_active(self, node_id: str, workflow_id: str) -> None:
+    async def _back_to_active(self, node_id: str, workflow_id: str) -> str:
         reason = "reboot cancelled before the power-off"
         self._step(f"marking the node active again: {reason}")
-        await self._inventory(
+        await inventory(
             InventoryActivities.finish_operation,
             FinishOperation(node_id, workflow_id, "reboot", "active", reason),
         )
         self._enter("active", reason)
+        return reason
 
     async def _verify_the_boot(
         self, node_id: str, workflow_id: str, plan: RebootPlan, request: RebootNodeInput
@@ -163,7 +174,7 @@ class RebootNode(NodeOperation):
         self._step("comparing the reported facts with the tuning profile")
         facts = self._this_boot()
         assert facts is not None
-        mismatches = await self._inventory(
+        mismatches = await inventory(
             InventoryActivities.verify_and_activate,
             VerifyNode(node_id, workflow_id, plan.boot_session_id, facts, "reboot"),
         )
