@@ -500,3 +500,16 @@ async def test_delete_cluster_failure_records_it(plane: Plane, step: str) -> Non
     assert plane.doubles.calls[-1] == (
         "fail_cluster", ClusterEnd(CLUSTER, reason, deleting=True)
     )  # fmt: skip
+
+
+async def test_delete_cluster_cancelled_midway_still_deletes_everything(plane: Plane) -> None:
+    """Once asked, a delete runs to its end: a cancel while a member is being released changes
+    nothing, every node is released and the network deleted."""
+    power_off = plane.doubles.hold("ensure_power", when=lambda r: r.soft)
+    handle = await delete(plane)
+    await power_off.entered.wait()
+    await handle.cancel()
+    power_off.release()
+    assert await handle.result() == "deleted"
+    assert in_order(plane.doubles.calls) == in_order(DELETE_STEPS)
+    assert not plane.doubles.cancelled
