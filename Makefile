@@ -20,7 +20,7 @@ LAB_APT_STAMP := $(VENV)/.lab-apt-stamp
 LAB_IMAGE_DIR := images/lab_qemu
 LAB_IMAGE := $(LAB_IMAGE_DIR)/build/initrd.img
 
-.PHONY: run test lint bench clean lab-image
+.PHONY: run test lint bench clean lab-image histories
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,18 @@ lint: $(STAMP)
 
 test: $(STAMP) $(OIDC_STAMP) $(LAB_APT_STAMP) $(LAB_IMAGE) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Histories of real runs for the replay test (tests/workflows/test_replay.py): these modules run
+# every workflow to success, failure with compensation and cancellation; tests/histories/choose.py
+# keeps the smallest history of each distinct command sequence.
+HISTORY_MODULES := tests/integration/test_provision.py tests/integration/test_networks.py \
+	tests/integration/test_fabric_network.py tests/integration/test_network_ib.py \
+	tests/integration/test_clusters.py tests/integration/test_qemu_node.py
+histories: $(STAMP) $(LAB_APT_STAMP) $(LAB_IMAGE)
+	rm -rf .metalplane/histories
+	METALPLANE_RECORD_HISTORIES=$(CURDIR)/.metalplane/histories $(BIN)/python -m pytest -q \
+		$(HISTORY_MODULES)
+	$(BIN)/python -m tests.histories.choose .metalplane/histories
 
 # The Debian cloud kernel and an initramfs with the node agent (downloads the kernel package).
 lab-image: $(LAB_IMAGE)

@@ -206,6 +206,25 @@ class Platform:
         return process
 
 
+async def record_histories(client: Client, directory: Path) -> None:
+    """Every closed workflow of the namespace as JSON (`make histories`): the material the
+    replay test's histories (tests/histories/) are chosen from."""
+    recorded: dict[str, str] = {}
+    async for execution in client.list_workflows("ExecutionStatus != 'Running'"):
+        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        history = await handle.fetch_history()
+        status = execution.status.name.lower() if execution.status else "unknown"
+        name = f"{execution.workflow_type}.{status}.{execution.id}.{execution.run_id[:8]}.json"
+        recorded[name.replace("/", "_")] = history.to_json()
+
+    def write() -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, text in recorded.items():
+            (directory / name).write_text(text)
+
+    await asyncio.to_thread(write)
+
+
 async def _serve_api(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.api_port,
@@ -347,6 +366,8 @@ async def running_platform(
     try:
         await _wait_url(f"{platform.lab_url}/lab/nodes", platform.lab_process)
         yield platform
+        if record := os.environ.get("METALPLANE_RECORD_HISTORIES"):
+            await record_histories(client, Path(record) / name)
     finally:
         for process in [platform.lab_process, *platform.worker_processes.values()]:
             devstack.stop_process(process)
