@@ -17,7 +17,12 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ChildWorkflowError, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+    is_cancelled_exception,
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.cluster import (
@@ -51,6 +56,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows.failures import failure_reason
     from workflows.operation import FAILURES, OPERATION_SKELETON, OperationFailed, operation
     from workflows.steps import cluster
+
+
+NETWORK_BUSY_TRIES = 60  # with NETWORK_BUSY_WAIT: two minutes for a CreateNetwork to unwind
+NETWORK_BUSY_WAIT = timedelta(seconds=2)
 
 
 class ClusterFailed(OperationFailed):
@@ -162,10 +171,23 @@ class _ClusterOperation:
         if plan.network_owned and plan.network_id:
             if await cluster(ClusterActivities.begin_network_delete, plan.network_id):
                 workflow.set_current_details("deleting the cluster's network")
+                await self._delete_network(plan.network_id)
+
+    async def _delete_network(self, network_id: str) -> None:
+        """DeleteNetwork as a child. A cancel that reached this workflow while it was starting
+        CreateNetwork does not wait for that child (Temporal re-raises it at once), which may
+        still be unwinding under the same workflow id: wait for it to end, then delete."""
+        for attempt in range(NETWORK_BUSY_TRIES):
+            try:
                 await workflow.execute_child_workflow(
-                    DELETE_NETWORK, NetworkInput(plan.network_id),
-                    id=network_workflow_id(plan.network_id), task_queue=TASK_QUEUE_NETWORK,
+                    DELETE_NETWORK, NetworkInput(network_id),
+                    id=network_workflow_id(network_id), task_queue=TASK_QUEUE_NETWORK,
                 )  # fmt: skip
+                return
+            except WorkflowAlreadyStartedError:
+                if attempt + 1 == NETWORK_BUSY_TRIES or not workflow.patched(OPERATION_SKELETON):
+                    raise
+                await workflow.sleep(NETWORK_BUSY_WAIT)
 
     async def _hostnames(self, cluster_id: str) -> tuple[list[str], list[str], list[str]]:
         """(hostnames that stay, hostnames being removed, node ids being removed)."""

@@ -18,11 +18,15 @@ from activities.inventory import ClaimProvision, ClaimRelease, FinishOperation, 
 from activities.network import NetworkNode, NetworkOnSwitch, NetworkStateChange, NodePorts
 from core.contracts import (
     CREATE_CLUSTER,
+    CREATE_NETWORK,
     DELETE_CLUSTER,
     SCALE_CLUSTER,
     TASK_QUEUE_CLUSTER,
+    TASK_QUEUE_NETWORK,
     ClusterInput,
+    NetworkInput,
     cluster_workflow_id,
+    network_workflow_id,
     node_workflow_id,
 )
 
@@ -513,3 +517,26 @@ async def test_delete_cluster_cancelled_midway_still_deletes_everything(plane: P
     assert await handle.result() == "deleted"
     assert in_order(plane.doubles.calls) == in_order(DELETE_STEPS)
     assert not plane.doubles.cancelled
+
+
+async def test_the_network_is_deleted_once_a_workflow_holding_its_id_has_ended(
+    plane: Plane,
+) -> None:
+    """A cancel that reaches CreateCluster while it starts CreateNetwork does not wait for that
+    child, which may still be unwinding under the network's workflow id when the cluster's
+    unwinding deletes the network: the delete waits for it instead of leaving the network."""
+    unwinding = plane.doubles.hold("remove_partition")
+    plane.doubles.fail("ensure_partition", "no free pkey")
+    creation = await plane.start(
+        CREATE_NETWORK, NetworkInput(NET), id=network_workflow_id(NET),
+        task_queue=TASK_QUEUE_NETWORK,
+    )  # fmt: skip
+    await unwinding.entered.wait()
+    handle = await delete(plane)
+    await plane.doubles.called("begin_cluster_network_delete")
+    unwinding.release()
+    assert await handle.result() == "deleted"
+    assert isinstance(await failure(creation), ApplicationError)
+    calls = plane.doubles.names()
+    assert calls.count("finish_network_delete") == 1
+    assert calls.index("finish_network_delete") < calls.index("finish_cluster_delete")
