@@ -76,6 +76,19 @@ class NodeOperation:
     def _step(self, step: str) -> None:
         workflow.set_current_details(f"**{self._phase}**: {step}")
 
+    async def _mark_failed(
+        self, node_id: str, workflow_id: str, operation: str, reason: str
+    ) -> str:
+        """The end of every node operation's compensation: the node held by no one, `failed`
+        with the reason, for an operator or an SRE's reset."""
+        self._step(f"marking the node failed: {reason}")
+        await inventory(
+            InventoryActivities.finish_operation,
+            FinishOperation(node_id, workflow_id, operation, "failed", reason),
+        )
+        self._enter("failed", reason)
+        return reason
+
     async def _leave_tenant_network(self, node_id: str) -> None:
         """Switch ports to the provisioning network (a no-op for nodes with no cabling)."""
         await fabric_for_node(NetworkActivities.leave_tenant_network, node_id)
@@ -178,13 +191,7 @@ class ProvisionNode(NodeOperation):
         await bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "off"))
         self._step("clearing the boot override")
         await bmc(BaremetalActivities.ensure_boot_device, BootDeviceRequest(node_id, "none"))
-        self._step(f"marking the node failed: {reason}")
-        await inventory(
-            InventoryActivities.finish_operation,
-            FinishOperation(node_id, workflow_id, "provision", "failed", reason),
-        )
-        self._enter("failed", reason)
-        return reason
+        return await self._mark_failed(node_id, workflow_id, "provision", reason)
 
 
 @workflow.defn(name=RELEASE_NODE)
@@ -203,7 +210,7 @@ class ReleaseNode(NodeOperation):
         )
         await operation(
             self._release(node_id, workflow_id),
-            lambda reason, _: self._fail(node_id, workflow_id, reason),
+            lambda reason, _: self._mark_failed(node_id, workflow_id, "release", reason),
             failure_type="ReleaseFailed",
             reason=lambda error: f"{self._phase}: {failure_reason(error)}",
             before_patch="not-compensated",
@@ -223,12 +230,3 @@ class ReleaseNode(NodeOperation):
             InventoryActivities.finish_operation,
             FinishOperation(node_id, workflow_id, "release", "available"),
         )
-
-    async def _fail(self, node_id: str, workflow_id: str, reason: str) -> str:
-        """The node stays held by no one, `failed` with the reason, for an SRE's reset."""
-        await inventory(
-            InventoryActivities.finish_operation,
-            FinishOperation(node_id, workflow_id, "release", "failed", reason),
-        )
-        self._enter("failed", reason)
-        return reason

@@ -123,13 +123,7 @@ class RebootNode(NodeOperation):
         for an SRE's reset; but a reboot cancelled before the power-off did nothing at all."""
         if cancelled and self._untouched():
             return await self._back_to_active(node_id, workflow_id)
-        self._step(f"marking the node failed: {reason}")
-        await inventory(
-            InventoryActivities.finish_operation,
-            FinishOperation(node_id, workflow_id, "reboot", "failed", reason),
-        )
-        self._enter("failed", reason)
-        return reason
+        return await self._mark_failed(node_id, workflow_id, "reboot", reason)
 
     async def _claim(self, node_id: str, workflow_id: str) -> RebootPlan:
         """Claim the node. The claim runs whole even when a cancel comes first: what to do then

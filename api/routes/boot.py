@@ -37,6 +37,7 @@ from inventory import boot_sessions, clusters, nodes
 from inventory.models import BootSession, Node
 from inventory.states import NodeState
 
+from ..boot_refusals import refuse_again
 from ..boot_window import boot_ttl
 from ..deps import Db, Temporal
 from ..openapi import errors
@@ -120,16 +121,12 @@ async def user_data(mac: Mac, request: Request, db: Db) -> str:
     handed = await boot_sessions.hand_out_user_data(db, boot.id)
     if handed is None:
         number = boot.boots
-        await boot_sessions.record_suspicious(
-            db, boot, f"boot {number}'s user-data was fetched twice: possibly by someone else"
+        await refuse_again(
+            db, boot, slug="user-data-already-fetched", title="User-data already fetched",
+            event=f"boot {number}'s user-data was fetched twice: possibly by someone else"
             " (its token went to the first fetch)",
-        )  # fmt: skip
-        await db.commit()
-        log.warning("node %s: user-data of boot %d fetched twice", boot.node_id, number)
-        raise Problem(
-            409, "user-data-already-fetched", "User-data already fetched",
-            f"the user-data of boot {number} of node {boot.node_id} was handed out already;"
-            " a new boot starts with a boot start",
+            detail=f"the user-data of boot {number} of node {boot.node_id} was handed out"
+            " already; a new boot starts with a boot start",
         )  # fmt: skip
     image = images.get_image(handed.image)
     public_url = boot_base_url(request)

@@ -23,6 +23,7 @@ from inventory import boot_sessions, clusters
 from inventory.models import BootSession, Cluster
 
 from .. import cluster_roles
+from ..boot_refusals import refuse_again
 from ..boot_window import boot_ttl
 from ..deps import Db, Temporal
 from ..openapi import errors
@@ -112,15 +113,12 @@ async def cluster_secrets(
 
 
 async def _already_fetched(db: AsyncSession, boot: BootSession, number: int) -> NoReturn:
-    await boot_sessions.record_suspicious(
-        db, boot, f"boot {number}'s cluster secrets were asked for twice: possibly by someone"
-        " else (they went to the first request)",
-    )  # fmt: skip
-    await db.commit()
-    log.warning("node %s: cluster secrets of boot %d asked for twice", boot.node_id, number)
-    raise Problem(
-        409, "cluster-secrets-already-fetched", "Cluster secrets already fetched",
-        f"the cluster secrets of boot {number} of node {boot.node_id} were handed out already",
+    await refuse_again(
+        db, boot, slug="cluster-secrets-already-fetched", title="Cluster secrets already fetched",
+        event=f"boot {number}'s cluster secrets were asked for twice: possibly by someone else"
+        " (they went to the first request)",
+        detail=f"the cluster secrets of boot {number} of node {boot.node_id} were handed out"
+        " already",
     )  # fmt: skip
 
 
