@@ -69,7 +69,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not settings.database_url:
             raise RuntimeError("METALPLANE_DATABASE_URL is not set")
-        engine = create_engine(settings.database_url, schema=settings.database_schema)
+        engine = create_engine(
+            settings.database_url,
+            schema=settings.database_schema,
+            pool_size=settings.api_database_pool_size,
+        )
         app.state.sessions = session_factory(engine)
         app.state.temporal = await _connect_temporal(settings)
         app.state.event_hub = EventHub(

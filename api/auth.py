@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from identity.oidc import InvalidToken, IssuerUnavailable, OidcValidator, Principal
 from identity.policy import Action, Decision, Resource, Role, decide, roles_of
@@ -87,9 +89,13 @@ async def decide_and_record(
     resource: Resource,
     request_id: str | None,
     client_request_id: str | None = None,
+    request_session: AsyncSession | None = None,
 ) -> Decision:
-    """Decide by the policy and write the decision to the audit log."""
-    async with app.state.sessions.begin() as session:
+    """Decide by the policy and write the decision to the audit log, committed before the
+    answer. With the request's own session when it has one: a request that held its session's
+    connection while waiting for a second one for the audit deadlocked the pool under a burst
+    (200 provisions at once waited 30 s and failed)."""
+    async with _audit_transaction(app, request_session) as session:
         tenant_active = True
         if who.tenant is not None and action != Action.READ:
             tenant_active = await tenants.is_active(session, who.tenant)
@@ -110,6 +116,18 @@ async def decide_and_record(
     return decision
 
 
+@asynccontextmanager
+async def _audit_transaction(
+    app: FastAPI, request_session: AsyncSession | None
+) -> AsyncIterator[AsyncSession]:
+    if request_session is None:
+        async with app.state.sessions.begin() as session:
+            yield session
+        return
+    yield request_session
+    await request_session.commit()  # the route's reads so far end here too: nothing is pending
+
+
 def refusal(decision: Decision, resource: Resource) -> Problem | None:
     """The answer to a denied decision: 404 when the resource is missing or must stay hidden
     (the same answer for both), else 403."""
@@ -125,7 +143,7 @@ async def require(request: Request, who: Principal, action: Action, resource: Re
     state = request.state
     decision = await decide_and_record(
         request.app, who, action, resource, getattr(state, "request_id", None),
-        getattr(state, "client_request_id", None),
+        getattr(state, "client_request_id", None), getattr(state, "db_session", None),
     )  # fmt: skip
     if problem := refusal(decision, resource):
         raise problem

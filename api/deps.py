@@ -12,6 +12,7 @@ from temporalio.client import Client
 
 async def db_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with request.app.state.sessions() as session:
+        request.state.db_session = session  # the audit writes through it (api/auth.py)
         yield session
 
 

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
         default=None, description="Boot artifacts by image; unset means data_dir/images"
     )
 
+    api_database_pool_size: int = Field(
+        default=10, ge=1, description="The API's PostgreSQL connections (and as many overflow)"
+    )
     bmc_timeout_seconds: float = 20.0
     bmc_max_concurrent_per_host: int = 4
     baremetal_max_concurrent_activities: int = 100

@@ -1,8 +1,11 @@
 """Authorization through the API: roles decide, denials are 403 problem+json, every decision
-is in the audit log with the request id, and only platform admins read that log."""
+is in the audit log with the request id, and only platform admins read that log. The API runs
+on the smallest pool (one connection and one overflow): a request uses one connection at a time,
+so a burst larger than the pool waits its turn instead of deadlocking it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -22,6 +25,7 @@ async def platform(
     async with running_platform(
         name="t_authz", postgres_url=postgres_url, temporal_address=temporal_address,
         data_dir=tmp_path_factory.mktemp("authz"), ports=PORTS, nodes=1,
+        extra_settings={"api_database_pool_size": 1},
     ) as running:  # fmt: skip
         await running.enroll_lab()
         yield running
@@ -106,3 +110,22 @@ async def test_log_records_carry_the_request_id(
     assert len(mine) == 1 and mine[0].getMessage().startswith("GET /v1/nodes/lab-001 200 ")
     assigned = bad.headers["X-Request-ID"]  # none sent: one was assigned, and logged
     assert any(r.request_id == assigned and " 422 " in r.getMessage() for r in access)
+
+
+async def test_a_burst_beyond_the_pool_is_answered_and_audited(platform: Platform) -> None:
+    """Each request reads the node and writes its audited decision; holding the first
+    connection while waiting for a second deadlocked the pool until its 30 s timeout."""
+    async with platform.api(platform.mint("platform-viewer", subject="burst")) as api:
+        replies = await asyncio.wait_for(
+            asyncio.gather(*(api.get("/v1/nodes/lab-001") for _ in range(20))), timeout=20
+        )
+        assert [r.status_code for r in replies] == [200] * 20, replies[0].text
+    entries, cursor = [], None
+    async with platform.api(platform.mint("platform-admin")) as api:
+        while True:
+            params = {"limit": 1000} | ({"cursor": cursor} if cursor else {})
+            page = (await api.get("/v1/audit", params=params)).json()
+            entries += page["items"]
+            if not (cursor := page["next"]):
+                break
+    assert sum(e["subject"] == "burst" for e in entries) == 20
