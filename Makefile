@@ -7,6 +7,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 PYTEST_ARGS ?=
+# Two workers, one test module each at a time (modules own their ports and namespaces); the
+# peers (PostgreSQL, Temporal) start once in the controller (tests/conftest.py).
+PYTEST_WORKERS ?= -n 2 --dist loadfile --no-loadscope-reorder
 OIDC_LAB := lab/oidc
 OIDC_STAMP := $(OIDC_LAB)/node_modules/.package-lock.json
 # Debian packages of the lab: FRR and sshd in namespaces (the Ethernet fabric), user-mode-linux
@@ -56,7 +59,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 test: $(STAMP) $(OIDC_STAMP) $(LAB_APT_STAMP) $(LAB_IMAGE) lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # Histories of real runs for the replay test (tests/workflows/test_replay.py): these modules run
 # every workflow to success, failure with compensation and cancellation; tests/histories/choose.py

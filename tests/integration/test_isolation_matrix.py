@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from tests.platform import Platform, Ports, running_platform
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-PORTS = Ports(api=18296, lab_control=18396, redfish=18397, ipmi_base=19740)
+PORTS = Ports(api=18296, lab_control=18396, redfish=18397, ipmi_base=19760)
 GPU = "H100 80GB HBM3"
 PLATFORM_ROLES = ("platform-admin", "platform-viewer", "operator")
 PRINCIPALS: dict[str, tuple[str, str | None, str]] = {  # name -> (role, tenant, subject)
