@@ -17,6 +17,7 @@ OIDC_STAMP := $(OIDC_LAB)/node_modules/.package-lock.json
 # slurm-wlm and munge (the lab nodes' real Slurm daemons, lab/slurm), QEMU with its iPXE ROMs,
 # busybox-static and cpio (QEMU nodes that PXE boot the lab image, lab/qemu.py).
 LAB_APT := frr openssh-server user-mode-linux kmod ibsim-utils libumad2sim0 opensm infiniband-diags \
+	iputils-arping \
 	slurm-wlm munge qemu-system-x86 ipxe-qemu busybox-static cpio
 LAB_APT_STAMP := $(VENV)/.lab-apt-stamp
 # The lab's golden image for QEMU nodes, built from Debian packages (images/lab_qemu/).

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import inspect
 import json
+import logging
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ from typing import Any
 from images.slurm import SlurmRole
 from lab.slurm.daemon import Daemon, in_node, record, spawn, stop_recorded
 
+log = logging.getLogger(__name__)
 # Short on purpose: munge's unix socket lives here and sun_path holds 107 bytes.
 RUNTIME_ROOT = Path("/run/metalplane-slurm")
 SUN_PATH_MAX = 107
@@ -26,6 +28,7 @@ IFNAME = "eth0"  # the node's tenant interface in its netns (as in the fabric's 
 NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 GPU_DEVICE = "/run/gpu/nvidia"  # placeholder device files in a node's private /run
 STABLE_RUN = 60.0  # a slurmd that ran this long restarts with the shortest delay again
+CONTROLLER_CHECK = 1.0  # seconds between a compute's looks at its controller's start time
 
 
 class SlurmLabError(RuntimeError):
@@ -71,6 +74,9 @@ class SlurmLab:
         self.backoff = backoff
         self._nodes: dict[str, _Node] = {}
         self._controllers: dict[str, str] = {}  # cluster -> node id
+        # cluster -> how many controllers have come up (a replaced head node is the second)
+        self._controller_generation: dict[str, int] = {}
+        self._announcing: set[asyncio.Task[None]] = set()
         self._pids = self.state_dir / "pids.json"
         stop_recorded(self._pids)  # what a crashed lab on this state dir left running
 
@@ -101,6 +107,7 @@ class SlurmLab:
         node = self._nodes[node_id] = _Node(node_id, netns, role, run)
         try:
             await _check(["ip", "-n", netns, "addr", "replace", role.address, "dev", IFNAME])
+            self._announce(netns, role.address)
             await self._munged(node)
             if role.role == "controller":
                 await self._slurmctld(node)
@@ -134,7 +141,8 @@ class SlurmLab:
         self._record()
 
     async def stop_all(self) -> None:
-        """Compute nodes first (together), controllers last."""
+        """Compute nodes first (together), controllers last; no announcement left running."""
+        await asyncio.gather(*self._announcing)
         computes = [n for n, x in self._nodes.items() if x.role.role == "compute"]
         await asyncio.gather(*(self.stop(n) for n in computes))
         for node_id in list(self._nodes):
@@ -244,6 +252,9 @@ class SlurmLab:
             return False
 
         await _until(up, daemon, 15.0, node.run_dir / "slurmctld.log")
+        self._controller_generation[role.cluster] = (
+            self._controller_generation.get(role.cluster, 0) + 1
+        )
 
     async def _supervise(self, node: _Node) -> None:
         """Run slurmd, restarting it with backoff while the node runs: it exits (after ~19 s)
@@ -260,10 +271,12 @@ class SlurmLab:
                     node, "slurmd", in_node(node.netns, node.run_dir, role.node_name, *argv)
                 )
                 began = loop.time()
-                code = await daemon.proc.wait()
+                code, to_register = await self._exit_or_new_controller(node, daemon)
                 self._record()
                 if node.stopping.is_set():
                     return
+                if to_register:
+                    continue  # at once, and not counted as an exit
                 node.exits, node.last_exit = node.exits + 1, code
                 if loop.time() - began > STABLE_RUN:
                     delay = self.backoff[0]
@@ -273,8 +286,46 @@ class SlurmLab:
         except Exception as e:  # status() reports it; stop() still cleans up
             node.error = f"slurmd supervision failed: {e}"
 
+    def _announce(self, netns: str, address: str) -> None:
+        """Unsolicited ARP for an address the node just took, as a real node's network setup
+        sends: a head node's replacement takes its address, and the other nodes' neighbour
+        entries would point at the old MAC for tens of seconds."""
+        ip = address.split("/")[0]
+        argv = ["ip", "netns", "exec", netns, "arping", "-q", "-U", "-c", "1", "-I", IFNAME, ip]
+        task = asyncio.create_task(_announced(argv))  # takes 1 s; nothing waits on it
+        self._announcing.add(task)
+        task.add_done_callback(self._announcing.discard)
+
+    async def _exit_or_new_controller(self, node: _Node, daemon: Daemon) -> tuple[int | None, bool]:
+        """slurmd's exit code, or its code and True once a compute node's controller has been
+        replaced: stopped so that it starts again and registers with the new one. slurmd
+        registers only when it starts, and a controller that replaced the head node (same
+        address, fresh state) knows none of the dynamic nodes that registered with the old
+        one; the golden image's cluster agent restarts slurmd when its controller changes.
+        A slurmd started before the cluster's first controller came up registers with that
+        one: only a later generation restarts it."""
+        cluster = node.role.cluster
+        registers_with = max(self._controller_generation.get(cluster, 0), 1)
+        exited = asyncio.ensure_future(daemon.proc.wait())
+        while True:
+            done, _ = await asyncio.wait({exited}, timeout=CONTROLLER_CHECK)
+            if done:
+                return exited.result(), False
+            replaced = self._controller_generation.get(cluster, 0) > registers_with
+            if node.role.role == "compute" and replaced:
+                if not node.stopping.is_set():
+                    await daemon.stop()
+                return await exited, True
+
     def _record(self) -> None:
         record(self._pids, {n: list(x.daemons.values()) for n, x in self._nodes.items()})
+
+
+async def _announced(argv: list[str]) -> None:
+    try:
+        await _check(argv)
+    except (SlurmLabError, OSError) as error:  # only slows the next contact to the address
+        log.warning("no unsolicited ARP: %s", error)
 
 
 async def _until(

@@ -69,7 +69,8 @@ async def platform(
         name="t_clusters", postgres_url=postgres_url, temporal_address=temporal_address,
         data_dir=tmp_path_factory.mktemp("clusters"), ports=PORTS, nodes=NODES,
         protocols="redfish", lab_slurm=True,
-        extra_settings={"cluster_ready_timeout_seconds": 60, "cluster_max_replacements": 1},
+        # Only a failing test waits out the ready timeout: long enough for a busy machine.
+        extra_settings={"cluster_ready_timeout_seconds": 120, "cluster_max_replacements": 1},
     ) as running:  # fmt: skip
         await running.enroll_lab()
         async with running.api(running.mint("platform-admin")) as api:

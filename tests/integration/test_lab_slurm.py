@@ -1,7 +1,8 @@
 """The lab's Slurm side with real daemons: a controller and three compute nodes, each in its own
 network namespace on one bridge, become idle with their GPUs, run `srun -N4`, shrink by one
 drained node, and stop without leaving a process behind. A node with the wrong munge key never
-joins. Needs root, slurm-wlm and munge (Makefile LAB_APT): without them the tests fail."""
+joins. A compute node registers again with a controller that replaced the head node. Needs
+root, slurm-wlm and munge (Makefile LAB_APT): without them the tests fail."""
 
 from __future__ import annotations
 
@@ -192,3 +193,19 @@ async def test_wrong_munge_key_never_joins(lab: SlurmLab) -> None:
     await wait_nodes(lab, cluster, NAMES[:1])  # the controller's own slurmd only
     ctl_log = (lab.run_dir(HOSTS[0]) / "slurmctld.log").read_text()
     assert "Invalid credential" in ctl_log
+
+
+async def test_computes_register_again_with_a_replaced_controller(lab: SlurmLab) -> None:
+    """The head node goes after a compute node registered with it; the node that replaces it
+    (same address, fresh state) knows no dynamic node until the compute's slurmd restarts."""
+    cluster = "mpsl-c3"
+    ctl, compute = roles(cluster, os.urandom(128), count=2)
+    await lab.start(HOSTS[0], HOSTS[0], ctl)
+    await lab.start(HOSTS[1], HOSTS[1], compute)
+    await wait_nodes(lab, cluster, NAMES[:2])
+    await lab.stop(HOSTS[0])
+    conf = render_slurm_conf(cluster, NAMES[2], ctl.controller)
+    replacement = ctl.model_copy(update={"node_name": NAMES[2], "slurm_conf": conf})
+    await lab.start(HOSTS[2], HOSTS[2], replacement)
+    await wait_nodes(lab, cluster, NAMES[1:3])
+    assert lab.status(HOSTS[1]).slurmd_exits == 0  # restarted to register, not failed
