@@ -56,7 +56,7 @@ async def test_a_qemu_node_provisions_with_tuning_verified_from_the_real_kernel(
     # Read by the agent from the running guest kernel and its firmware tables.
     assert facts["hugepages"]["1048576"] == 16
     assert facts["iommu_mode"] == "passthrough"  # the IOMMU groups' default domain: identity
-    assert facts["transparent_hugepage"] == "never"
+    assert facts["transparent_hugepage"] == "always"  # the seed's "Huge pages: always"
     assert "hugepages=16" in facts["kernel_cmdline"]
     assert facts["nics"][0]["mac"] == (await platform.lab_node("lab-001"))["macs"][0]
     lab = await platform.lab_node("lab-001")

@@ -60,7 +60,7 @@ def test_profile_kernel_args_by_cpu_vendor() -> None:
         "hugepagesz=1G",
         "hugepages=16",
         "default_hugepagesz=1G",
-        "transparent_hugepage=never",
+        "transparent_hugepage=always",
         "processor.max_cstate=1",
         "intel_idle.max_cstate=0",
     ]
@@ -82,7 +82,7 @@ def test_ipxe_round_trip_follows_the_boot_contract() -> None:
     booted = parse_cmdline(" ".join(args))
     assert booted["iommu"] == "pt" and booted["intel_iommu"] == "on"
     assert booted["hugepagesz"] == "1G" and booted["hugepages"] == "16"
-    assert booted["transparent_hugepage"] == "never"
+    assert booted["transparent_hugepage"] == "always"
     assert booted["console"] == "ttyS0,115200n8"
 
 
@@ -129,14 +129,14 @@ def test_user_data_round_trip() -> None:
     assert mp["image"] == "lab-sim"
     assert mp["phone_home"] == {"url": f"{URL}/boot/phone-home", "token": "secret"}
     assert mp["tuning"]["cpu_governor"] == "performance"
-    assert mp["tuning"]["transparent_hugepage"] == "never"
+    assert mp["tuning"]["transparent_hugepage"] == "always"
     script = doc["write_files"][0]
     assert script["permissions"] == "0755"
     assert doc["runcmd"] == [[script["path"]]]
     body = script["content"]
     assert body.startswith("#!/bin/sh\n")
     assert "echo performance >" in body
-    assert "echo never > /sys/kernel/mm/transparent_hugepage/enabled" in body
+    assert "echo always > /sys/kernel/mm/transparent_hugepage/enabled" in body
     assert "hugepages-1048576kB/nr_hugepages" in body and "-lt 16" in body
 
 

@@ -26,7 +26,7 @@ def good_facts(**changes: object) -> NodeFacts:
         initrd_sha256=INITRD_SHA,
         cpu_governor="performance",
         hugepages={"1048576": 16},
-        transparent_hugepage="never",
+        transparent_hugepage="always",
         iommu_mode="passthrough",
         bios=bios,
         system_vendor="Dell Inc.",
@@ -54,10 +54,10 @@ def test_correct_node_verifies() -> None:
 
 def test_wrong_kernel_argument_value_and_absent_argument() -> None:
     cmdline = good_facts().kernel_cmdline.replace("iommu=pt", "iommu=off")
-    cmdline = cmdline.replace(" transparent_hugepage=never", "")
+    cmdline = cmdline.replace(" transparent_hugepage=always", "")
     assert run(good_facts(kernel_cmdline=cmdline)) == [
         "kernel argument iommu: expected 'pt', got 'off'",
-        "kernel argument transparent_hugepage: expected 'never', got nothing (absent)",
+        "kernel argument transparent_hugepage: expected 'always', got nothing (absent)",
     ]
 
 
@@ -65,13 +65,13 @@ def test_os_state_mismatches() -> None:
     facts = good_facts(
         iommu_mode="translated",
         hugepages={},
-        transparent_hugepage="always",
+        transparent_hugepage="never",
         cpu_governor="schedutil",
     )
     assert run(facts) == [
         "iommu mode: expected 'passthrough', got 'translated'",
         "huge pages 1G: expected 16, got 0",
-        "transparent huge pages: expected 'never', got 'always'",
+        "transparent huge pages: expected 'always', got 'never'",
         "cpu governor: expected 'performance', got 'schedutil'",
     ]
 
