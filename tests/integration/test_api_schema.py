@@ -20,6 +20,8 @@ import pytest_asyncio
 
 from tests.platform import Platform, Ports, running_platform
 
+ROOT = Path(__file__).resolve().parents[2]
+HOOKS = "tests.integration.schemathesis_hooks"  # fresh Idempotency-Keys in stateful sequences
 PORTS = Ports(api=18230, lab_control=18330, redfish=18331, ipmi_base=19630)
 CHECKS = ",".join([
     "not_a_server_error", "status_code_conformance", "content_type_conformance",
@@ -52,7 +54,7 @@ def schemathesis(platform: Platform, token: str, tmp: Path, *selection: str) -> 
         "--phases", "examples,coverage,fuzzing,stateful", "--request-timeout", "20",
         "--seed", "1", "--no-color", *selection,
     ]  # fmt: skip
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": ""}
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": HOOKS, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(argv, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-20_000:] + result.stderr[-5_000:]
 
