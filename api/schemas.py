@@ -109,6 +109,9 @@ class NodeOut(BaseModel):
     bmc: BmcOut | None
     image: str | None
     last_error: str | None
+    maintenance_reason: str | None = Field(
+        default=None, description="why an operator took it out of service (maintenance)"
+    )
     labels: dict[str, str] | None
     tenant_id: str | None = Field(default=None, description="the tenant that holds it")
     cluster_id: uuid.UUID | None = Field(default=None, description="its cluster, if any")
@@ -141,6 +144,7 @@ class NodeOut(BaseModel):
             ),
             image=node.image,
             last_error=node.last_error,
+            maintenance_reason=node.maintenance_reason,
             labels=node.labels or {},
             tenant_id=node.tenant_id,
             cluster_id=node.cluster_id,
@@ -152,7 +156,7 @@ class NodeOut(BaseModel):
             updated_at=node.updated_at,
         )
         if not platform_view:
-            out.macs = out.bmc = out.labels = out.last_error = None
+            out.macs = out.bmc = out.labels = out.last_error = out.maintenance_reason = None
         return out
 
 
@@ -163,6 +167,10 @@ class NodeList(BaseModel):
 
 class ProvisionRequest(BaseModel):
     image: Text = Field(min_length=1, max_length=128)
+
+
+class MaintenanceRequest(BaseModel):
+    reason: Text = Field(min_length=1, max_length=1000, description="why, for the other operators")
 
 
 class RebootRequest(BaseModel):

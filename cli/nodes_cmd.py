@@ -18,7 +18,10 @@ from core.settings import Settings
 
 from .login import stored_token
 
-app = typer.Typer(no_args_is_help=True, help="List, enroll, provision, reboot and release nodes")
+app = typer.Typer(
+    no_args_is_help=True,
+    help="List, enroll, provision, reboot and release nodes; take them out of service",
+)
 console = Console()
 
 ApiUrl = Annotated[str, typer.Option(envvar="METALPLANE_API_URL", help="API base URL")]
@@ -189,3 +192,21 @@ def reboot(
 ) -> None:
     """Reboot active nodes (a stateless image's boot is verified again)."""
     _operate(api_url, node_ids, "reboot", {"hard": hard}, wait=wait, timeout=timeout)
+
+
+@app.command()
+def maintenance(
+    node_ids: Annotated[list[str], typer.Argument(help="Node ids")],
+    reason: Annotated[str | None, typer.Option(help="Why: takes free nodes out of service")] = None,
+    done: Annotated[bool, typer.Option("--done", help="Return them to service")] = False,
+    api_url: ApiUrl = "http://127.0.0.1:8000",
+) -> None:
+    """Take free nodes out of service with a reason, or return them to service (--done)."""
+    if done == (reason is not None):
+        raise typer.BadParameter("give either --reason or --done")
+    with _client(api_url) as http:
+        for node_id in node_ids:
+            url = f"/v1/nodes/{node_id}/maintenance"
+            reply = http.delete(url) if done else http.put(url, json={"reason": reason})
+            node = _check(reply)
+            console.print(f"{node['id']}: {node['state']}")

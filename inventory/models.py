@@ -57,6 +57,8 @@ class Node(Base):
 
     state: Mapped[str] = mapped_column(String(32), default=NodeState.AVAILABLE.value)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Why an operator took the node out of service (`maintenance`); None otherwise.
+    maintenance_reason: Mapped[str | None] = mapped_column(Text)
     operation: Mapped[str | None] = mapped_column(String(32))
     workflow_id: Mapped[str | None] = mapped_column(String(255))
     image: Mapped[str | None] = mapped_column(String(128))

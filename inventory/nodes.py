@@ -17,7 +17,13 @@ from sqlalchemy.orm import selectinload
 from inventory import events
 from inventory.errors import NodeConflict, NodeNotFound
 from inventory.models import Cluster, Event, Nic, Node
-from inventory.states import PROVISION_FROM, REBOOT_FROM, RELEASE_FROM, NodeState
+from inventory.states import (
+    MAINTENANCE_FROM,
+    PROVISION_FROM,
+    REBOOT_FROM,
+    RELEASE_FROM,
+    NodeState,
+)
 
 # The state a node is in while an operation holds it.
 HELD_STATE = {
@@ -344,3 +350,68 @@ async def finish(
         reason=reason,
         values=values,
     )
+
+
+async def enter_maintenance(session: AsyncSession, node_id: str, *, reason: str) -> Node:
+    """Take a free node out of service with the operator's reason; a node already in
+    maintenance gets the new reason. NodeConflict while anything holds it."""
+    found = (await session.execute(holder_query(node_id))).one_or_none()
+    if found is None:
+        raise NodeNotFound(node_id)
+    before = found[0]
+    allowed = [str(s) for s in (*MAINTENANCE_FROM, NodeState.MAINTENANCE)]
+    changed = await session.scalar(
+        update(Node)
+        .where(
+            Node.id == node_id,
+            Node.state.in_(allowed),
+            Node.tenant_id.is_(None),
+            Node.cluster_id.is_(None),
+        )
+        .values(state=NodeState.MAINTENANCE.value, maintenance_reason=reason, operation=None)
+        .returning(Node.id)
+    )
+    if changed is None:
+        current = await get(session, node_id)
+        raise NodeConflict(
+            f"node {node_id!r} is {current.state}"
+            + (f" in cluster {current.cluster_id}" if current.cluster_id else "")
+            + "; it can be put in maintenance when free and one of: "
+            + ", ".join(str(s) for s in MAINTENANCE_FROM)
+        )
+    if before != NodeState.MAINTENANCE.value:
+        events.record(
+            session, kind="node", resource_id=node_id, tenant_id=None, owner=None,
+            from_state=before, to_state=NodeState.MAINTENANCE.value, workflow_id=None,
+            reason=reason,
+        )  # fmt: skip
+    return await _reloaded(session, node_id)
+
+
+async def leave_maintenance(session: AsyncSession, node_id: str, *, reason: str) -> Node:
+    """Return a node in maintenance to service: `available`. NodeConflict in any other state."""
+    await get(session, node_id)
+    changed = await session.scalar(
+        update(Node)
+        .where(Node.id == node_id, Node.state == NodeState.MAINTENANCE.value)
+        .values(state=NodeState.AVAILABLE.value, maintenance_reason=None, last_error=None)
+        .returning(Node.id)
+    )
+    if changed is None:
+        current = await get(session, node_id)
+        raise NodeConflict(f"node {node_id!r} is {current.state}, not in maintenance")
+    events.record(
+        session, kind="node", resource_id=node_id, tenant_id=None, owner=None,
+        from_state=NodeState.MAINTENANCE.value, to_state=NodeState.AVAILABLE.value,
+        workflow_id=None, reason=reason,
+    )  # fmt: skip
+    return await _reloaded(session, node_id)
+
+
+async def _reloaded(session: AsyncSession, node_id: str) -> Node:
+    """The node as the UPDATE left it, with its NICs (what the API shows)."""
+    query = select(Node).where(Node.id == node_id).options(selectinload(Node.nics))
+    node = await session.scalar(query.execution_options(populate_existing=True))
+    if node is None:
+        raise NodeNotFound(node_id)
+    return node

@@ -23,6 +23,9 @@ class NodeState(StrEnum):
 PROVISION_FROM = (NodeState.AVAILABLE, NodeState.FAILED)
 RELEASE_FROM = (NodeState.ACTIVE, NodeState.FAILED, NodeState.AVAILABLE, NodeState.PROVISIONING)
 REBOOT_FROM = (NodeState.ACTIVE,)
+# An operator takes a node out of service only when nothing holds it: no operation, tenant or
+# cluster. No operation claims a node from `maintenance`, so it is never allocated.
+MAINTENANCE_FROM = (NodeState.AVAILABLE, NodeState.FAILED)
 
 
 class ClusterState(StrEnum):

@@ -46,6 +46,7 @@ from ..openapi import errors
 from ..problems import Problem
 from ..schemas import (
     LabelFilter,
+    MaintenanceRequest,
     NodeEnroll,
     NodeId,
     NodeList,
@@ -328,3 +329,42 @@ async def reboot_node(
     accepted = await _start(client, request, node, REBOOT_NODE, reboot, "reboot")
     await db.commit()
     return accepted
+
+
+@router.put(
+    "/{node_id}/maintenance",
+    response_model=NodeOut,
+    summary="Take the node out of service, with a reason",
+    description="From `available` or `failed`, when no tenant or cluster holds it: the node is "
+    "`maintenance` and never allocated or claimed until an operator returns it. Again on a node "
+    "in maintenance: the new reason.",
+    responses=errors(404, 409),
+)
+async def enter_maintenance(
+    node_id: NodeId, body: MaintenanceRequest, request: Request, db: Db, who: Caller
+) -> NodeOut:
+    node = await _authorized(request, db, who, node_id, Action.OPERATE)
+    try:
+        node = await nodes.enter_maintenance(db, node.id, reason=body.reason)
+    except NodeConflict as exc:
+        raise Problem(409, "invalid-node-state", "Node cannot go to maintenance", str(exc)) from exc
+    await db.commit()
+    return _out(who, node)
+
+
+@router.delete(
+    "/{node_id}/maintenance",
+    response_model=NodeOut,
+    summary="Return the node in maintenance to service (available)",
+    responses=errors(404, 409),
+)
+async def leave_maintenance(node_id: NodeId, request: Request, db: Db, who: Caller) -> NodeOut:
+    node = await _authorized(request, db, who, node_id, Action.OPERATE)
+    try:
+        node = await nodes.leave_maintenance(
+            db, node.id, reason=f"returned to service by {who.subject}"
+        )
+    except NodeConflict as exc:
+        raise Problem(409, "invalid-node-state", "Node is not in maintenance", str(exc)) from exc
+    await db.commit()
+    return _out(who, node)

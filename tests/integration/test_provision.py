@@ -13,7 +13,9 @@ import pytest_asyncio
 from sqlalchemy import select, update
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import CancelledError
+from typer.testing import CliRunner
 
+from cli.main import app as cli_app
 from core.contracts import REBOOT_NODE, TASK_QUEUE_BAREMETAL, RebootNodeInput, node_workflow_id
 from inventory import nodes
 from inventory.models import Event, Node
@@ -296,3 +298,43 @@ async def test_phone_home_token_is_single_use(platform: Platform) -> None:
         )
     assert refused.status_code == 401
     assert refused.json()["type"] == "urn:metalplane:problem:invalid-boot-token"
+
+
+async def test_an_operator_takes_a_free_node_out_of_service_and_back(platform: Platform) -> None:
+    node_id, reason = "lab-014", "PSU 2 replaced: burn-in pending"
+    url = f"/v1/nodes/{node_id}/maintenance"
+    async with platform.api() as ops:  # an operator
+        reply = await ops.put(url, json={"reason": reason})
+        assert reply.status_code == 200, reply.text
+        node = reply.json()
+        assert (node["state"], node["maintenance_reason"]) == ("maintenance", reason)
+        refused = await ops.post(f"/v1/nodes/{node_id}/provision", json={"image": "lab-sim"})
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["type"].endswith(":invalid-node-state")
+        for bad in ({"reason": ""}, {"reason": "two\nlines"}, {}):
+            assert (await ops.put(url, json=bad)).status_code == 422, bad
+    async with platform.api(platform.mint("platform-viewer")) as viewer:
+        assert (await viewer.put(url, json={"reason": "mine now"})).status_code == 403
+        seen = (await viewer.get(f"/v1/nodes/{node_id}")).json()
+        assert (seen["state"], seen["maintenance_reason"]) == ("maintenance", reason)
+    async with platform.api() as ops:
+        back = await ops.delete(url)
+        assert back.status_code == 200, back.text
+        assert (back.json()["state"], back.json()["maintenance_reason"]) == ("available", None)
+        again = await ops.delete(url)
+        assert again.status_code == 409 and "not in maintenance" in again.json()["detail"]
+    # The same round trip from the CLI.
+    cli = CliRunner(env={"METALPLANE_TOKEN": platform.token})
+    for argv, state in (
+        (["--reason", "reseat the NIC"], "maintenance"), (["--done"], "available"),
+    ):  # fmt: skip
+        args = ["nodes", "maintenance", node_id, *argv, "--api-url", platform.api_url]
+        result = await asyncio.to_thread(cli.invoke, cli_app, args)
+        assert result.exit_code == 0 and f"{node_id}: {state}" in result.output, result.output
+    refused = await asyncio.to_thread(cli.invoke, cli_app, ["nodes", "maintenance", node_id])
+    assert refused.exit_code != 0 and "either --reason or --done" in refused.output
+    await provision(platform, node_id)
+    assert (await platform.wait_state(node_id, {"active", "failed"}))["state"] == "active"
+    async with platform.api() as ops:
+        busy = await ops.put(url, json={"reason": "while a tenant could hold it"})
+        assert busy.status_code == 409 and "is active" in busy.json()["detail"], busy.text

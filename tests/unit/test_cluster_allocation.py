@@ -10,13 +10,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from inventory import clusters, tenants
+from inventory import clusters, nodes, tenants
+from inventory.errors import NodeConflict
 from inventory.models import (
     Cluster,
     ClusterMember,
+    Event,
     IbPort,
     Network,
     Nic,
@@ -200,3 +202,32 @@ def test_ranking_prefers_one_group_that_fits_then_the_biggest_groups() -> None:
     assert [x.node_id for x in clusters.rank(pool, 2)][:2] == ["a1", "a2"]  # smallest fit
     assert [x.node_id for x in clusters.rank(pool, 3)][:3] == ["b1", "b2", "b3"]
     assert [x.node_id for x in clusters.rank(pool, 5)][:5] == ["b1", "b2", "b3", "a1", "a2"]
+
+
+async def test_a_node_in_maintenance_is_never_allocated_until_it_returns(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions.begin() as session:
+        since = await session.scalar(select(func.coalesce(func.max(Event.id), 0)))
+        node = await nodes.enter_maintenance(session, "n01", reason="fan 3 failed")
+        assert (node.state, node.maintenance_reason) == ("maintenance", "fan 3 failed")
+        again = await nodes.enter_maintenance(session, "n01", reason="fan 3 replaced, burn-in")
+        assert again.maintenance_reason == "fan 3 replaced, burn-in"
+    assert sorted(await admit(sessions, cluster("acme", 4))) == ["n02", "n03", "n04", "n05"]
+    with pytest.raises(clusters.InsufficientCapacity):  # only n01 has H100s left
+        await admit(sessions, cluster("globex", 1))
+    async with sessions.begin() as session:
+        with pytest.raises(NodeConflict, match="n03' is available in cluster"):
+            await nodes.enter_maintenance(session, "n03", reason="held by acme")
+        with pytest.raises(NodeConflict, match="not in maintenance"):
+            await nodes.leave_maintenance(session, "n06", reason="not in it")
+        back = await nodes.leave_maintenance(session, "n01", reason="returned")
+        assert (back.state, back.maintenance_reason) == ("available", None)
+        moves = (await session.execute(
+            select(Event.from_state, Event.to_state, Event.reason)
+            .where(Event.resource_id == "n01", Event.id > since).order_by(Event.id)
+        )).all()  # fmt: skip
+    assert [tuple(m) for m in moves] == [
+        ("available", "maintenance", "fan 3 failed"), ("maintenance", "available", "returned"),
+    ]  # fmt: skip
+    assert await admit(sessions, cluster("globex", 1)) == ["n01"]
