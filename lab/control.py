@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
@@ -21,6 +21,10 @@ class NetnsBody(BaseModel):
 class SlurmCommand(BaseModel):
     argv: list[str] = Field(min_length=1, max_length=64)
     timeout: float = Field(default=30.0, gt=0, le=600)
+
+
+class PowerBody(BaseModel):
+    state: Literal["on", "off"]
 
 
 class FaultsBody(BaseModel):
@@ -76,6 +80,13 @@ def create_app(lab: Lab) -> FastAPI:
     def put_faults(node_id: str, body: FaultsBody) -> dict[str, Any]:
         node = node_or_404(node_id)
         node.set_faults(Faults(**body.model_dump()))
+        return node.state()
+
+    @app.put("/lab/nodes/{node_id}/power")
+    def put_power(node_id: str, body: PowerBody) -> dict[str, Any]:
+        """Behind the platform's back, as a technician's power button or a tripped PDU."""
+        node = node_or_404(node_id)
+        node.press_power(body.state)
         return node.state()
 
     @app.put("/lab/nodes/{node_id}/bios")

@@ -187,6 +187,15 @@ class SimNode:
         if was_on and self._listener is not None:
             self._listener.stopped(self)
 
+    def press_power(self, state: Power) -> None:
+        """Power changed outside the BMC (a technician, a PDU): no BMC command is counted."""
+        with self._lock:
+            if state == "off":
+                self._halt()
+            elif self.power != "on":
+                self.power = "on"
+                self._start_boot()
+
     def soft_off(self) -> None:
         """ACPI power button: only a running OS that handles it turns the node off."""
         with self._lock:
