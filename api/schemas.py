@@ -112,6 +112,12 @@ class NodeOut(BaseModel):
     maintenance_reason: str | None = Field(
         default=None, description="why an operator took it out of service (maintenance)"
     )
+    power_state: str | None = Field(
+        default=None, description="the platform's record of its power: on, off, or never read"
+    )
+    bmc_unreachable_since: datetime | None = Field(
+        default=None, description="since when its BMC has not answered the power sync"
+    )
     labels: dict[str, str] | None
     tenant_id: str | None = Field(default=None, description="the tenant that holds it")
     cluster_id: uuid.UUID | None = Field(default=None, description="its cluster, if any")
@@ -145,6 +151,8 @@ class NodeOut(BaseModel):
             image=node.image,
             last_error=node.last_error,
             maintenance_reason=node.maintenance_reason,
+            power_state=node.power_state,
+            bmc_unreachable_since=node.bmc_unreachable_since,
             labels=node.labels or {},
             tenant_id=node.tenant_id,
             cluster_id=node.cluster_id,
@@ -157,6 +165,7 @@ class NodeOut(BaseModel):
         )
         if not platform_view:
             out.macs = out.bmc = out.labels = out.last_error = out.maintenance_reason = None
+            out.power_state = out.bmc_unreachable_since = None
         return out
 
 

@@ -27,6 +27,9 @@ CREATE_CLUSTER = "CreateCluster"
 DELETE_CLUSTER = "DeleteCluster"
 SCALE_CLUSTER = "ScaleCluster"
 
+SYNC_POWER_STATES = "SyncPowerStates"
+POWER_SYNC_SCHEDULE_ID = "power-sync"  # the Temporal Schedule that starts SyncPowerStates
+
 SIGNAL_PHONE_HOME = "phone_home"
 SIGNAL_CLUSTER_REPORT = "cluster_report"
 QUERY_PHASE = "phase"
@@ -147,3 +150,34 @@ class OperationResult:
     node_id: str
     state: str
     detail: str = ""
+
+
+@dataclass
+class SyncPowerStatesInput:
+    """What the power-sync schedule passes each run (set from the worker's settings)."""
+
+    policy: str = "report"  # inventory.power.PowerPolicy
+    unreachable_after: int = 3  # failed reads in a row that flag a node's BMC
+    batch_size: int = 200  # nodes per activity
+
+
+@dataclass
+class PowerSyncSummary:
+    """One sync's outcome, as operators see it in the Web UI (node ids per finding)."""
+
+    checked: int = 0
+    skipped: int = 0  # claimed by an operation meanwhile: the next sync reads them
+    failed_reads: list[str] = field(default_factory=list)  # the BMC did not answer this run
+    drifted: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
+    restore_failed: list[str] = field(default_factory=list)
+    unreachable: list[str] = field(default_factory=list)  # flagged by this sync
+    answering_again: list[str] = field(default_factory=list)
+
+    def plus(self, other: PowerSyncSummary) -> PowerSyncSummary:
+        return PowerSyncSummary(
+            self.checked + other.checked, self.skipped + other.skipped,
+            self.failed_reads + other.failed_reads, self.drifted + other.drifted,
+            self.restored + other.restored, self.restore_failed + other.restore_failed,
+            self.unreachable + other.unreachable, self.answering_again + other.answering_again,
+        )  # fmt: skip

@@ -74,6 +74,18 @@ class Settings(BaseSettings):
     baremetal_max_concurrent_activities: int = 100
     inventory_max_concurrent_activities: int = 100
     phone_home_timeout_seconds: float = 900.0
+    # The power-state sync (docs/provisioning.md): the bare-metal worker keeps its schedule.
+    power_sync_interval_seconds: float = Field(
+        default=60.0, ge=0, description="How often every node's power is read; 0: no sync"
+    )
+    power_sync_policy: Literal["report", "restore"] = Field(
+        default="report", description="On drift: record it, or also restore the recorded state"
+    )
+    power_sync_unreachable_after: int = Field(
+        default=3, ge=1, description="Failed BMC reads in a row that flag a node"
+    )
+    power_sync_concurrency: int = Field(default=20, ge=1, description="BMC reads in flight")
+    power_sync_batch_size: int = Field(default=200, ge=1, description="Nodes per activity")
     boot_session_ttl_seconds: float = 3600.0
     # The head node's report token expires this long after it was issued; every accepted
     # report's answer carries a fresh one.

@@ -53,6 +53,7 @@ RULES: dict[tuple[str, Action], frozenset[Role]] = {
     ("node", Action.READ): frozenset({ADMIN, P_VIEWER, OPS, T_ADMIN, MEMBER, VIEWER}),
     ("node", Action.CREATE): frozenset({ADMIN, OPS}),
     ("node", Action.OPERATE): frozenset({ADMIN, OPS}),
+    ("power", Action.READ): frozenset({ADMIN, P_VIEWER, OPS}),  # power-sync events of nodes
     ("switch", Action.READ): frozenset({ADMIN, P_VIEWER, OPS}),
     ("switch", Action.CREATE): frozenset({ADMIN, OPS}),
     ("switch", Action.UPDATE): frozenset({ADMIN, OPS}),

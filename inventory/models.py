@@ -59,6 +59,12 @@ class Node(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     # Why an operator took the node out of service (`maintenance`); None otherwise.
     maintenance_reason: Mapped[str | None] = mapped_column(Text)
+    # The platform's record of the node's power ("on", "off"; None: never read), kept by the
+    # power activities and the power-state sync (inventory/power.py).
+    power_state: Mapped[str | None] = mapped_column(String(8))
+    power_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    bmc_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # in a row
+    bmc_unreachable_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     operation: Mapped[str | None] = mapped_column(String(32))
     workflow_id: Mapped[str | None] = mapped_column(String(255))
     image: Mapped[str | None] = mapped_column(String(128))

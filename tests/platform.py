@@ -215,7 +215,7 @@ async def record_histories(client: Client, directory: Path) -> None:
         history = await handle.fetch_history()
         status = execution.status.name.lower() if execution.status else "unknown"
         name = f"{execution.workflow_type}.{status}.{execution.id}.{execution.run_id[:8]}.json"
-        recorded[name.replace("/", "_")] = history.to_json()
+        recorded[name.replace("/", "_").replace(":", "-")] = history.to_json()  # portable names
 
     def write() -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -303,22 +303,22 @@ async def running_platform(
     lab_gpu_model: str | None = None,
     lab_qemu_nodes: int = 0,
 ) -> AsyncIterator[Platform]:
-    settings = Settings(
-        data_dir=data_dir,
-        database_url=postgres_url,
-        database_schema=name,
-        temporal_address=temporal_address,
-        temporal_namespace=name,
-        api_port=ports.api,
-        public_url=f"http://127.0.0.1:{ports.api}",
-        phone_home_timeout_seconds=phone_home_timeout,
-        bmc_timeout_seconds=15,
-        rate_limit_per_second=1000.0,  # tests and benchmarks drive many calls as one subject
-        rate_limit_burst=10_000,
-        oidc_issuer=oidc_issuer,
-        jwt_audience=jwt_audience,
-        **(extra_settings or {}),
-    )
+    settings = Settings(**{
+        "data_dir": data_dir,
+        "database_url": postgres_url,
+        "database_schema": name,
+        "temporal_address": temporal_address,
+        "temporal_namespace": name,
+        "api_port": ports.api,
+        "public_url": f"http://127.0.0.1:{ports.api}",
+        "phone_home_timeout_seconds": phone_home_timeout,
+        "bmc_timeout_seconds": 15,
+        "rate_limit_per_second": 1000.0,  # tests and benchmarks drive many calls as one subject
+        "rate_limit_burst": 10_000,
+        "oidc_issuer": oidc_issuer,
+        "jwt_audience": jwt_audience,
+        **(extra_settings or {}),  # may override the above
+    })  # fmt: skip
     await upgrade_async(postgres_url, name)
     admin = await Client.connect(temporal_address)
     await ensure_namespace(admin, name)

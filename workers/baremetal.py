@@ -1,4 +1,5 @@
-"""Bare-metal worker: the node lifecycle workflows and the BMC activities.
+"""Bare-metal worker: the node lifecycle workflows, the power-state sync (it keeps the sync's
+Temporal Schedule as its settings say) and the BMC activities.
 
 max_concurrent_activities bounds the BMC calls in flight from this process; the drivers
 additionally limit calls per BMC host.
@@ -19,11 +20,13 @@ from inventory.db import session_factory
 from workflows.node import ProvisionNode, ReleaseNode
 from workflows.node_boot import CheckNodeBoot
 from workflows.node_reboot import RebootNode
+from workflows.power_sync import SyncPowerStates
 
 from .common import connect_temporal, inventory_engine, run_until_signalled, workflow_runner
+from .power_sync_schedule import ensure_power_sync_schedule
 
 # What this task queue runs: its worker, and the replay test of tests/histories/.
-WORKFLOWS = [ProvisionNode, ReleaseNode, RebootNode, CheckNodeBoot]
+WORKFLOWS = [ProvisionNode, ReleaseNode, RebootNode, CheckNodeBoot, SyncPowerStates]
 
 
 def build_worker(
@@ -38,6 +41,8 @@ def build_worker(
             activities.ensure_power,
             activities.ensure_boot_device,
             activities.prepare_network_boot,
+            activities.list_nodes_for_power_sync,
+            activities.sync_power_states,
         ],
         max_concurrent_activities=settings.baremetal_max_concurrent_activities,
     )
@@ -48,6 +53,7 @@ def make_activities(settings: Settings, sessions) -> BaremetalActivities:  # typ
         sessions,
         bmc_timeout=settings.bmc_timeout_seconds,
         max_concurrent_per_host=settings.bmc_max_concurrent_per_host,
+        power_sync_concurrency=settings.power_sync_concurrency,
     )
 
 
@@ -57,6 +63,7 @@ async def main() -> None:
     client = await connect_temporal(settings)
     activities = make_activities(settings, session_factory(engine))
     worker = build_worker(client, activities, settings, TASK_QUEUE_BAREMETAL)
+    await ensure_power_sync_schedule(client, settings, TASK_QUEUE_BAREMETAL)
 
     async def on_exit() -> None:
         await close_pooled_sessions()

@@ -32,6 +32,8 @@ from activities.inventory import (
     VerifyNode,
 )
 from activities.network import NetworkNode, NetworkOnSwitch, NetworkStateChange, NodePorts
+from activities.power_sync import PowerSyncBatch
+from core.contracts import PowerSyncSummary
 
 Call = tuple[str, Any]  # (registered activity name, its argument or None)
 
@@ -78,6 +80,7 @@ class Doubles:
         self.spares = ["spare1", "spare2", "spare3"]
         self.verification_generation = 1
         self.stateless = False
+        self.sync_nodes = ["n1", "n2", "n3", "n4", "n5"]  # what the power sync lists
 
     # -- knobs -------------------------------------------------------------------------------
 
@@ -180,6 +183,16 @@ class Doubles:
     async def prepare_network_boot(self, request: PrepareNetworkBoot) -> PreparedBoot:
         return await self._act(
             "prepare_network_boot", request, lambda: PreparedBoot(True, {}, True)
+        )
+
+    @activity.defn(name="list_nodes_for_power_sync")
+    async def list_nodes_for_power_sync(self) -> list[str]:
+        return await self._act("list_nodes_for_power_sync", None, lambda: list(self.sync_nodes))
+
+    @activity.defn(name="sync_power_states")
+    async def sync_power_states(self, batch: PowerSyncBatch) -> PowerSyncSummary:
+        return await self._act(
+            "sync_power_states", batch, lambda: PowerSyncSummary(checked=len(batch.node_ids))
         )
 
     # -- InventoryActivities -------------------------------------------------------------------
