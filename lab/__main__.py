@@ -32,6 +32,10 @@ def parse_args(argv: list[str] | None = None) -> LabConfig:
     )
     p.add_argument("--gpu-model", choices=[g[1] for g in GPU_MODELS], help="every node's GPU model")
     p.add_argument("--qemu-nodes", type=int, default=0, help="more nodes that are QEMU VMs")
+    p.add_argument(
+        "--ssh-base-port", type=int, default=2200,
+        help="QEMU node N's SSH server on 127.0.0.1:(this + N - 1); 0: not forwarded",
+    )  # fmt: skip
     args = p.parse_args(argv)
     protocols = tuple(x.strip() for x in args.protocols.split(",") if x.strip())
     if not protocols or any(x not in ("ipmi", "redfish") for x in protocols):
@@ -49,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> LabConfig:
         flat_network=args.flat_network,
         gpu_model=args.gpu_model,
         qemu_nodes=args.qemu_nodes,
+        ssh_base_port=args.ssh_base_port,
     )
 
 

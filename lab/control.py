@@ -52,7 +52,11 @@ def create_app(lab: Lab) -> FastAPI:
         node = node_or_404(node_id)
         cluster = lab.clusters.status(node_id) if lab.clusters is not None else None
         qemu = lab.qemu.pids().get(node_id) if lab.qemu is not None else None
-        return {**lab.enrollment(node), **node.state(), "cluster": cluster, "qemu_pid": qemu}
+        ssh_port = lab.ssh_port(node) if qemu is not None else None
+        return {
+            **lab.enrollment(node), **node.state(), "cluster": cluster, "qemu_pid": qemu,
+            "ssh_port": ssh_port,
+        }  # fmt: skip
 
     @app.put("/lab/nodes/{node_id}/netns")
     def put_netns(node_id: str, body: NetnsBody) -> dict[str, Any]:

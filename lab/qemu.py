@@ -9,7 +9,8 @@ boot, and there is no disk: a disk boot finds nothing). Network boot is real PXE
 ROM gets DHCP and a TFTP script from QEMU's user-mode network, which chains to the platform's
 per-node iPXE script over HTTP (a read: Debian's ipxe-qemu ROM cannot POST, so the image's
 agent posts the boot start once the kernel runs); the guest reaches the host's loopback at
-10.0.2.2. The node's
+10.0.2.2. The guest's SSH server (port 22) is forwarded from a host port on 127.0.0.1 (the
+lab's --ssh-base-port, 0: none), as a tenant's route to its node. The node's
 BIOS settings and DMI identity reach the guest as SMBIOS tables (OEM strings
 `metalplane.bios.NAME=VALUE`), where the node agent reads them as on a server.
 """
@@ -21,6 +22,7 @@ import contextlib
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -48,7 +50,11 @@ def _escape(value: str) -> str:
     return value.replace(",", ",,")  # QEMU's option syntax
 
 
-def command(node: SimNode, device: BootDev, run_dir: Path, memory: str = MEMORY) -> list[str]:
+def command(
+    node: SimNode, device: BootDev, run_dir: Path, memory: str = MEMORY, ssh_port: int = 0
+) -> list[str]:
+    """`ssh_port`: the host port (127.0.0.1) forwarded to the guest's SSH server; 0: none."""
+    forward = f",hostfwd=tcp:127.0.0.1:{ssh_port}-:22" if ssh_port else ""
     oem = ",".join(
         f"value={_escape(f'metalplane.bios.{name}={value}')}"
         for name, value in sorted(node.bios_snapshot().items())
@@ -61,7 +67,7 @@ def command(node: SimNode, device: BootDev, run_dir: Path, memory: str = MEMORY)
         "-smbios", f"type=1,manufacturer={_escape(node.vendor)},product={_escape(node.model)},"
                    f"uuid={node.uuid}",
         *(["-smbios", f"type=11,{oem}"] if oem else []),
-        "-netdev", f"user,id=n0,tftp={run_dir / 'tftp'},bootfile=boot.ipxe",
+        "-netdev", f"user,id=n0,tftp={run_dir / 'tftp'},bootfile=boot.ipxe{forward}",
         "-device", f"virtio-net-pci,netdev=n0,id={NIC},mac={node.macs[0]},"
                    f"bootindex={_boot_index(device)}",
         "-boot", "strict=on",
@@ -105,7 +111,11 @@ class Qmp:
 class QemuRunner:
     """The PowerListener of the lab's QEMU nodes (BMC threads call in thread-safely)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, state_dir: Path, boot_url: str) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, state_dir: Path, boot_url: str,
+        ssh_port: Callable[[SimNode], int] = lambda node: 0,
+    ) -> None:  # fmt: skip
+        self.ssh_port = ssh_port
         self.loop = loop
         self.state_dir = state_dir
         self.boot_url = guest_url(boot_url)
@@ -146,7 +156,8 @@ class QemuRunner:
             log_file = (run / "qemu.log").open("ab")
             try:
                 self._procs[node.node_id] = await asyncio.create_subprocess_exec(
-                    *command(node, device, run), stdout=log_file, stderr=log_file,
+                    *command(node, device, run, ssh_port=self.ssh_port(node)),
+                    stdout=log_file, stderr=log_file,
                     stdin=asyncio.subprocess.DEVNULL,
                 )  # fmt: skip
             finally:

@@ -44,6 +44,7 @@ class LabConfig:
     flat_network: str | None = None  # prefix: every node on one bridge, no fabric (root)
     gpu_model: str | None = None  # every node's, instead of the lab's mix
     qemu_nodes: int = 0  # more nodes, after the simulated ones: QEMU VMs that really boot (IPMI)
+    ssh_base_port: int = 2200  # QEMU node N's SSH server on 127.0.0.1:(this + N - 1); 0: none
 
 
 class Lab:
@@ -63,6 +64,12 @@ class Lab:
 
     def ipmi_port(self, node: SimNode) -> int:
         return self.config.ipmi_base_port + int(node.node_id.split("-")[1]) - 1
+
+    def ssh_port(self, node: SimNode) -> int:
+        """Where a QEMU node's SSH server is forwarded on 127.0.0.1 (0: not forwarded)."""
+        if not self.config.ssh_base_port:
+            return 0
+        return self.config.ssh_base_port + int(node.node_id.split("-")[1]) - 1
 
     def enrollment(self, node: SimNode) -> dict[str, Any]:
         assert self.redfish is not None
@@ -116,7 +123,9 @@ class Lab:
         if cfg.qemu_nodes:
             if not QemuRunner.available():
                 raise RuntimeError("QEMU nodes need qemu-system-x86_64 (make lab-image, as root)")
-            self.qemu = QemuRunner(asyncio.get_running_loop(), cfg.state_dir / "qemu", cfg.boot_url)
+            self.qemu = QemuRunner(
+                asyncio.get_running_loop(), cfg.state_dir / "qemu", cfg.boot_url, self.ssh_port
+            )
         self.boot = BootRunner(
             asyncio.get_running_loop(), cfg.boot_url, cfg.boot_delay, self.clusters
         )

@@ -44,6 +44,7 @@ class Ports:
     lab_control: int
     redfish: int
     ipmi_base: int
+    ssh_base: int = 0  # QEMU nodes' forwarded SSH servers; 0: none
 
 
 @dataclass
@@ -256,6 +257,7 @@ def _start_lab(
         "--ipmi-base-port", str(ports.ipmi_base), "--redfish-port", str(ports.redfish),
         "--control-port", str(ports.lab_control), "--boot-url", public_url,
         "--boot-delay", str(boot_delay), "--state-dir", str(data_dir / "lab"),
+        "--ssh-base-port", str(ports.ssh_base),
     ]  # fmt: skip
     if protocols:
         argv += ["--protocols", protocols]

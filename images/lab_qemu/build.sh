@@ -1,6 +1,7 @@
 #!/bin/sh
 # Build the lab QEMU golden image from Debian packages: the Debian cloud kernel and an
-# initramfs of busybox-static, the virtio network modules and the metalplane node agent.
+# initramfs of busybox-static, the virtio network modules, the metalplane node agent and
+# dropbear (the tenant's SSH server).
 # Usage: build.sh OUT_DIR  ->  OUT_DIR/vmlinuz, OUT_DIR/initrd.img
 set -eu
 out=$1
@@ -26,6 +27,21 @@ for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_p
          failover net_failover virtio_net; do
     cp "$(find "$work/kernel/lib/modules" -name "$m.ko" | head -1)" "$root/lib/modules/"
 done
+# The tenant's SSH server: Debian's dropbear-bin with the shared libraries it links (the
+# lab's Debian userland provides those dropbear's packages do not).
+(cd "$work" && apt-get download -q dropbear-bin libtomcrypt1 libtommath1 >/dev/null 2>&1) || {
+    echo "apt-get download dropbear-bin failed" >&2; exit 1; }
+for deb in "$work"/dropbear-bin_*.deb "$work"/libtom*.deb; do dpkg-deb -x "$deb" "$work/ssh"; done
+mkdir -p "$root/sbin" "$root/etc/dropbear" "$root/root" "$root/dev/pts"
+cp "$work/ssh/usr/sbin/dropbear" "$root/sbin/dropbear"
+mkdir -p "$root/lib/x86_64-linux-gnu" "$root/lib64"
+LD_LIBRARY_PATH="$work/ssh/usr/lib/x86_64-linux-gnu" ldd "$root/sbin/dropbear" |
+    awk '$2 == "=>" && $3 ~ /^\// {print $3}' |
+    while read -r lib; do cp -L "$lib" "$root/lib/x86_64-linux-gnu/"; done
+cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
+printf 'root:x:0:0:root:/root:/bin/sh\n' > "$root/etc/passwd"
+printf 'root:x:0:\n' > "$root/etc/group"
+printf '/bin/sh\n' > "$root/etc/shells"
 install -m 0755 "$here/init" "$root/init"
 install -m 0755 "$here/metalplane-agent" "$root/bin/metalplane-agent"
 install -m 0755 "$here/udhcpc.script" "$root/etc/udhcpc.script"
