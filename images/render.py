@@ -119,9 +119,12 @@ def render_user_data(
     token: str,
     cluster: dict[str, Any] | None = None,
     mounts: Sequence[StorageMount] = (),
+    ssh_keys: Sequence[str] = (),
 ) -> str:
     """`cluster`: the node's part in its cluster (images.cluster_section.ClusterSection), if any;
-    `mounts`: its cluster's storage, mounted by cloud-init's `mounts` module."""
+    `mounts`: its cluster's storage, mounted by cloud-init's `mounts` module; `ssh_keys`: the
+    OpenSSH public keys of the node's tenant, as cloud-init's `ssh_authorized_keys` (type and
+    key only: a comment could need YAML quoting, which the lab image's agent does not parse)."""
     os_ = profile.os
     doc: dict[str, Any] = {
         "metalplane": {
@@ -150,5 +153,7 @@ def render_user_data(
         doc["metalplane"]["cluster"] = cluster
     if mounts:
         doc["mounts"] = cloud_init_mounts(mounts)
+    if ssh_keys:
+        doc["ssh_authorized_keys"] = [" ".join(key.split()[:2]) for key in ssh_keys]
     body = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
     return "#cloud-config\n" + body

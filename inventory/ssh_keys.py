@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from inventory.errors import InventoryError
-from inventory.models import SshKey
+from inventory.models import Node, SshKey
 
 KEY_TYPES = frozenset({
     "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
@@ -110,3 +110,15 @@ async def rename(session: AsyncSession, key: SshKey, name: str) -> SshKey:
 
 async def remove(session: AsyncSession, key_id: uuid.UUID) -> None:
     await session.execute(delete(SshKey).where(SshKey.id == key_id))
+
+
+async def for_node(session: AsyncSession, node_id: str) -> list[str]:
+    """The public keys of the tenant holding the node (none for a free node), oldest first:
+    what its boots put in the user-data."""
+    query = (
+        select(SshKey.public_key)
+        .join(Node, Node.tenant_id == SshKey.tenant_id)
+        .where(Node.id == node_id)
+        .order_by(SshKey.created_at, SshKey.id)
+    )
+    return list(await session.scalars(query))

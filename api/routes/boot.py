@@ -33,7 +33,7 @@ from core.contracts import (
 )
 from core.facts import NodeFacts
 from images.mounts import StorageMount
-from inventory import boot_sessions, clusters, nodes
+from inventory import boot_sessions, clusters, nodes, ssh_keys
 from inventory.models import BootSession, Node
 from inventory.states import NodeState
 
@@ -139,6 +139,7 @@ async def user_data(mac: Mac, request: Request, db: Db) -> str:
         token=boot_sessions.token_for(handed.id, handed.boots, request.app.state.boot_secret),
         cluster=await cluster_section(db, handed.node_id, public_url),
         mounts=[StorageMount(**m) for m in await clusters.storage_of(db, handed.node_id)],
+        ssh_keys=await ssh_keys.for_node(db, handed.node_id),
     )
     await db.commit()  # the handout is recorded before the token leaves
     return text

@@ -6,7 +6,10 @@ firmware. Needs qemu-system-x86 and the built image (the Makefile's lab packages
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -25,7 +28,7 @@ from tests.platform import Platform, Ports, running_platform
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 KERNEL_BANNER = b"Linux version"
-PORTS = Ports(api=18285, lab_control=18385, redfish=18386, ipmi_base=19740)
+PORTS = Ports(api=18285, lab_control=18385, redfish=18386, ipmi_base=19740, ssh_base=22340)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -173,16 +176,21 @@ async def _reboot_events(platform: Platform) -> list[str] | None:
         return [r for r in reasons if r] or None
 
 
-async def test_an_operator_reboot_waits_for_the_stateless_node_to_boot_and_verifies_it(
-    platform: Platform,
-) -> None:
-    pid = (await platform.lab_node("lab-001"))["qemu_pid"]  # active since the last test
+async def reboot_to_active(platform: Platform) -> None:
+    """An operator's hard reboot of the active lab-001: a new VM that boots to active."""
+    pid = (await platform.lab_node("lab-001"))["qemu_pid"]
     async with platform.api() as api:
         reply = await api.post("/v1/nodes/lab-001/reboot", json={"hard": True})
         assert reply.status_code == 202, reply.text
     await platform.wait_for_lab("lab-001", lambda n: n["qemu_pid"] not in (None, pid))
     node = await platform.wait_state("lab-001", {"active", "failed"}, timeout=240)
     assert node["state"] == "active", node["last_error"]
+
+
+async def test_an_operator_reboot_waits_for_the_stateless_node_to_boot_and_verifies_it(
+    platform: Platform,
+) -> None:
+    await reboot_to_active(platform)  # active since the last test
     console = platform.data_dir / "lab" / "qemu" / "lab-001" / "console.log"
     assert console.read_bytes().count(PHONED_HOME) == 1  # a new VM: quit, then started
     async with platform.sessions() as session:
@@ -199,3 +207,53 @@ async def test_an_operator_reboot_waits_for_the_stateless_node_to_boot_and_verif
     assert boot is not None and boot.boots == 3 and boot.phoned_home_boot == 3
     assert boot.checked_boot == 2
     assert states[-2:] == ["rebooting", "active"]
+
+
+def ssh(port: int, *options: str) -> subprocess.CompletedProcess[str]:
+    """OpenSSH's client, as a tenant runs it: public keys only, no prompts."""
+    return subprocess.run(
+        ["ssh", "-p", str(port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+         "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=20", *options,
+         "root@127.0.0.1", "cat /proc/cmdline"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def key_pair(directory: Path, name: str) -> tuple[Path, str]:
+    private = directory / name
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}@tenant", "-f", str(private)],
+        check=True,
+    )
+    return private, private.with_suffix(".pub").read_text().strip()
+
+
+async def test_the_tenant_logs_in_with_its_key_and_only_its_key(
+    platform: Platform, tmp_path: Path
+) -> None:
+    """The node is held by tenant acme, as its cluster would hold it (clusters are tested in
+    test_clusters.py); its next boot's user-data carries acme's keys, which the image's SSH
+    server (dropbear) accepts; another tenant's key, or none, is refused."""
+    acme_key, acme_public = key_pair(tmp_path, "acme")
+    other_key, other_public = key_pair(tmp_path, "other")
+    async with platform.api(platform.mint("platform-admin")) as api:
+        for tenant in ("acme", "other"):
+            reply = await api.post("/v1/tenants", json={"id": tenant, "display_name": tenant})
+            assert reply.status_code == 201, reply.text
+    for tenant, public in (("acme", acme_public), ("other", other_public)):
+        async with platform.api(platform.mint("tenant-admin", tenant=tenant)) as api:
+            reply = await api.post("/v1/ssh-keys", json={"name": "laptop", "public_key": public})
+            assert reply.status_code == 201, reply.text
+    async with platform.sessions.begin() as session:
+        await session.execute(update(Node).where(Node.id == "lab-001").values(tenant_id="acme"))
+    await reboot_to_active(platform)  # active since the last test
+    port = (await platform.lab_node("lab-001"))["ssh_port"]
+    assert port == PORTS.ssh_base
+
+    logged_in = await asyncio.to_thread(ssh, port, "-i", str(acme_key), "-o", "IdentitiesOnly=yes")
+    assert logged_in.returncode == 0, logged_in.stderr
+    assert "ds=nocloud-net" in logged_in.stdout  # the node's own kernel, booted by the platform
+    other = await asyncio.to_thread(ssh, port, "-i", str(other_key), "-o", "IdentitiesOnly=yes")
+    assert other.returncode == 255 and "Permission denied" in other.stderr, other.stderr
+    nothing = await asyncio.to_thread(ssh, port, "-o", "PubkeyAuthentication=no")
+    assert nothing.returncode == 255 and "Permission denied" in nothing.stderr, nothing.stderr

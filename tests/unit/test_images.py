@@ -188,3 +188,22 @@ def test_the_built_qemu_image_is_placed_in_every_store(tmp_path) -> None:
     assert store.is_ready(image), "run `make lab-image`"
     with store.artifact_path(image, "vmlinuz").open("rb") as kernel:
         assert kernel.read(0x210)[0x202:0x206] == b"HdrS"  # a real Linux bzImage header
+
+
+def test_user_data_carries_the_tenants_keys_one_per_plain_line() -> None:
+    image = get_image("lab-qemu")
+    keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBu alice: 'laptop' #1", "ssh-rsa AAAAB3Nza bob"]
+    text = render_user_data(
+        image, image.profile, public_url=URL, node_id="n", boot_session_id="s", token="t",
+        ssh_keys=keys,
+    )  # fmt: skip
+    assert yaml.safe_load(text)["ssh_authorized_keys"] == [
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBu", "ssh-rsa AAAAB3Nza",
+    ]  # fmt: skip
+    # As the lab image's agent reads them: `- ` lines after the key, unquoted.
+    listed = text.split("ssh_authorized_keys:\n", 1)[1].splitlines()
+    assert listed == ["- ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBu", "- ssh-rsa AAAAB3Nza"]
+    no_keys = render_user_data(
+        image, image.profile, public_url=URL, node_id="n", boot_session_id="s", token="t"
+    )
+    assert "ssh_authorized_keys" not in yaml.safe_load(no_keys)
