@@ -38,7 +38,8 @@ class Action(StrEnum):
     CREATE = "create"
     UPDATE = "update"
     DELETE = "delete"
-    OPERATE = "operate"  # provision, release, reboot; attach and detach nodes
+    OPERATE = "operate"  # provision, release, reboot, maintenance; attach and detach nodes
+    POWER = "power"  # reboot a node: its tenant's too (the rest of OPERATE is the platform's)
 
 
 ADMIN, P_VIEWER, OPS = Role.PLATFORM_ADMIN, Role.PLATFORM_VIEWER, Role.OPERATOR
@@ -53,6 +54,7 @@ RULES: dict[tuple[str, Action], frozenset[Role]] = {
     ("node", Action.READ): frozenset({ADMIN, P_VIEWER, OPS, T_ADMIN, MEMBER, VIEWER}),
     ("node", Action.CREATE): frozenset({ADMIN, OPS}),
     ("node", Action.OPERATE): frozenset({ADMIN, OPS}),
+    ("node", Action.POWER): frozenset({ADMIN, OPS, T_ADMIN, MEMBER}),  # tenants: nodes they hold
     ("power", Action.READ): frozenset({ADMIN, P_VIEWER, OPS}),  # power-sync events of nodes
     ("switch", Action.READ): frozenset({ADMIN, P_VIEWER, OPS}),
     ("switch", Action.CREATE): frozenset({ADMIN, OPS}),

@@ -294,7 +294,9 @@ async def release_node(
     summary="Power the active node off and on again",
     description="The ACPI power button first (hard off after a grace period) unless `hard`. A "
     "node whose image is stateless network boots it again: the reboot ends when that boot has "
-    "phoned home and its tuning is verified. A cluster's node stays in its cluster.",
+    "phoned home and its tuning is verified. A cluster's node stays in its cluster. Operators "
+    "reboot any node; a tenant's admins and members the nodes they hold (members: those of "
+    "their clusters).",
     responses=errors(404, 409),
 )
 async def reboot_node(
@@ -305,7 +307,7 @@ async def reboot_node(
     who: Caller,
     body: RebootRequest | None = None,
 ) -> OperationAccepted:
-    node = await _authorized(request, db, who, node_id, Action.OPERATE)
+    node = await _authorized(request, db, who, node_id, Action.POWER)
     if node.state not in REBOOT_FROM:
         raise _wrong_state(node, "rebooted", REBOOT_FROM)
     if node.cluster_id is not None:  # not while its cluster's workflows act on its nodes

@@ -63,17 +63,21 @@ def expect(who: str, kind: str, target: str, action: str) -> int | str:
         return "ok"
     allowed = {
         "platform-admin": {
-            "node": {"operate"},
+            "node": {"operate", "power"},
             "tenant": {"update", "delete"},
             "network": {"delete", "operate"},
             "cluster": {"delete"},
             "ssh-key": {"delete"},
         },
-        "operator": {"node": {"operate"}},
+        "operator": {"node": {"operate", "power"}},
         "tenant-admin": {
-            k: {"update", "delete", "operate"} for k in ("network", "cluster", "ssh-key")
+            **{k: {"update", "delete", "operate"} for k in ("network", "cluster", "ssh-key")},
+            "node": {"power"},  # reboots the nodes its tenant holds
         },
-        "owner": {k: {"update", "delete", "operate"} for k in ("network", "cluster", "ssh-key")},
+        "owner": {
+            **{k: {"update", "delete", "operate"} for k in ("network", "cluster", "ssh-key")},
+            "node": {"power"},
+        },
     }.get(who, {})
     return "ok" if action in allowed.get(kind, set()) else 403
 
@@ -167,7 +171,7 @@ def calls(kind: str, resource_id: str, world: World) -> list[tuple[str, str, str
         ],
         "node": [
             ("read", "GET", f"/v1/nodes/{resource_id}", None),
-            ("operate", "POST", f"/v1/nodes/{resource_id}/reboot", None),
+            ("power", "POST", f"/v1/nodes/{resource_id}/reboot", None),
             ("operate", "POST", f"/v1/nodes/{resource_id}/release", None),
             ("operate", "PUT", f"/v1/nodes/{resource_id}/maintenance", {"reason": "matrix"}),
             ("operate", "DELETE", f"/v1/nodes/{resource_id}/maintenance", None),

@@ -176,10 +176,11 @@ async def _reboot_events(platform: Platform) -> list[str] | None:
         return [r for r in reasons if r] or None
 
 
-async def reboot_to_active(platform: Platform) -> None:
-    """An operator's hard reboot of the active lab-001: a new VM that boots to active."""
+async def reboot_to_active(platform: Platform, token: str | None = None) -> None:
+    """A hard reboot of the active lab-001 (by an operator unless `token` says who): a new VM
+    that boots to active."""
     pid = (await platform.lab_node("lab-001"))["qemu_pid"]
-    async with platform.api() as api:
+    async with platform.api(token) as api:
         reply = await api.post("/v1/nodes/lab-001/reboot", json={"hard": True})
         assert reply.status_code == 202, reply.text
     await platform.wait_for_lab("lab-001", lambda n: n["qemu_pid"] not in (None, pid))
@@ -228,12 +229,13 @@ def key_pair(directory: Path, name: str) -> tuple[Path, str]:
     return private, private.with_suffix(".pub").read_text().strip()
 
 
-async def test_the_tenant_logs_in_with_its_key_and_only_its_key(
+async def test_the_tenant_reboots_its_node_and_logs_in_with_its_key_and_only_its_key(
     platform: Platform, tmp_path: Path
 ) -> None:
     """The node is held by tenant acme, as its cluster would hold it (clusters are tested in
-    test_clusters.py); its next boot's user-data carries acme's keys, which the image's SSH
-    server (dropbear) accepts; another tenant's key, or none, is refused."""
+    test_clusters.py). Acme reboots it (another tenant cannot: 404); the boot's user-data
+    carries acme's keys, which the image's SSH server (dropbear) accepts; another tenant's
+    key, or none, is refused."""
     acme_key, acme_public = key_pair(tmp_path, "acme")
     other_key, other_public = key_pair(tmp_path, "other")
     async with platform.api(platform.mint("platform-admin")) as api:
@@ -246,7 +248,11 @@ async def test_the_tenant_logs_in_with_its_key_and_only_its_key(
             assert reply.status_code == 201, reply.text
     async with platform.sessions.begin() as session:
         await session.execute(update(Node).where(Node.id == "lab-001").values(tenant_id="acme"))
-    await reboot_to_active(platform)  # active since the last test
+    async with platform.api(platform.mint("tenant-admin", tenant="other")) as api:
+        refused = await api.post("/v1/nodes/lab-001/reboot", json={"hard": True})
+        assert refused.status_code == 404, refused.text  # not theirs: as if it did not exist
+    # The tenant reboots its node (active since the last test).
+    await reboot_to_active(platform, platform.mint("tenant-admin", tenant="acme"))
     port = (await platform.lab_node("lab-001"))["ssh_port"]
     assert port == PORTS.ssh_base
 

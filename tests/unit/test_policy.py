@@ -108,6 +108,20 @@ def test_tenants_see_only_the_nodes_they_hold() -> None:
     assert decide(who("platform-viewer"), Action.READ, free).allowed
 
 
+def test_tenants_reboot_the_nodes_they_hold_and_nothing_else() -> None:
+    held = Resource("node", "n1", tenant="acme", owner="bob")
+    assert decide(who("tenant-admin", tenant="acme"), Action.POWER, held).allowed
+    assert decide(who("tenant-member", tenant="acme", subject="bob"), Action.POWER, held).allowed
+    alice = decide(who("tenant-member", tenant="acme", subject="alice"), Action.POWER, held)
+    assert alice.hidden  # another member's cluster: not hers to see
+    viewer = decide(who("viewer", tenant="acme"), Action.POWER, held)
+    assert (viewer.allowed, viewer.hidden) == (False, False)
+    assert decide(who("tenant-admin", tenant="globex"), Action.POWER, held).hidden
+    assert decide(who("tenant-admin", tenant="acme"), Action.POWER, Resource("node", "n2")).hidden
+    assert not decide(who("tenant-admin", tenant="acme"), Action.OPERATE, held).allowed
+    assert decide(who("operator"), Action.POWER, held).allowed
+
+
 def test_viewers_read_their_whole_tenant_and_change_nothing() -> None:
     bobs = Resource("ssh-key", "k1", tenant="acme", owner="bob")
     viewer = who("viewer", tenant="acme")
