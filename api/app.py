@@ -30,6 +30,7 @@ from .routes import audit as audit_routes
 from .routes import boot, cluster_boot, health
 from .routes import clusters as clusters_routes
 from .routes import dev_issuer as dev_issuer_routes
+from .routes import discovered as discovered_routes
 from .routes import events as events_routes
 from .routes import fabric as fabric_routes
 from .routes import images as images_routes
@@ -114,6 +115,7 @@ def create_app(
     openapi.install(app)
     app.include_router(health.router)
     app.include_router(nodes_routes.router)
+    app.include_router(discovered_routes.router)
     app.include_router(images_routes.router)
     app.include_router(boot.router)
     app.include_router(cluster_boot.router)

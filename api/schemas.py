@@ -178,6 +178,19 @@ class ProvisionRequest(BaseModel):
     image: Text = Field(min_length=1, max_length=128)
 
 
+class DiscoveredNodeOut(BaseModel):
+    mac: str
+    first_seen: datetime
+    last_seen: datetime
+    boots: int = Field(description="network boots asked for since it was first seen")
+    last_address: str | None = Field(description="the address it last asked from")
+
+
+class DiscoveredNodeList(BaseModel):
+    items: list[DiscoveredNodeOut]
+    next: str | None = Field(description="cursor of the next page; null on the last")
+
+
 class MaintenanceRequest(BaseModel):
     reason: Text = Field(min_length=1, max_length=1000, description="why, for the other operators")
 

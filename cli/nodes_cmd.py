@@ -210,3 +210,26 @@ def maintenance(
             reply = http.delete(url) if done else http.put(url, json={"reason": reason})
             node = _check(reply)
             console.print(f"{node['id']}: {node['state']}")
+
+
+@app.command()
+def discovered(
+    dismiss: Annotated[list[str] | None, typer.Option(help="MACs to dismiss (repeatable)")] = None,
+    api_url: ApiUrl = "http://127.0.0.1:8000",
+) -> None:
+    """List the MACs that network booted without a node (enroll one to accept it)."""
+    with _client(api_url) as http:
+        for mac in dismiss or []:
+            reply = http.delete(f"/v1/discovered-nodes/{mac}")
+            if reply.status_code != 204:
+                _check(reply)
+            console.print(f"dismissed {mac}")
+        if dismiss:
+            return
+        table = Table("MAC", "FIRST SEEN", "LAST SEEN", "BOOTS", "FROM")
+        for item in _check(http.get("/v1/discovered-nodes", params={"limit": 1000}))["items"]:
+            table.add_row(
+                item["mac"], item["first_seen"], item["last_seen"], str(item["boots"]),
+                item["last_address"] or "",
+            )  # fmt: skip
+        console.print(table)

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     baremetal_max_concurrent_activities: int = 100
     inventory_max_concurrent_activities: int = 100
     phone_home_timeout_seconds: float = 900.0
+    discovered_nodes_max: int = Field(
+        default=10_000, ge=0, description="Unknown MACs kept as discovered nodes (boots are open)"
+    )
     # The power-state sync (docs/provisioning.md): the bare-metal worker keeps its schedule.
     power_sync_interval_seconds: float = Field(
         default=60.0, ge=0, description="How often every node's power is read; 0: no sync"

@@ -56,6 +56,8 @@ RULES: dict[tuple[str, Action], frozenset[Role]] = {
     ("node", Action.OPERATE): frozenset({ADMIN, OPS}),
     ("node", Action.POWER): frozenset({ADMIN, OPS, T_ADMIN, MEMBER}),  # tenants: nodes they hold
     ("power", Action.READ): frozenset({ADMIN, P_VIEWER, OPS}),  # power-sync events of nodes
+    ("discovered-node", Action.READ): frozenset({ADMIN, P_VIEWER, OPS}),
+    ("discovered-node", Action.DELETE): frozenset({ADMIN, OPS}),
     ("switch", Action.READ): frozenset({ADMIN, P_VIEWER, OPS}),
     ("switch", Action.CREATE): frozenset({ADMIN, OPS}),
     ("switch", Action.UPDATE): frozenset({ADMIN, OPS}),

@@ -107,6 +107,19 @@ class Nic(Base):
     node: Mapped[Node] = relationship(back_populates="nics")
 
 
+class DiscoveredMac(Base):
+    """A MAC that network booted without belonging to a node: a server an operator may enroll
+    (inventory/discovery.py). Never booted by the platform."""
+
+    __tablename__ = "discovered_macs"
+
+    mac: Mapped[str] = mapped_column(String(17), primary_key=True)
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    boots: Mapped[int] = mapped_column(Integer, server_default="1")
+    last_address: Mapped[str | None] = mapped_column(String(45))  # whence it asked
+
+
 class BootSession(Base):
     """The network boots of one node for one provisioning. Each boot's phone-home token is
     derived from the id and boot number (HMAC), so no secret is stored here nor put in workflow

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from inventory import events
+from inventory import discovery, events
 from inventory.errors import NodeConflict, NodeNotFound
 from inventory.models import Cluster, Event, Nic, Node
 from inventory.states import (
@@ -78,6 +78,7 @@ async def enroll(session: AsyncSession, new: NewNode) -> Node:
             raise NodeConflict(f"node {new.id!r} is already enrolled") from exc
         raise NodeConflict("a MAC address of this node belongs to another node") from exc
     events.record(session, kind="node", resource_id=new.id, to_state=node.state, reason="enrolled")
+    await discovery.accept(session, new.macs, new.id)
     await session.flush()
     return node
 

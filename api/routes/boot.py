@@ -33,7 +33,7 @@ from core.contracts import (
 )
 from core.facts import NodeFacts
 from images.mounts import StorageMount
-from inventory import boot_sessions, clusters, nodes, ssh_keys
+from inventory import boot_sessions, clusters, discovery, nodes, ssh_keys
 from inventory.models import BootSession, Node
 from inventory.states import NodeState
 
@@ -80,8 +80,17 @@ async def _open_boot(db: Db, mac: str) -> BootSession:
 )
 async def ipxe_script(mac: Mac, request: Request, db: Db) -> str:
     """A pure read (iPXE's stock ROM can only GET): the boot starts when the booted OS posts
-    its boot start."""
-    boot = await _open_boot(db, mac)
+    its boot start. A MAC of no node is recorded as a discovered node (never booted)."""
+    boot = await boot_sessions.open_session_by_mac(db, mac)
+    if boot is None:
+        problem = await _nothing_to_boot(db, mac)
+        if problem.slug == "unknown-mac":
+            address = request.client.host if request.client else None
+            cap = request.app.state.settings.discovered_nodes_max
+            if await discovery.record_boot(db, mac, address, cap=cap):
+                log.info("discovered an unknown MAC %s booting from %s", mac, address)
+            await db.commit()
+        raise problem
     image = images.get_image(boot.image)
     return images.render_ipxe_with_args(
         image,
