@@ -19,9 +19,11 @@ from pyghmi.ipmi import bmc as pyghmi_bmc
 from pyghmi.ipmi.private import constants, serversession
 from pyghmi.ipmi.private import session as ipmi_session
 
+from drivers.bmc import pyghmi_fixes
 from lab.node import SimNode
 
 log = logging.getLogger(__name__)
+pyghmi_fixes.install()  # the simulators share pyghmi's I/O thread and its sockets
 
 IPMI_NODE_BUSY = 0xC0
 RMCP_NO_CIPHER_SUITE_MATCH = 0x11

@@ -17,6 +17,7 @@ from pyghmi import exceptions as pyghmi_exc
 from pyghmi.ipmi import command as ipmi_command
 from pyghmi.ipmi.private import session as ipmi_session
 
+from drivers.bmc import pyghmi_fixes
 from drivers.bmc.base import (
     BmcUnreachable,
     BmcUnsupported,
@@ -89,6 +90,7 @@ def _merge_session_table_locks() -> None:
 
 
 _merge_session_table_locks()
+pyghmi_fixes.install()
 
 _SessionKey = tuple[str, int, str]
 _sessions: dict[_SessionKey, tuple[str, ipmi_command.Command, float]] = {}
