@@ -81,10 +81,11 @@ $(LAB_IMAGE): $(LAB_IMAGE_DIR)/build.sh $(LAB_IMAGE_DIR)/init $(LAB_IMAGE_DIR)/m
 		$(LAB_IMAGE_DIR)/udhcpc.script | $(LAB_APT_STAMP)
 	sh $(LAB_IMAGE_DIR)/build.sh $(LAB_IMAGE_DIR)/build
 
-# Provisioning at scale, tenant clusters at once (real Slurm daemons: needs root), then QEMU
+# Provisioning at scale, the power-state sync over 500 nodes, tenant clusters at once (real Slurm daemons: needs root), then QEMU
 # nodes that really PXE boot.
 bench: $(STAMP)
 	$(BIN)/python -m bench.provision $(ARGS)
+	$(BIN)/python -m bench.power_sync $(POWER_SYNC_ARGS)
 	$(BIN)/python -m bench.clusters $(CLUSTER_ARGS)
 	$(MAKE) --no-print-directory $(LAB_IMAGE)
 	$(BIN)/python -m bench.qemu_boot $(QEMU_ARGS)

@@ -21,8 +21,8 @@ from pathlib import Path
 import psutil
 from temporalio.client import WorkflowFailureError
 
-from bench.peers import embedded_peers
-from tests.platform import Ports, running_platform
+from bench.peers import Peers, embedded_peers
+from tests.platform import Platform, Ports, running_platform
 
 RESULTS = Path(__file__).parent / "results"
 PORTS = Ports(api=18900, lab_control=18901, redfish=18902, ipmi_base=20000)
@@ -61,12 +61,25 @@ def _cpu_seconds(roots: dict[str, tuple[psutil.Process, bool]]) -> dict[str, flo
     return totals
 
 
+Processes = dict[str, tuple[psutil.Process, bool]]
+
+
+def peer_processes(peers: Peers, platform: Platform) -> Processes:
+    """The lab (with its children), Temporal and PostgreSQL (with its backends)."""
+    pg_pid = peers.postgres.server.get_pid()  # type: ignore[attr-defined]
+    assert platform.lab_process is not None and pg_pid
+    return {
+        "lab": (psutil.Process(platform.lab_process.pid), True),
+        "temporal": (psutil.Process(peers.temporal.pid), False),
+        "postgres": (psutil.Process(pg_pid), True),
+    }
+
+
 async def run(nodes: int, protocols: str, drop_rate: float) -> dict[str, object]:
     reference_before = _reference_cpu_seconds()
     async with embedded_peers() as peers:
-        postgres, temporal = peers.postgres, peers.temporal
         async with running_platform(
-            name="bench", postgres_url=postgres.url,
+            name="bench", postgres_url=peers.postgres.url,
             temporal_address=peers.temporal_address, data_dir=peers.work / "platform",
             ports=PORTS, nodes=nodes, boot_delay=0.0, protocols=protocols,
             phone_home_timeout=600, in_process_workers=(),
@@ -76,12 +89,8 @@ async def run(nodes: int, protocols: str, drop_rate: float) -> dict[str, object]
                 await asyncio.gather(*(platform.set_faults(n, drop_rate=drop_rate) for n in ids))
             queues = ("baremetal", "inventory", "network")
             workers = {q: platform.start_worker_process(q) for q in queues}
-            pg_pid = postgres.server.get_pid()  # type: ignore[attr-defined]
-            assert platform.lab_process is not None and pg_pid
             processes = {
-                "lab": (psutil.Process(platform.lab_process.pid), True),
-                "temporal": (psutil.Process(temporal.pid), False),
-                "postgres": (psutil.Process(pg_pid), True),
+                **peer_processes(peers, platform),
                 "worker_baremetal": (psutil.Process(workers["baremetal"].pid), False),
                 "worker_inventory": (psutil.Process(workers["inventory"].pid), False),
                 "worker_network": (psutil.Process(workers["network"].pid), False),

@@ -20,12 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 import images
 from api.app import create_app
 from cli import devstack
+from core.contracts import POWER_SYNC_SCHEDULE_ID, PowerSyncSummary
 from core.settings import Settings
 from core.temporal_setup import ensure_namespace, ensure_search_attributes
 from drivers.bmc.redfish import close_pooled_sessions
@@ -177,6 +178,23 @@ class Platform:
                 ):
                     return
                 await asyncio.sleep(0.1)
+
+    async def trigger_power_sync(self) -> WorkflowHandle[Any, PowerSyncSummary]:
+        """Trigger the power-sync schedule: the handle of the run it starts."""
+        schedule = self.client.get_schedule_handle(POWER_SYNC_SCHEDULE_ID)
+        before = (await schedule.describe()).info.num_actions
+        await schedule.trigger()
+        async with asyncio.timeout(30):
+            while True:  # the schedule starts the run a moment later
+                described = await schedule.describe()
+                if described.info.num_actions > before:
+                    break
+                await asyncio.sleep(0.1)
+        started = described.info.recent_actions[-1].action
+        return self.client.get_workflow_handle(
+            started.workflow_id, run_id=started.first_execution_run_id,
+            result_type=PowerSyncSummary,
+        )  # fmt: skip
 
     async def sre_reset(self, workflow_id: str, reason: str) -> None:
         """What an SRE does once the cause of a failure is fixed: reset the workflow to its

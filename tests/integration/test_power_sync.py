@@ -6,17 +6,16 @@ it answers; a sync with nothing new changes nothing.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from sqlalchemy import select
-from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import CancelledError
 
-from core.contracts import POWER_SYNC_SCHEDULE_ID, TASK_QUEUE_BAREMETAL, PowerSyncSummary
+from core.contracts import TASK_QUEUE_BAREMETAL, PowerSyncSummary
 from inventory.models import Event, Node
 from tests.platform import Platform, Ports, running_platform
 from workers.power_sync_schedule import ensure_power_sync_schedule
@@ -45,25 +44,8 @@ async def platform(
         yield running
 
 
-async def trigger(platform: Platform) -> WorkflowHandle[Any, PowerSyncSummary]:
-    """Trigger the schedule: the handle of the run it starts."""
-    schedule = platform.client.get_schedule_handle(POWER_SYNC_SCHEDULE_ID)
-    before = (await schedule.describe()).info.num_actions
-    await schedule.trigger()
-    async with asyncio.timeout(30):
-        while True:  # the schedule starts the run a moment later
-            described = await schedule.describe()
-            if described.info.num_actions > before:
-                break
-            await asyncio.sleep(0.1)
-    started = described.info.recent_actions[-1].action
-    return platform.client.get_workflow_handle(
-        started.workflow_id, run_id=started.first_execution_run_id, result_type=PowerSyncSummary
-    )
-
-
 async def sync_now(platform: Platform) -> PowerSyncSummary:
-    return await (await trigger(platform)).result()
+    return await (await platform.trigger_power_sync()).result()
 
 
 async def node_row(platform: Platform, node_id: str) -> Node:
@@ -167,7 +149,7 @@ async def test_a_bmc_that_stops_answering_flags_the_node_until_it_answers(
 async def test_an_operator_cancels_a_sync_in_flight(platform: Platform) -> None:
     await platform.set_faults("lab-001", delay_seconds=5.0)  # a slow BMC holds the batch
     try:
-        handle = await trigger(platform)
+        handle = await platform.trigger_power_sync()
         await platform.wait_activity(handle.id, "sync_power_states")
         await handle.cancel()
         with pytest.raises(WorkflowFailureError) as info:
