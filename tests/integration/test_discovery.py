@@ -13,7 +13,9 @@ import httpx
 import pytest
 import pytest_asyncio
 from sqlalchemy import select
+from typer.testing import CliRunner
 
+from cli.main import app as cli_app
 from drivers.bmc.base import BootDevice, PowerState
 from drivers.bmc.endpoint import BmcEndpoint
 from drivers.bmc.factory import driver_for
@@ -123,6 +125,15 @@ async def test_operators_dismiss_discovered_macs_and_at_most_the_cap_are_kept(
         again = await api.delete(f"/v1/discovered-nodes/{made_up[0]}")
         assert again.status_code == 404, again.text
     assert sorted(await discovered(platform)) == made_up[1:CAP]
+    cli = CliRunner(env={"METALPLANE_TOKEN": platform.token})  # the operator's CLI too
+    listed = await asyncio.to_thread(
+        cli.invoke, cli_app, ["nodes", "discovered", "--api-url", platform.api_url]
+    )
+    assert listed.exit_code == 0 and made_up[1] in listed.output, listed.output
+    argv = ["nodes", "discovered", "--dismiss", made_up[1], "--api-url", platform.api_url]
+    dismissed = await asyncio.to_thread(cli.invoke, cli_app, argv)
+    assert dismissed.exit_code == 0 and f"dismissed {made_up[1]}" in dismissed.output
+    assert sorted(await discovered(platform)) == made_up[2:CAP]
     assert await discovery_events(platform, made_up[0]) == [
         (None, "discovered"), ("discovered", "dismissed"),
     ]  # fmt: skip
