@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from temporalio import activity
@@ -21,21 +21,36 @@ T = TypeVar("T")
 EVERY_SECONDS = 2.0  # the workflows' heartbeat timeouts are several times this
 
 
-async def _beat(every: float) -> None:
+async def _beat(every: float, details: Callable[[], object] | None) -> None:
     # The first beat after `every`: a piece that ends sooner costs no heartbeat RPC (each is
     # a write to Temporal's persistence; a 200-node provision burst paid for one per piece).
     while True:
         await asyncio.sleep(every)
-        activity.heartbeat()
+        activity.heartbeat(*([details()] if details is not None else []))
+
+
+@contextlib.asynccontextmanager
+async def beating(
+    details: Callable[[], object] | None = None, *, every: float = EVERY_SECONDS
+) -> AsyncIterator[None]:
+    """Heartbeat while the block runs (with `details()`, e.g. progress for the Web UI), when
+    in an activity."""
+    task = asyncio.create_task(_beat(every, details)) if activity.in_activity() else None
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def piece(work: Awaitable[T], *, every: float = EVERY_SECONDS) -> T:
     """Run `work` to its end while heartbeating; if the activity was cancelled meanwhile, raise
     CancelledError once it has ended (its result or failure is moot then)."""
     task = asyncio.ensure_future(work)
-    beating = asyncio.create_task(_beat(every)) if activity.in_activity() else None
     cancelled = False
-    try:
+    async with beating(every=every):
         while not task.done():
             try:
                 await asyncio.shield(task)
@@ -43,11 +58,6 @@ async def piece(work: Awaitable[T], *, every: float = EVERY_SECONDS) -> T:
                 if task.cancelled():
                     raise
                 cancelled = True
-    finally:
-        if beating is not None:
-            beating.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beating
     if cancelled:
         raise asyncio.CancelledError("the activity was cancelled; its piece of work ended first")
     return task.result()

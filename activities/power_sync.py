@@ -11,20 +11,18 @@ the first run left each record equal to its reading (or restored the node to its
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from temporalio import activity
 
 from core.contracts import PowerSyncSummary
 from drivers.bmc.base import BmcDriver, BmcError, PowerState
 from inventory import power
 from inventory.errors import InventoryError
 
-from .heartbeat import EVERY_SECONDS, piece
+from .heartbeat import beating, piece
 
 
 @dataclass
@@ -59,24 +57,12 @@ async def sync_batch(
         done += 1
         return found
 
-    beating = asyncio.create_task(_beat(lambda: done)) if activity.in_activity() else None
-    try:
+    async with beating(lambda: done):  # the nodes done so far, for the Web UI
         found = await asyncio.gather(*(one(node_id) for node_id in batch.node_ids))
-    finally:
-        if beating is not None:
-            beating.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beating
     summary = PowerSyncSummary()
     for each in found:
         summary = summary.plus(each)
     return summary
-
-
-async def _beat(done: Callable[[], int]) -> None:
-    while True:  # the nodes done so far, for the Web UI's pending activity
-        await asyncio.sleep(EVERY_SECONDS)
-        activity.heartbeat(done())
 
 
 async def _sync_one(
