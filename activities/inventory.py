@@ -19,9 +19,9 @@ import images
 from core.facts import NodeFacts
 from images import mounts
 from images.mounts import StorageMount
-from inventory import boot_sessions, clusters, nodes
+from inventory import boot_sessions, cleaning, clusters, nodes
 from inventory.errors import InventoryError
-from inventory.models import BootSession
+from inventory.models import BootSession, Node
 from inventory.states import NodeState
 
 from .errors import bad_input, inventory_failure
@@ -91,6 +91,30 @@ class FinishOperation:
     operation: str  # "provision" | "release" | "reboot"
     state: str
     reason: str | None = None
+    cleaned: bool = False  # a release whose clean was verified: no tenant's data is left
+
+
+@dataclass
+class OpenCleaning:
+    node_id: str
+    workflow_id: str
+    boot_session_id: str
+
+
+@dataclass
+class CleaningPlan:
+    node_id: str
+    vendor: str
+    image: str  # the agent's ramdisk
+    tuning_profile: str  # its BIOS profile: the golden one the clean converges to
+
+
+@dataclass
+class RecordClean:
+    node_id: str
+    workflow_id: str
+    session_id: str
+    facts: dict[str, Any]
 
 
 class InventoryActivities:
@@ -100,10 +124,12 @@ class InventoryActivities:
         *,
         store: images.ImageStore,
         boot_session_ttl: timedelta,
+        agent_image: str = "lab-sim",
     ) -> None:
         self._sessions = sessions
         self._store = store
         self._ttl = boot_session_ttl
+        self._agent_image = agent_image
 
     def _image(self, name: str) -> images.ImageDefinition:
         try:
@@ -116,6 +142,25 @@ class InventoryActivities:
             )
         return image
 
+    async def _open_boot(
+        self, session: AsyncSession, node: Node, image: images.ImageDefinition,
+        session_id: str, task: str | None = None,
+    ) -> None:  # fmt: skip
+        """Open the node's boot session of `image` (held by the node's workflow)."""
+        assert node.workflow_id is not None
+        await boot_sessions.open_session(
+            session,
+            session_id=uuid.UUID(session_id),
+            node_id=node.id,
+            workflow_id=node.workflow_id,
+            image=image.name,
+            kernel_args=images.kernel_args(image, image.profile, list(node.extra_kernel_args)),
+            kernel_sha256=self._store.sha256(image, image.artifacts.kernel),
+            initrd_sha256=self._store.sha256(image, image.artifacts.initrd),
+            ttl=self._ttl,
+            task=task,
+        )
+
     @activity.defn(name="claim_node_for_provision")
     async def claim_node_for_provision(self, request: ClaimProvision) -> ProvisionPlan:
         """Claim the node for this workflow and open the boot session its network boot will
@@ -126,19 +171,7 @@ class InventoryActivities:
                 node = await nodes.claim_for_provision(
                     session, request.node_id, workflow_id=request.workflow_id, image=image.name
                 )
-                await boot_sessions.open_session(
-                    session,
-                    session_id=uuid.UUID(request.boot_session_id),
-                    node_id=node.id,
-                    workflow_id=request.workflow_id,
-                    image=image.name,
-                    kernel_args=images.kernel_args(
-                        image, image.profile, list(node.extra_kernel_args)
-                    ),
-                    kernel_sha256=self._store.sha256(image, image.artifacts.kernel),
-                    initrd_sha256=self._store.sha256(image, image.artifacts.initrd),
-                    ttl=self._ttl,
-                )
+                await self._open_boot(session, node, image, request.boot_session_id)
         except InventoryError as exc:
             raise inventory_failure(exc) from exc
         return ProvisionPlan(
@@ -273,6 +306,46 @@ class InventoryActivities:
         except InventoryError as exc:
             raise inventory_failure(exc) from exc
 
+    @activity.defn(name="open_cleaning_boot")
+    async def open_cleaning_boot(self, request: OpenCleaning) -> CleaningPlan:
+        """Open the boot session of the node's cleaning: its agent image (the node's own, else
+        the platform's) with the task `clean`. Held by this release; a repeat changes nothing."""
+        try:
+            async with self._sessions.begin() as session:
+                node = await nodes.get(session, request.node_id)
+                if node.workflow_id != request.workflow_id or node.operation != "release":
+                    raise bad_input(
+                        f"node {node.id} is not held by release {request.workflow_id}",
+                        "NotHeld",
+                    )
+                image = self._image(node.agent_image or self._agent_image)
+                await self._open_boot(session, node, image, request.boot_session_id, "clean")
+        except InventoryError as exc:
+            raise inventory_failure(exc) from exc
+        return CleaningPlan(node.id, node.vendor, image.name, image.tuning_profile)
+
+    @activity.defn(name="record_clean")
+    async def record_clean(self, request: RecordClean) -> list[str]:
+        """Judge the cleaning boot's report (inventory.cleaning): the problems, or none, and
+        then an event saying what was wiped and how. The session is closed either way, and
+        the event written only by the run that closed it: a repeat adds nothing."""
+        try:
+            facts = NodeFacts.model_validate(request.facts)
+        except ValidationError as exc:
+            return [f"the clean report is malformed: {exc.error_count()} errors"]
+        found = cleaning.problems(facts.clean)
+        try:
+            async with self._sessions.begin() as session:
+                closed = await boot_sessions.close_session(session, uuid.UUID(request.session_id))
+                if closed and not found and facts.clean is not None:  # once: not on a repeat
+                    await nodes.record_note(
+                        session, request.node_id, workflow_id=request.workflow_id,
+                        reason=cleaning.summary(facts.clean),
+                    )  # fmt: skip
+        except InventoryError as exc:
+            raise inventory_failure(exc) from exc
+        return found
+
     @activity.defn(name="finish_operation")
     async def finish_operation(self, request: FinishOperation) -> None:
         """End the operation: close boot sessions (not after a reboot: a stateless node's session
@@ -281,6 +354,10 @@ class InventoryActivities:
         values: dict[str, object] = {}
         if request.operation == "release":
             values = {"image": None, "facts": None, "tenant_id": None}
+            if request.cleaned:
+                values |= {"needs_cleaning": False, "maintenance_reason": None}
+        if request.state == NodeState.MAINTENANCE:
+            values["maintenance_reason"] = request.reason
         try:
             async with self._sessions.begin() as session:
                 if request.operation != "reboot":  # a stateless node keeps its image to boot

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
+import images
 from inventory import ssh_keys
 from inventory.models import Node
 
@@ -77,6 +78,14 @@ class BmcOut(BaseModel):
     redfish_address: str | None = None
 
 
+def _catalog_image(name: str) -> str:
+    try:
+        images.get_image(name)
+    except images.UnknownImage as exc:
+        raise ValueError(str(exc)) from exc
+    return name
+
+
 class NodeEnroll(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not a silent drop
 
@@ -88,6 +97,13 @@ class NodeEnroll(BaseModel):
     bmc: BmcIn
     labels: dict[Annotated[Text, Field(max_length=63)], Annotated[Text, Field(max_length=255)]] = (
         Field(default_factory=dict)
+    )
+    agent_image: Annotated[str, Field(max_length=128), AfterValidator(_catalog_image)] | None = (
+        Field(
+            default=None,
+            description="The catalog image its cleaning boots (the agent's ramdisk for this "
+            "hardware); unset: the platform's `agent_image` setting",
+        )
     )
 
 
@@ -108,6 +124,10 @@ class NodeOut(BaseModel):
     macs: list[str] | None
     bmc: BmcOut | None
     image: str | None
+    agent_image: str | None = Field(default=None, description="the ramdisk its cleaning boots")
+    needs_cleaning: bool | None = Field(
+        default=None, description="a tenant's data may be on its disks (no verified clean since)"
+    )
     last_error: str | None
     maintenance_reason: str | None = Field(
         default=None, description="why an operator took it out of service (maintenance)"
@@ -149,6 +169,8 @@ class NodeOut(BaseModel):
                 redfish_address=node.bmc_redfish_address,
             ),
             image=node.image,
+            agent_image=node.agent_image,
+            needs_cleaning=node.needs_cleaning,
             last_error=node.last_error,
             maintenance_reason=node.maintenance_reason,
             power_state=node.power_state,
@@ -166,6 +188,7 @@ class NodeOut(BaseModel):
         if not platform_view:
             out.macs = out.bmc = out.labels = out.last_error = out.maintenance_reason = None
             out.power_state = out.bmc_unreachable_since = None
+            out.agent_image = out.needs_cleaning = None
         return out
 
 

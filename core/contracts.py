@@ -116,6 +116,7 @@ class ProvisionNodeInput:
 @dataclass
 class ReleaseNodeInput:
     node_id: str
+    clean_timeout_seconds: float = 1800.0  # the cleaning boot phones home with its report
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from core.storable import Storable
@@ -16,6 +18,24 @@ class MountFact(BaseModel):
     source: str = Field(max_length=1280)
     target: str = Field(max_length=1024)
     fstype: str = Field(max_length=32)
+
+
+class DiskWipe(BaseModel):
+    """One disk as the cleaning agent wiped it, and what reading it back found."""
+
+    device: str = Field(max_length=255, description="e.g. /dev/nvme0n1")
+    size_bytes: int = Field(ge=0)
+    method: Literal["nvme-format", "ata-secure-erase", "discard", "zero"] | None = Field(
+        default=None, description="the strongest the device supports; None: nothing worked"
+    )
+    verified: bool = Field(description="sampled blocks read back as zeros after the wipe")
+    error: str | None = Field(default=None, max_length=2000)
+
+
+class CleanReport(BaseModel):
+    """What a cleaning boot did (its agent's task `clean`)."""
+
+    disks: list[DiskWipe] = Field(default_factory=list, max_length=256)
 
 
 class NodeFacts(Storable):
@@ -43,4 +63,7 @@ class NodeFacts(Storable):
     nics: list[Nic] = Field(default_factory=list)
     mounts: list[MountFact] = Field(
         default_factory=list, description="Network filesystems mounted (from /proc/mounts)"
+    )
+    clean: CleanReport | None = Field(
+        default=None, description="A cleaning boot's report: every disk wiped and verified"
     )

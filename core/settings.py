@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     baremetal_max_concurrent_activities: int = 100
     inventory_max_concurrent_activities: int = 100
     phone_home_timeout_seconds: float = 900.0
+    agent_image: str = Field(
+        default="lab-sim",
+        description="The ramdisk a node's cleaning boots unless the node names its own",
+    )
+    clean_timeout_seconds: float = Field(
+        default=1800.0, gt=0, description="A cleaning boot's wipe and report, from power-on"
+    )
     discovered_nodes_max: int = Field(
         default=10_000, ge=0, description="Unknown MACs kept as discovered nodes (boots are open)"
     )

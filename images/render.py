@@ -120,11 +120,14 @@ def render_user_data(
     cluster: dict[str, Any] | None = None,
     mounts: Sequence[StorageMount] = (),
     ssh_keys: Sequence[str] = (),
+    task: dict[str, Any] | None = None,
 ) -> str:
     """`cluster`: the node's part in its cluster (images.cluster_section.ClusterSection), if any;
     `mounts`: its cluster's storage, mounted by cloud-init's `mounts` module; `ssh_keys`: the
     OpenSSH public keys of the node's tenant, as cloud-init's `ssh_authorized_keys` (type and
-    key only: a comment could need YAML quoting, which the lab image's agent does not parse)."""
+    key only: a comment could need YAML quoting, which the lab image's agent does not parse);
+    `task`: what the agent boots to do instead of running the image (`{"kind": "clean"}`:
+    wipe every disk and report, docs/cleaning.md)."""
     os_ = profile.os
     doc: dict[str, Any] = {
         "metalplane": {
@@ -149,6 +152,8 @@ def render_user_data(
         ],
         "runcmd": [[TUNING_SCRIPT]],
     }
+    if task is not None:
+        doc["metalplane"]["task"] = task
     if cluster is not None:
         doc["metalplane"]["cluster"] = cluster
     if mounts:

@@ -138,6 +138,7 @@ async def open_session(
     kernel_sha256: str | None,
     initrd_sha256: str | None,
     ttl: timedelta,
+    task: str | None = None,
 ) -> None:
     """Open boot session `session_id` for the node, closing any other open one. Opening the same
     id again (a retried activity) changes nothing."""
@@ -153,6 +154,7 @@ async def open_session(
             kernel_sha256=kernel_sha256,
             initrd_sha256=initrd_sha256,
             expires_at=datetime.now(UTC) + ttl,
+            task=task,
         )
         .on_conflict_do_nothing(index_elements=["id"])
     )
@@ -168,6 +170,17 @@ async def close_sessions(
     if keep is not None:
         query = query.where(BootSession.id != keep)
     await session.execute(query.values(closed_at=datetime.now(UTC)))
+
+
+async def close_session(session: AsyncSession, session_id: uuid.UUID) -> bool:
+    """Close one boot session; False if it was closed already (a repeat)."""
+    closed = await session.scalar(
+        update(BootSession)
+        .where(BootSession.id == session_id, BootSession.closed_at.is_(None))
+        .values(closed_at=datetime.now(UTC))
+        .returning(BootSession.id)
+    )
+    return closed is not None
 
 
 def _is_open() -> ColumnElement[bool]:

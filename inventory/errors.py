@@ -16,3 +16,7 @@ class NodeNotFound(InventoryError):
 class NodeConflict(InventoryError):
     """The node exists but is not in a state the operation may start from, or is held by
     another operation, or an enrolled identifier (id, MAC) is already taken."""
+
+
+class NodeNeedsCleaning(NodeConflict):
+    """The node may hold a tenant's data: only a verified clean makes it available."""

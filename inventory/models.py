@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
     text,
 )
@@ -68,6 +69,10 @@ class Node(Base):
     operation: Mapped[str | None] = mapped_column(String(32))
     workflow_id: Mapped[str | None] = mapped_column(String(255))
     image: Mapped[str | None] = mapped_column(String(128))
+    # The ramdisk its cleaning boots (settings.agent_image when None), as Ironic's deploy ramdisk.
+    agent_image: Mapped[str | None] = mapped_column(String(128))
+    # A tenant's data may be on its disks: set by a provision, cleared by a verified clean only.
+    needs_cleaning: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     extra_kernel_args: Mapped[list[str]] = mapped_column(
         ARRAY(Text), default=list, server_default=text("'{}'")
     )
@@ -140,6 +145,7 @@ class BootSession(Base):
     node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
     workflow_id: Mapped[str] = mapped_column(String(255))
     image: Mapped[str] = mapped_column(String(128))
+    task: Mapped[str | None] = mapped_column(String(16))  # "clean": the agent's; None: the image's
     kernel_args: Mapped[list[str]] = mapped_column(ARRAY(Text))
     kernel_sha256: Mapped[str | None] = mapped_column(String(64))
     initrd_sha256: Mapped[str | None] = mapped_column(String(64))

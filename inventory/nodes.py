@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from inventory import discovery, events
-from inventory.errors import NodeConflict, NodeNotFound
+from inventory.errors import NodeConflict, NodeNeedsCleaning, NodeNotFound
 from inventory.models import Cluster, Event, Nic, Node
 from inventory.states import (
     MAINTENANCE_FROM,
@@ -48,6 +48,7 @@ class NewNode:
     gpu_model: str | None = None
     gpu_count: int = 0
     labels: dict[str, str] = field(default_factory=dict)
+    agent_image: str | None = None
 
 
 async def enroll(session: AsyncSession, new: NewNode) -> Node:
@@ -65,6 +66,7 @@ async def enroll(session: AsyncSession, new: NewNode) -> Node:
         bmc_redfish_address=new.bmc_redfish_address,
         state=NodeState.AVAILABLE.value,
         labels=new.labels,
+        agent_image=new.agent_image,
         extra_kernel_args=[],
         nics=[Nic(mac=mac, position=i) for i, mac in enumerate(new.macs)],
     )
@@ -245,7 +247,7 @@ async def claim_for_provision(
         workflow_id=workflow_id,
         operation="provision",
         holder_may_repeat=True,
-        values={"image": image, "facts": None},
+        values={"image": image, "facts": None, "needs_cleaning": True},
     )
 
 
@@ -296,11 +298,7 @@ async def record_reboot(
     session: AsyncSession, node_id: str, *, workflow_id: str, reason: str
 ) -> None:
     """An active node rebooted and was verified again: an event, with no change of state."""
-    state, tenant, owner = (await session.execute(holder_query(node_id))).one()
-    events.record(
-        session, kind="node", resource_id=node_id, tenant_id=tenant, owner=owner,
-        from_state=state, to_state=state, workflow_id=workflow_id, reason=reason,
-    )  # fmt: skip
+    await record_note(session, node_id, workflow_id=workflow_id, reason=reason)
 
 
 async def fail_after_reboot(
@@ -390,8 +388,14 @@ async def enter_maintenance(session: AsyncSession, node_id: str, *, reason: str)
 
 
 async def leave_maintenance(session: AsyncSession, node_id: str, *, reason: str) -> Node:
-    """Return a node in maintenance to service: `available`. NodeConflict in any other state."""
-    await get(session, node_id)
+    """Return a node in maintenance to service: `available`. NodeConflict in any other state,
+    and NodeNeedsCleaning while a tenant's data may be on it (a release cleans it)."""
+    node = await get(session, node_id)
+    if node.needs_cleaning and node.state == NodeState.MAINTENANCE.value:
+        raise NodeNeedsCleaning(
+            f"node {node_id!r} has not been cleaned since its last tenant: release it, which"
+            " cleans it and makes it available"
+        )
     changed = await session.scalar(
         update(Node)
         .where(Node.id == node_id, Node.state == NodeState.MAINTENANCE.value)
@@ -407,6 +411,17 @@ async def leave_maintenance(session: AsyncSession, node_id: str, *, reason: str)
         workflow_id=None, reason=reason,
     )  # fmt: skip
     return await _reloaded(session, node_id)
+
+
+async def record_note(
+    session: AsyncSession, node_id: str, *, workflow_id: str, reason: str
+) -> None:
+    """An event on the node with no change of state (what a step found)."""
+    state, tenant, owner = (await session.execute(holder_query(node_id))).one()
+    events.record(
+        session, kind="node", resource_id=node_id, tenant_id=tenant, owner=owner,
+        from_state=state, to_state=state, workflow_id=workflow_id, reason=reason,
+    )  # fmt: skip
 
 
 async def _reloaded(session: AsyncSession, node_id: str) -> Node:

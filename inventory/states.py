@@ -21,7 +21,14 @@ class NodeState(StrEnum):
 
 # A new operation may claim a node only from these states (checked in the UPDATE's WHERE clause).
 PROVISION_FROM = (NodeState.AVAILABLE, NodeState.FAILED)
-RELEASE_FROM = (NodeState.ACTIVE, NodeState.FAILED, NodeState.AVAILABLE, NodeState.PROVISIONING)
+# From `maintenance`: an operator cleans a node again (a failed clean leaves it there).
+RELEASE_FROM = (
+    NodeState.ACTIVE,
+    NodeState.FAILED,
+    NodeState.AVAILABLE,
+    NodeState.PROVISIONING,
+    NodeState.MAINTENANCE,
+)
 REBOOT_FROM = (NodeState.ACTIVE,)
 # An operator takes a node out of service only when nothing holds it: no operation, tenant or
 # cluster. No operation claims a node from `maintenance`, so it is never allocated.

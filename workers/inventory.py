@@ -22,6 +22,7 @@ def make_activities(settings: Settings, sessions) -> InventoryActivities:  # typ
         sessions,
         store=images.ImageStore(settings.images_dir),
         boot_session_ttl=timedelta(seconds=settings.boot_session_ttl_seconds),
+        agent_image=settings.agent_image,
     )
 
 
@@ -36,6 +37,8 @@ def build_worker(
             activities.verify_and_activate,
             activities.check_node_boot,
             activities.claim_node_for_release,
+            activities.open_cleaning_boot,
+            activities.record_clean,
             activities.claim_node_for_reboot,
             activities.boots_so_far,
             activities.finish_operation,

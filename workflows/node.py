@@ -12,6 +12,7 @@ from typing import ClassVar
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.baremetal import (
@@ -25,7 +26,9 @@ with workflow.unsafe.imports_passed_through():
         ClaimRelease,
         FinishOperation,
         InventoryActivities,
+        OpenCleaning,
         ProvisionPlan,
+        RecordClean,
         VerifyNode,
     )
     from activities.network import NetworkActivities
@@ -49,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.steps import bmc, fabric_for_node, inventory
 
 PHASE = SearchAttributeKey.for_keyword("Phase")
+CLEANING_FAILED = "CleaningFailed"
 
 
 class NodeOperation:
@@ -194,11 +198,30 @@ class ProvisionNode(NodeOperation):
         return await self._mark_failed(node_id, workflow_id, "provision", reason)
 
 
+# The patch of ReleaseNode's command sequence that added cleaning (docs/cleaning.md): the agent
+# boots, wipes every disk and reports; a failed or cancelled release leaves the node in
+# `maintenance` instead of `failed` (from where it could be provisioned with the data on it).
+CLEAN_ON_RELEASE = "clean-on-release"
+
+
 @workflow.defn(name=RELEASE_NODE)
 class ReleaseNode(NodeOperation):
-    """Phases: cleaning -> available, or failed."""
+    """Phases: cleaning -> available. A clean that fails (a disk not wiped, no report in
+    time) or is cancelled ends in maintenance: the release itself completes (the tenant no
+    longer holds the node), with the node quarantined and the reason on it."""
 
     initial_phase = FIRST_PHASE[RELEASE_NODE]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._boot_session_id: str | None = None
+        self._report: dict | None = None
+
+    @workflow.signal(name=SIGNAL_PHONE_HOME)
+    def phone_home(self, signal: PhoneHomeSignal) -> None:
+        # The cleaning boot's report; a phone-home of another boot is ignored.
+        if signal.boot_session_id == self._boot_session_id and self._report is None:
+            self._report = signal.facts
 
     @workflow.run
     async def run(self, request: ReleaseNodeInput) -> OperationResult:
@@ -208,13 +231,27 @@ class ReleaseNode(NodeOperation):
         await inventory(
             InventoryActivities.claim_node_for_release, ClaimRelease(node_id, workflow_id)
         )
-        await operation(
-            self._release(node_id, workflow_id),
-            lambda reason, _: self._mark_failed(node_id, workflow_id, "release", reason),
-            failure_type="ReleaseFailed",
-            reason=lambda error: f"{self._phase}: {failure_reason(error)}",
-            before_patch="not-compensated",
-        )
+        if not workflow.patched(CLEAN_ON_RELEASE):  # as releases recorded before cleaning ran
+            await operation(
+                self._release(node_id, workflow_id),
+                lambda reason, _: self._mark_failed(node_id, workflow_id, "release", reason),
+                failure_type="ReleaseFailed",
+                reason=lambda error: f"{self._phase}: {failure_reason(error)}",
+                before_patch="not-compensated",
+            )
+            self._enter("available")
+            return OperationResult(node_id=node_id, state="available")
+        try:
+            await operation(
+                self._clean(request, workflow_id),
+                lambda reason, _: self._quarantine(node_id, workflow_id, reason),
+                failure_type=CLEANING_FAILED,
+                reason=lambda error: f"cleaning: {failure_reason(error)}",
+            )
+        except ApplicationError as failed:
+            if failed.type != CLEANING_FAILED:
+                raise
+            return OperationResult(node_id=node_id, state="maintenance", detail=failed.message)
         self._enter("available")
         return OperationResult(node_id=node_id, state="available")
 
@@ -230,3 +267,65 @@ class ReleaseNode(NodeOperation):
             InventoryActivities.finish_operation,
             FinishOperation(node_id, workflow_id, "release", "available"),
         )
+
+    async def _clean(self, request: ReleaseNodeInput, workflow_id: str) -> None:
+        """Off the tenant's network and powered off; the agent network boots with the BIOS
+        back on the golden profile, wipes every disk and reports; only a verified clean
+        makes the node available."""
+        node_id = request.node_id
+        self._step("switch ports back to the provisioning network")
+        await self._leave_tenant_network(node_id)
+        self._step("soft power off (hard after a grace period)")
+        await bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "off", soft=True))
+        self._step("opening the cleaning boot")
+        self._boot_session_id = str(workflow.uuid4())
+        plan = await inventory(
+            InventoryActivities.open_cleaning_boot,
+            OpenCleaning(node_id, workflow_id, self._boot_session_id),
+        )
+        self._step(f"BIOS to the {plan.tuning_profile} profile, network boot {plan.image} once")
+        await bmc(
+            BaremetalActivities.prepare_network_boot,
+            PrepareNetworkBoot(node_id, plan.vendor, plan.tuning_profile),
+        )
+        self._step("power on")
+        await bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "on"))
+        timeout = request.clean_timeout_seconds
+        self._step(f"waiting up to {timeout:g} s for the agent's clean report")
+        await self._phoned_home(lambda: self._report is not None, timeout)
+        assert self._report is not None
+        self._step("judging the clean report")
+        problems = await inventory(
+            InventoryActivities.record_clean,
+            RecordClean(node_id, workflow_id, self._boot_session_id, self._report),
+        )
+        if problems:
+            raise OperationFailed("; ".join(problems))
+        self._step("power off")
+        await bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "off"))
+        self._step("clearing the boot override")
+        await bmc(BaremetalActivities.ensure_boot_device, BootDeviceRequest(node_id, "none"))
+        self._step("clearing tenant state")
+        await inventory(
+            InventoryActivities.finish_operation,
+            FinishOperation(node_id, workflow_id, "release", "available", cleaned=True),
+        )
+
+    async def _quarantine(self, node_id: str, workflow_id: str, reason: str) -> str:
+        """Powered off, no boot override, `maintenance` with the reason: the node may still
+        hold the tenant's data. A BMC that fails here is said in the reason, and the node
+        goes to maintenance all the same."""
+        self._enter("compensating", "power off")
+        try:
+            await bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "off"))
+            self._step("clearing the boot override")
+            await bmc(BaremetalActivities.ensure_boot_device, BootDeviceRequest(node_id, "none"))
+        except ActivityError as error:
+            reason = f"{reason}; unwinding incomplete: {failure_reason(error)}"
+        self._step(f"maintenance: {reason}")
+        await inventory(
+            InventoryActivities.finish_operation,
+            FinishOperation(node_id, workflow_id, "release", "maintenance", reason),
+        )
+        self._enter("maintenance", reason)
+        return reason

@@ -139,17 +139,24 @@ async def user_data(mac: Mac, request: Request, db: Db) -> str:
         )  # fmt: skip
     image = images.get_image(handed.image)
     public_url = boot_base_url(request)
-    text = images.render_user_data(
-        image,
-        image.profile,
-        public_url=public_url,
-        node_id=handed.node_id,
-        boot_session_id=str(handed.id),
-        token=boot_sessions.token_for(handed.id, handed.boots, request.app.state.boot_secret),
-        cluster=await cluster_section(db, handed.node_id, public_url),
-        mounts=[StorageMount(**m) for m in await clusters.storage_of(db, handed.node_id)],
-        ssh_keys=await ssh_keys.for_node(db, handed.node_id),
-    )
+    token = boot_sessions.token_for(handed.id, handed.boots, request.app.state.boot_secret)
+    if handed.task is not None:  # the agent's boot: nothing of a tenant's reaches it
+        text = images.render_user_data(
+            image, image.profile, public_url=public_url, node_id=handed.node_id,
+            boot_session_id=str(handed.id), token=token, task={"kind": handed.task},
+        )  # fmt: skip
+    else:
+        text = images.render_user_data(
+            image,
+            image.profile,
+            public_url=public_url,
+            node_id=handed.node_id,
+            boot_session_id=str(handed.id),
+            token=token,
+            cluster=await cluster_section(db, handed.node_id, public_url),
+            mounts=[StorageMount(**m) for m in await clusters.storage_of(db, handed.node_id)],
+            ssh_keys=await ssh_keys.for_node(db, handed.node_id),
+        )
     await db.commit()  # the handout is recorded before the token leaves
     return text
 
@@ -233,7 +240,7 @@ async def phone_home(
     node = await nodes.get(db, boot.node_id)
     if node.state == NodeState.ACTIVE:  # a reboot of a stateless node: checked on its own
         await _start_boot_check(client, request, boot, boot_token.boot, facts)
-    elif node.state in (NodeState.PROVISIONING, NodeState.REBOOTING):
+    elif node.state in (NodeState.PROVISIONING, NodeState.REBOOTING, NodeState.CLEANING):
         await _signal_operation(client, node, boot, boot_token.boot, facts)
     else:
         raise Problem(
@@ -268,7 +275,7 @@ async def _record_misuse(db: Db, token: boot_sessions.BootToken) -> None:
 async def _signal_operation(
     client: Client, node: Node, boot: BootSession, number: int, facts: NodeFacts
 ) -> None:
-    """Tell the operation that holds the node (its ProvisionNode, or a RebootNode)."""
+    """Tell the operation that holds the node (its ProvisionNode, RebootNode or ReleaseNode)."""
     workflow_id = node.workflow_id or boot.workflow_id
     try:
         await client.get_workflow_handle(workflow_id).signal(

@@ -35,7 +35,7 @@ from core.contracts import (
 from identity.oidc import Principal
 from identity.policy import Action, Resource
 from inventory import clusters, nodes
-from inventory.errors import NodeConflict
+from inventory.errors import NodeConflict, NodeNeedsCleaning
 from inventory.models import Node
 from inventory.states import PROVISION_FROM, REBOOT_FROM, RELEASE_FROM, NodeState
 
@@ -177,6 +177,7 @@ async def enroll_node(
                 gpu_model=body.gpu.model,
                 gpu_count=body.gpu.count,
                 labels=body.labels,
+                agent_image=body.agent_image,
             ),
         )
         await db.commit()
@@ -284,7 +285,10 @@ async def release_node(
     _not_in_a_cluster(node)
     if node.state not in RELEASE_FROM:
         raise _wrong_state(node, "released", RELEASE_FROM)
-    return await _start(client, request, node, RELEASE_NODE, ReleaseNodeInput(node.id), "release")
+    release = ReleaseNodeInput(
+        node.id, clean_timeout_seconds=request.app.state.settings.clean_timeout_seconds
+    )
+    return await _start(client, request, node, RELEASE_NODE, release, "release")
 
 
 @router.post(
@@ -366,6 +370,8 @@ async def leave_maintenance(node_id: NodeId, request: Request, db: Db, who: Call
         node = await nodes.leave_maintenance(
             db, node.id, reason=f"returned to service by {who.subject}"
         )
+    except NodeNeedsCleaning as exc:
+        raise Problem(409, "node-needs-cleaning", "Node needs cleaning", str(exc)) from exc
     except NodeConflict as exc:
         raise Problem(409, "invalid-node-state", "Node is not in maintenance", str(exc)) from exc
     await db.commit()

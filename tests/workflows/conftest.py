@@ -53,7 +53,7 @@ from core.contracts import (
 )
 from core.settings import Settings
 
-from .doubles import Doubles, Registered
+from .doubles import CLEAN_FACTS, Doubles, Registered
 
 _MS20 = timedelta(milliseconds=20)
 FACTS = {"cpu_model": "EPYC 9654", "gpus": 8}
@@ -103,17 +103,23 @@ class Plane:
         self.client = client
         self.doubles = doubles
         self.phone_home_facts: dict[str, Any] | None = None  # None: no node phones home
+        self.clean_facts: dict[str, Any] | None = CLEAN_FACTS  # None: no cleaning boot does
         self.started: set[str] = set()
         doubles.on_power_on = self._boot
 
     async def _boot(self, request: PowerRequest) -> None:
-        """A node powered on for its provisioning boots and phones home: the boot service
-        signals the workflow of its boot session."""
-        if self.phone_home_facts is None:
-            return
+        """A node powered on for its provisioning (or its cleaning) boots and phones home: the
+        boot service signals the workflow of its boot session."""
         for name, claim in reversed(self.doubles.calls):
             if name == "claim_node_for_provision" and claim.node_id == request.node_id:
-                await self.phone_home(claim.workflow_id, claim.boot_session_id)
+                if self.phone_home_facts is not None:
+                    await self.phone_home(claim.workflow_id, claim.boot_session_id)
+                return
+            if name == "open_cleaning_boot" and claim.node_id == request.node_id:
+                if self.clean_facts is not None:  # the agent wiped the disks and reports
+                    await self.phone_home(
+                        claim.workflow_id, claim.boot_session_id, facts=self.clean_facts
+                    )
                 return
 
     async def phone_home(self, workflow_id: str, session: str, boot: int = 0,

@@ -15,6 +15,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from unittest.mock import ANY
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -26,9 +27,12 @@ from activities.inventory import (
     ClaimProvision,
     ClaimReboot,
     ClaimRelease,
+    CleaningPlan,
     FinishOperation,
+    OpenCleaning,
     ProvisionPlan,
     RebootPlan,
+    RecordClean,
     VerifyNode,
 )
 from activities.network import NetworkNode, NetworkOnSwitch, NetworkStateChange, NodePorts
@@ -221,6 +225,18 @@ class Doubles:
     async def claim_node_for_release(self, request: ClaimRelease) -> None:
         return await self._act("claim_node_for_release", request, lambda: None)
 
+    @activity.defn(name="open_cleaning_boot")
+    async def open_cleaning_boot(self, request: OpenCleaning) -> CleaningPlan:
+        return await self._act(
+            "open_cleaning_boot",
+            request,
+            lambda: CleaningPlan(request.node_id, "supermicro", "lab-sim", "gpu-default"),
+        )
+
+    @activity.defn(name="record_clean")
+    async def record_clean(self, request: RecordClean) -> list[str]:
+        return await self._act("record_clean", request, list)
+
     @activity.defn(name="claim_node_for_reboot")
     async def claim_node_for_reboot(self, request: ClaimReboot) -> RebootPlan:
         return await self._act(
@@ -368,6 +384,32 @@ class Doubles:
     @activity.defn(name="finish_cluster_delete")
     async def finish_delete(self, cluster_id: str) -> bool:
         return await self._act("finish_cluster_delete", cluster_id, lambda: True)
+
+
+# What a cleaning boot's agent reports (core.facts.NodeFacts with its clean report).
+CLEAN_FACTS: dict[str, Any] = {
+    "kernel_cmdline": "console=ttyS0",
+    "clean": {"disks": [{"device": "/dev/nvme0n1", "size_bytes": 2**40,
+                         "method": "nvme-format", "verified": True}]},
+}  # fmt: skip
+
+
+def release_steps(node: str, workflow_id: str) -> list[Call]:
+    """ReleaseNode's calls when all goes well: its cleaning boot's session id is the
+    workflow's own (mock.ANY here)."""
+    return [
+        ("claim_node_for_release", ClaimRelease(node, workflow_id)),
+        ("leave_tenant_network", node),
+        ("ensure_power", PowerRequest(node, "off", soft=True)),
+        ("open_cleaning_boot", OpenCleaning(node, workflow_id, ANY)),
+        ("prepare_network_boot", PrepareNetworkBoot(node, "supermicro", "gpu-default")),
+        ("ensure_power", PowerRequest(node, "on")),
+        ("record_clean", RecordClean(node, workflow_id, ANY, CLEAN_FACTS)),
+        ("ensure_power", PowerRequest(node, "off")),
+        ("ensure_boot_device", BootDeviceRequest(node, "none")),
+        ("finish_operation", FinishOperation(node, workflow_id, "release", "available",
+                                             cleaned=True)),
+    ]  # fmt: skip
 
 
 def in_order(calls: list[Call]) -> list[Call]:

@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities.baremetal import BootDeviceRequest, PowerRequest, PrepareNetworkBoot
 from activities.cluster import ClusterEnd, ClusterNode, ClusterPlan, MemberView, Removals
-from activities.inventory import ClaimProvision, ClaimRelease, FinishOperation, VerifyNode
+from activities.inventory import ClaimProvision, FinishOperation, VerifyNode
 from activities.network import NetworkNode, NetworkOnSwitch, NetworkStateChange, NodePorts
 from core.contracts import (
     CREATE_CLUSTER,
@@ -31,7 +31,7 @@ from core.contracts import (
 )
 
 from .conftest import FACTS, Plane, cancel_acted_on, failure, settled
-from .doubles import Call, error, in_order
+from .doubles import Call, error, in_order, release_steps
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -41,6 +41,7 @@ NET = "net-c1"
 IMAGE = "slurm-gpu"
 LEAVES = ["leaf1", "leaf2"]
 BMC_DOWN = error("BMC does not answer", "BmcUnreachable")
+DB_DOWN = error("the inventory does not answer")
 
 
 def create_network() -> list[Call]:
@@ -95,13 +96,21 @@ def provision_compensated(node: str, reason: str) -> list[Call]:
 
 
 def released(node: str, *, shrink: bool = False) -> list[Call]:
+    return [
+        *release_steps(node, node_workflow_id(node)),
+        ("forget_cluster_member", ClusterNode(CLUSTER, node, shrink)),
+    ]
+
+
+def quarantined(node: str, ran: int, reason: str, *, shrink: bool = False) -> list[Call]:
+    """A member's release whose clean failed at step `ran`: the node is left in maintenance,
+    and the release (and with it the cluster's) goes on."""
     wid = node_workflow_id(node)
     return [
-        ("claim_node_for_release", ClaimRelease(node, wid)),
-        ("leave_tenant_network", node),
-        ("ensure_power", PowerRequest(node, "off", soft=True)),
+        *release_steps(node, wid)[:ran],
+        ("ensure_power", PowerRequest(node, "off")),
         ("ensure_boot_device", BootDeviceRequest(node, "none")),
-        ("finish_operation", FinishOperation(node, wid, "release", "available")),
+        ("finish_operation", FinishOperation(node, wid, "release", "maintenance", reason)),
         ("forget_cluster_member", ClusterNode(CLUSTER, node, shrink)),
     ]
 
@@ -222,7 +231,11 @@ async def test_create_cluster_without_replacements_left_unwinds(plane: Plane) ->
         *create_network(),
         *provisioned(plane, "n1", ran=3),
         *provision_compensated("n1", "preparing: BMC does not answer"),
-        *unwound(reason, ["n1"]),
+        ("cluster_plan", CLUSTER),
+        *quarantined("n1", 5, "cleaning: BMC does not answer"),  # its cleaning boot too
+        ("begin_cluster_network_delete", NET),
+        *delete_network(),
+        ("fail_cluster", ClusterEnd(CLUSTER, reason)),
     ])  # fmt: skip
 
 
@@ -260,9 +273,10 @@ async def test_create_cluster_not_ready_in_time_unwinds_in_virtual_time(plane: P
 
 async def test_create_cluster_with_an_incomplete_unwinding_says_so(plane: Plane) -> None:
     plane.doubles.fail("ensure_partition", "no free pkey")
-    plane.doubles.fail("ensure_power", BMC_DOWN, when=lambda r: r.soft)  # the release's
+    # The member's release cannot even record the node quarantined.
+    plane.doubles.fail("finish_operation", DB_DOWN, when=lambda r: r.operation == "release")
     handle = await create(plane)
-    reason = "no free pkey; unwinding incomplete: cleaning: BMC does not answer"
+    reason = "no free pkey; unwinding incomplete: the inventory does not answer"
     assert_failed(await failure(handle), "ClusterFailed", reason)
     calls = plane.doubles.calls
     assert calls[-1] == ("fail_cluster", ClusterEnd(CLUSTER, reason))
@@ -413,7 +427,7 @@ async def test_scale_whose_new_node_fails_releases_it_and_stays_ready(plane: Pla
         *provisioned(plane, "n3", ran=3),
         *provision_compensated("n3", "preparing: BMC does not answer"),
         ("cluster_members", CLUSTER),
-        *released("n3", shrink=True),
+        *quarantined("n3", 5, "cleaning: BMC does not answer", shrink=True),
         ("finish_cluster_operation", ClusterEnd(CLUSTER, reason)),
     ])  # fmt: skip
 
@@ -433,7 +447,7 @@ async def test_scale_cancelled_while_waiting_releases_the_joining_members(plane:
     await handle.cancel()
     assert isinstance(await failure(handle), CancelledError)
     calls = plane.doubles.calls
-    assert calls[-8:] == [
+    assert calls[-13:] == [
         ("cluster_members", CLUSTER),
         *released("n3", shrink=True),
         ("finish_cluster_operation", ClusterEnd(CLUSTER, "scale cancelled")),
@@ -486,19 +500,38 @@ async def test_delete_cluster_keeps_a_network_it_does_not_own(plane: Plane) -> N
     plane.doubles.returns("begin_cluster_network_delete", False)
     handle = await delete(plane)
     assert await handle.result() == "deleted"
-    assert plane.doubles.calls == [*DELETE_STEPS[:9], ("finish_cluster_delete", CLUSTER)]
+    assert plane.doubles.calls == [*DELETE_STEPS[:14], ("finish_cluster_delete", CLUSTER)]
+
+
+async def test_delete_cluster_whose_member_fails_its_clean_deletes_all_the_same(
+    plane: Plane,
+) -> None:
+    """The member is left in maintenance (its disks may hold the tenant's data); the tenant's
+    cluster is gone."""
+    plane.doubles.returns("record_clean", ["/dev/nvme0n1: zeroing failed: I/O error"])
+    handle = await delete(plane)
+    assert await handle.result() == "deleted"
+    assert in_order(plane.doubles.calls) == in_order([
+        *DELETE_STEPS[:2],
+        *quarantined("n1", 7, "cleaning: /dev/nvme0n1: zeroing failed: I/O error"),
+        *DELETE_STEPS[13:],
+    ])  # fmt: skip
 
 
 DELETE_FAILURES = {
-    "release": (("ensure_power", lambda r: r.soft), "delete failed: cleaning: BMC does not answer"),
-    "network": (("remove_partition", None), "delete failed: BMC does not answer"),
+    "release": (
+        ("finish_operation", lambda r: r.operation == "release"),
+        DB_DOWN,
+        "delete failed: the inventory does not answer",
+    ),
+    "network": (("remove_partition", None), BMC_DOWN, "delete failed: BMC does not answer"),
 }
 
 
 @pytest.mark.parametrize("step", DELETE_FAILURES)
 async def test_delete_cluster_failure_records_it(plane: Plane, step: str) -> None:
-    (name, when), reason = DELETE_FAILURES[step]
-    plane.doubles.fail(name, BMC_DOWN, when=when)
+    (name, when), cause, reason = DELETE_FAILURES[step]
+    plane.doubles.fail(name, cause, when=when)
     handle = await delete(plane)
     assert_failed(await failure(handle), "DeleteFailed", reason)
     assert plane.doubles.calls[-1] == (

@@ -10,7 +10,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 from activities.baremetal import BootDeviceRequest, PowerRequest, PrepareNetworkBoot
-from activities.inventory import ClaimProvision, ClaimRelease, FinishOperation, VerifyNode
+from activities.inventory import ClaimProvision, FinishOperation, VerifyNode
 from activities.network import NetworkNode, NodePorts
 from core.contracts import (
     DETACH_NODE,
@@ -28,7 +28,7 @@ from core.contracts import (
 )
 
 from .conftest import FACTS, Plane, cancel_acted_on, failure
-from .doubles import Call, error
+from .doubles import Call, error, release_steps
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -320,26 +320,31 @@ async def test_provision_cancelled_during_its_compensation_still_compensates(
 # -- ReleaseNode --------------------------------------------------------------------------------
 
 
-async def release(plane: Plane) -> WorkflowHandle:
+async def release(plane: Plane, timeout: float = 1800.0) -> WorkflowHandle:
     return await plane.start(
-        RELEASE_NODE, ReleaseNodeInput(NODE), id=WID, task_queue=TASK_QUEUE_BAREMETAL,
-        result_type=OperationResult,
+        RELEASE_NODE, ReleaseNodeInput(NODE, clean_timeout_seconds=timeout), id=WID,
+        task_queue=TASK_QUEUE_BAREMETAL, result_type=OperationResult,
     )  # fmt: skip
 
 
-RELEASE_STEPS: list[Call] = [
-    ("claim_node_for_release", ClaimRelease(NODE, WID)),
-    ("leave_tenant_network", NODE),
-    ("ensure_power", PowerRequest(NODE, "off", soft=True)),
-    ("ensure_boot_device", BootDeviceRequest(NODE, "none")),
-    ("finish_operation", FinishOperation(NODE, WID, "release", "available")),
-]
+RELEASE_STEPS = release_steps(NODE, WID)
 
 
-async def test_release_happy_path(plane: Plane) -> None:
+def quarantined(reason: str) -> list[Call]:
+    """The compensation of a release: powered off, no boot override, in maintenance."""
+    return [
+        ("ensure_power", PowerRequest(NODE, "off")),
+        ("ensure_boot_device", BootDeviceRequest(NODE, "none")),
+        ("finish_operation", FinishOperation(NODE, WID, "release", "maintenance", reason)),
+    ]
+
+
+async def test_release_cleans_the_node_then_makes_it_available(plane: Plane) -> None:
     handle = await release(plane)
     assert await handle.result() == OperationResult(NODE, "available")
     assert plane.doubles.calls == RELEASE_STEPS
+    opened, judged = plane.doubles.of("open_cleaning_boot", "record_clean")
+    assert judged[1].session_id == opened[1].boot_session_id  # the report of its own boot
     assert await handle.query(QUERY_PHASE) == "available"
 
 
@@ -351,35 +356,95 @@ async def test_release_whose_claim_fails_records_nothing(plane: Plane) -> None:
     assert plane.doubles.calls == RELEASE_STEPS[:1]
 
 
+async def test_a_failed_wipe_ends_the_release_with_the_node_in_maintenance(
+    plane: Plane,
+) -> None:
+    """The release completes (the tenant no longer holds the node); the node is quarantined
+    with the agent's words."""
+    plane.doubles.returns("record_clean", ["/dev/nvme1n1: zeroing failed: I/O error"])
+    handle = await release(plane)
+    reason = "cleaning: /dev/nvme1n1: zeroing failed: I/O error"
+    assert await handle.result() == OperationResult(NODE, "maintenance", reason)
+    assert plane.doubles.calls == RELEASE_STEPS[:7] + quarantined(reason)
+    assert await handle.query(QUERY_PHASE) == "maintenance"
+
+
+async def test_a_cleaning_boot_that_never_reports_times_out_in_virtual_time(
+    plane: Plane,
+) -> None:
+    plane.clean_facts = None
+    handle = await release(plane, timeout=3600)
+    reason = (
+        "cleaning: node did not phone home within 3600 s of power-on"
+        " (check its boot configuration and console)"
+    )
+    assert (await handle.result()).detail == reason
+    assert plane.doubles.calls == RELEASE_STEPS[:6] + quarantined(reason)
+
+
+# The step that fails: (activity, which of its calls, steps run including it).
 RELEASE_FAILURES = {
     "leave_tenant_network": ("leave_tenant_network", None, 2),
-    "power_off": ("ensure_power", None, 3),
-    "boot_device": ("ensure_boot_device", None, 4),
-    "finish": ("finish_operation", lambda r: r.state == "available", 5),
+    "power_off": ("ensure_power", lambda r: r.soft, 3),
+    "open_boot": ("open_cleaning_boot", None, 4),
+    "prepare_boot": ("prepare_network_boot", None, 5),
+    "power_on": ("ensure_power", lambda r: r.state == "on", 6),
+    "record": ("record_clean", None, 7),
+    "power_off_after": ("ensure_power", lambda r: r.state == "off" and not r.soft, 8),
+    "boot_device": ("ensure_boot_device", None, 9),
+    "finish": ("finish_operation", lambda r: r.state == "available", 10),
 }
 
 
 @pytest.mark.parametrize("step", RELEASE_FAILURES)
-async def test_release_step_failure_marks_the_node_failed(plane: Plane, step: str) -> None:
+async def test_a_failed_release_step_leaves_the_node_in_maintenance(
+    plane: Plane, step: str
+) -> None:
     name, when, ran = RELEASE_FAILURES[step]
-    plane.doubles.fail(name, "it broke", when=when)
+    plane.doubles.fail(name, "it broke", when=when, times=1)
     handle = await release(plane)
-    assert_failed(await failure(handle), "ReleaseFailed", "cleaning: it broke")
-    failed = FinishOperation(NODE, WID, "release", "failed", "cleaning: it broke")
-    assert plane.doubles.calls == [*RELEASE_STEPS[:ran], ("finish_operation", failed)]
-    assert await handle.query(QUERY_PHASE) == "failed"
+    assert (await handle.result()).state == "maintenance"
+    assert plane.doubles.calls == RELEASE_STEPS[:ran] + quarantined("cleaning: it broke")
 
 
-@pytest.mark.parametrize("step", ["leave_tenant_network", "ensure_power", "ensure_boot_device"])
-async def test_release_cancelled_records_the_node_failed(plane: Plane, step: str) -> None:
-    """A cancel ends the release after the step in flight and records the node failed,
-    "cancelled" (held by no one, for an SRE), instead of leaving it `cleaning`."""
-    rule = plane.doubles.block(step)
+async def test_a_bmc_that_fails_the_unwinding_too_is_said_and_the_node_quarantined(
+    plane: Plane,
+) -> None:
+    plane.doubles.fail("prepare_network_boot", BMC_DOWN)
+    plane.doubles.fail("ensure_power", BMC_DOWN, when=lambda r: r.state == "off" and not r.soft)
     handle = await release(plane)
-    await rule.entered.wait()
+    reason = "cleaning: BMC of n1 does not answer; unwinding incomplete: BMC of n1 does not answer"
+    assert await handle.result() == OperationResult(NODE, "maintenance", reason)
+    assert plane.doubles.calls == [
+        *RELEASE_STEPS[:5],
+        ("ensure_power", PowerRequest(NODE, "off")),
+        ("finish_operation", FinishOperation(NODE, WID, "release", "maintenance", reason)),
+    ]
+
+
+RELEASE_CANCELS = {
+    "leave_tenant_network": ("leave_tenant_network", None, 2),
+    "power_off": ("ensure_power", lambda r: r.soft, 3),
+    "prepare_boot": ("prepare_network_boot", None, 5),
+    "report_wait": (None, None, 6),
+    "record": ("record_clean", None, 7),
+    "boot_device": ("ensure_boot_device", None, 9),
+}
+
+
+@pytest.mark.parametrize("where", RELEASE_CANCELS)
+async def test_a_cancelled_release_leaves_the_node_in_maintenance(plane: Plane, where: str) -> None:
+    """A cancel ends the release after the step in flight and quarantines the node,
+    "cancelled": its clean was not verified."""
+    name, when, ran = RELEASE_CANCELS[where]
+    rule = plane.doubles.block(name, when=when) if name else None
+    plane.clean_facts = None if rule is None else plane.clean_facts
+    handle = await release(plane)
+    if rule is not None:
+        await rule.entered.wait()
+    else:
+        await plane.doubles.called("ensure_power", lambda r: r.state == "on")
     await handle.cancel()
     assert isinstance(await failure(handle), CancelledError)
-    ran = [name for name, _ in RELEASE_STEPS].index(step) + 1
-    failed = FinishOperation(NODE, WID, "release", "failed", "cancelled")
-    assert plane.doubles.calls == [*RELEASE_STEPS[:ran], ("finish_operation", failed)]
-    assert plane.doubles.cancelled == RELEASE_STEPS[ran - 1 : ran]
+    assert plane.doubles.calls == RELEASE_STEPS[:ran] + quarantined("cancelled")
+    assert plane.doubles.cancelled == (RELEASE_STEPS[ran - 1 : ran] if rule else [])
