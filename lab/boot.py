@@ -13,7 +13,7 @@ import aiohttp
 import yaml
 from pydantic import ValidationError
 
-from core.facts import MountFact, Nic, NodeFacts
+from core.facts import CleanReport, MountFact, Nic, NodeFacts
 from images.cluster_section import ClusterSecrets, ClusterSection
 from lab.cmdline import BootConfigError, parse_cmdline, parse_ipxe
 from lab.node import BootDev, SimNode
@@ -98,6 +98,15 @@ def _mounts(doc: dict[str, Any]) -> list[MountFact]:
     return found
 
 
+def _clean(node: SimNode, task: dict[str, Any]) -> CleanReport | None:
+    """The agent's task: `clean` wipes the node's disks and reports each."""
+    if not task:
+        return None
+    if task.get("kind") != "clean":
+        raise BootConfigError(f"user-data names an unknown agent task {task!r}")
+    return CleanReport.model_validate({"disks": node.wipe_disks()})
+
+
 @dataclass(frozen=True)
 class ClusterPart:
     """The node's part in a cluster (its user-data) and the secrets it fetched for it."""
@@ -147,8 +156,9 @@ async def network_boot(
     await _post(client, f"{kernel.nocloud_seed}{BOOT_START}", "boot start")
     user_data = await _get(client, f"{kernel.nocloud_seed}user-data", "user-data")
     section = _metalplane_section(user_data)
+    task = section.get("task") or {}
     mounts = _mounts(yaml.safe_load(user_data))
-    cluster = await _cluster_part(section, client)
+    cluster = None if task else await _cluster_part(section, client)
     tuning = section.get("tuning") or {}
     facts = NodeFacts(
         kernel_cmdline=script.kernel_args,
@@ -165,6 +175,7 @@ async def network_boot(
         system_model=node.model,
         nics=[Nic(name=f"eth{i}", mac=m) for i, m in enumerate(node.macs)],
         mounts=mounts,
+        clean=_clean(node, task),
     )
     phone_home = section["phone_home"]
     try:
@@ -245,6 +256,8 @@ class BootRunner:
             return
         log.info("%s: phoned home (kernel %s)", node.node_id, facts.kernel_sha256)
         node.boot_finished(generation, error=None, phoned_home=True)
+        if facts.clean is None:
+            node.write_disks()  # the tenant's OS runs: its data lands on the disks
         if cluster is not None:
             if self.clusters is None:
                 node.set_cluster_error("this lab runs no cluster roles")

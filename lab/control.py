@@ -32,6 +32,7 @@ class FaultsBody(BaseModel):
     delay_seconds: float = Field(default=0.0, ge=0.0, le=120.0)
     fail_next: int = Field(default=0, ge=0)
     ignore_soft_off: bool = False
+    wipe_fails: bool = False
 
 
 def create_app(lab: Lab) -> FastAPI:

@@ -30,6 +30,7 @@ class Faults:
     delay_seconds: float = 0.0  # added before answering
     fail_next: int = 0  # next N commands answer busy (IPMI 0xC0, Redfish 503)
     ignore_soft_off: bool = False  # the OS never handles the ACPI power button
+    wipe_fails: bool = False  # its disks answer I/O errors to a wipe (QEMU: attached read-only)
 
 
 @dataclass
@@ -43,6 +44,20 @@ class Counters:
     set_boot: int = 0
     bios_patch: int = 0
     bios_reset: int = 0
+
+
+@dataclass
+class SimDisk:
+    """A simulated node's disk: a name, a size and whether anything was written to it."""
+
+    device: str
+    size_bytes: int
+    kind: Literal["nvme", "sata"] = "nvme"
+    written: bool = False
+
+
+def _lab_disks() -> list[SimDisk]:
+    return [SimDisk(f"/dev/nvme{i}n1", 3_840_755_982_336) for i in range(2)]
 
 
 class PowerListener(Protocol):
@@ -82,6 +97,7 @@ class SimNode:
     netns: str | None = None  # where its NIC is (a fabric host): its cluster daemons run there
     cluster_error: str | None = None  # why its OS could not run its cluster role
     powered_on_at: float | None = None  # epoch seconds of the last power-on (or reset)
+    disks: list[SimDisk] = field(default_factory=_lab_disks)
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
@@ -125,6 +141,8 @@ class SimNode:
         data = dict(data)
         data["counters"] = Counters(**data.get("counters", {}))
         data["faults"] = Faults(**data.get("faults", {}))
+        if "disks" in data:
+            data["disks"] = [SimDisk(**d) for d in data["disks"]]
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
@@ -249,6 +267,36 @@ class SimNode:
             self.cluster_error = error
             self._save()
 
+    # -- disks (what the cleaning agent of a simulated node does to them) -----------------------
+
+    def wipe_disks(self) -> list[dict[str, Any]]:
+        """Each disk as core.facts.DiskWipe: NVMe formatted, SATA secure-erased (their
+        strongest method); with the `wipe_fails` fault, an I/O error and the data left."""
+        with self._lock:
+            wiped = []
+            for disk in self.disks:
+                method = "nvme-format" if disk.kind == "nvme" else "ata-secure-erase"
+                if self.faults.wipe_fails:
+                    wiped.append({
+                        "device": disk.device, "size_bytes": disk.size_bytes, "method": None,
+                        "verified": False, "error": f"{method}: I/O error (lab fault wipe_fails)",
+                    })  # fmt: skip
+                    continue
+                disk.written = False
+                wiped.append({
+                    "device": disk.device, "size_bytes": disk.size_bytes, "method": method,
+                    "verified": True,
+                })  # fmt: skip
+            self._save()
+            return wiped
+
+    def write_disks(self) -> None:
+        """A tenant's workload wrote to every disk."""
+        with self._lock:
+            for disk in self.disks:
+                disk.written = True
+            self._save()
+
     # -- BIOS -------------------------------------------------------------------------------
 
     def patch_bios(self, changes: dict[str, Any]) -> None:
@@ -317,4 +365,5 @@ class SimNode:
                 "netns": self.netns,
                 "cluster_error": self.cluster_error,
                 "powered_on_at": self.powered_on_at,
+                "disks": [asdict(d) for d in self.disks],
             }

@@ -5,13 +5,14 @@ Power on starts QEMU, off quits it over QMP, the ACPI power button is QMP `syste
 (the lab image handles none: the BMC driver escalates to a hard off), and a reset is QMP
 `system_reset` after setting the NIC's boot index for the boot device of this boot (SeaBIOS
 reads the boot order at every reset; with `-boot strict=on` a NIC without an index does not
-boot, and there is no disk: a disk boot finds nothing). Network boot is real PXE: QEMU's iPXE
-ROM gets DHCP and a TFTP script from QEMU's user-mode network, which chains to the platform's
-per-node iPXE script over HTTP (a read: Debian's ipxe-qemu ROM cannot POST, so the image's
-agent posts the boot start once the kernel runs); the guest reaches the host's loopback at
-10.0.2.2. The guest's SSH server (port 22) is forwarded from a host port on 127.0.0.1 (the
-lab's --ssh-base-port, 0: none), as a tenant's route to its node. The node's
-BIOS settings and DMI identity reach the guest as SMBIOS tables (OEM strings
+boot, and the disk has none: a disk boot finds nothing). The node's disk (a virtio-blk raw
+file kept across boots) holds what its tenant wrote until a cleaning boot wipes it. Network
+boot is real PXE: QEMU's iPXE ROM gets DHCP and a TFTP script from QEMU's user-mode network,
+which chains to the platform's per-node iPXE script over HTTP (a read: Debian's ipxe-qemu ROM
+cannot POST, so the image's agent posts the boot start once the kernel runs); the guest
+reaches the host's loopback at 10.0.2.2. The guest's SSH server (port 22) is forwarded from a
+host port on 127.0.0.1 (the lab's --ssh-base-port, 0: none), as a tenant's route to its node.
+The node's BIOS settings and DMI identity reach the guest as SMBIOS tables (OEM strings
 `metalplane.bios.NAME=VALUE`), where the node agent reads them as on a server.
 """
 
@@ -34,6 +35,8 @@ GUEST_HOST = "10.0.2.2"  # the host's loopback as QEMU user networking shows it 
 PHONED_HOME = b"metalplane-agent: phoned home"
 QEMU = "qemu-system-x86_64"
 NIC = "nic0"  # the VM's NIC, as QOM names it under /machine/peripheral
+DISK = "disk.img"
+DISK_BYTES = 64 * 2**20  # small: a wipe by zeroing takes seconds under TCG
 MEMORY = "19G"  # 16 x 1 GiB huge pages of the tuning profile fit (lazily backed: ~0.7 GB RSS)
 
 
@@ -50,11 +53,28 @@ def _escape(value: str) -> str:
     return value.replace(",", ",,")  # QEMU's option syntax
 
 
+def disk_path(run_dir: Path) -> Path:
+    return run_dir / DISK
+
+
+def ensure_disk(run_dir: Path) -> Path:
+    """The node's disk: a sparse raw file made at its first power-on and kept across boots,
+    as a server's disk keeps what its last tenant wrote."""
+    path = disk_path(run_dir)
+    if not path.exists():
+        with path.open("wb") as disk:
+            disk.truncate(DISK_BYTES)
+    return path
+
+
 def command(
     node: SimNode, device: BootDev, run_dir: Path, memory: str = MEMORY, ssh_port: int = 0
 ) -> list[str]:
-    """`ssh_port`: the host port (127.0.0.1) forwarded to the guest's SSH server; 0: none."""
+    """`ssh_port`: the host port (127.0.0.1) forwarded to the guest's SSH server; 0: none.
+    The disk is a virtio-blk device that passes discards to the file (it punches holes); with
+    the `wipe_fails` fault it is attached read-only, so a wipe meets real I/O errors."""
     forward = f",hostfwd=tcp:127.0.0.1:{ssh_port}-:22" if ssh_port else ""
+    readonly = ",readonly=on" if node.faults.wipe_fails else ""
     oem = ",".join(
         f"value={_escape(f'metalplane.bios.{name}={value}')}"
         for name, value in sorted(node.bios_snapshot().items())
@@ -70,6 +90,8 @@ def command(
         "-netdev", f"user,id=n0,tftp={run_dir / 'tftp'},bootfile=boot.ipxe{forward}",
         "-device", f"virtio-net-pci,netdev=n0,id={NIC},mac={node.macs[0]},"
                    f"bootindex={_boot_index(device)}",
+        "-drive", f"file={disk_path(run_dir)},if=none,id=d0,format=raw,discard=unmap{readonly}",
+        "-device", "virtio-blk-pci,drive=d0,bootindex=-1",
         "-boot", "strict=on",
     ]  # fmt: skip
 
@@ -153,6 +175,7 @@ class QemuRunner:
                 f"#!ipxe\nchain {self.boot_url}/boot/${{net0/mac}}/ipxe\n"
             )
             (run / "console.log").unlink(missing_ok=True)
+            ensure_disk(run)
             log_file = (run / "qemu.log").open("ab")
             try:
                 self._procs[node.node_id] = await asyncio.create_subprocess_exec(

@@ -71,6 +71,10 @@ class Lab:
             return 0
         return self.config.ssh_base_port + int(node.node_id.split("-")[1]) - 1
 
+    def is_qemu(self, node: SimNode) -> bool:
+        """QEMU nodes come after the simulated ones."""
+        return int(node.node_id.split("-")[1]) > self.config.nodes
+
     def enrollment(self, node: SimNode) -> dict[str, Any]:
         assert self.redfish is not None
         user, password = next(iter(self.config.users.items()))
@@ -82,6 +86,7 @@ class Lab:
             address = redfish_url
         return {
             "id": node.node_id,
+            "agent_image": "lab-qemu" if self.is_qemu(node) else "lab-sim",
             "vendor": node.vendor,
             "model": node.model,
             "gpu": {"vendor": node.gpu_vendor, "model": node.gpu_model, "count": node.gpu_count},

@@ -161,9 +161,28 @@ class Platform:
                 while True:
                     node = (await api.get(f"/v1/nodes/{node_id}")).json()
                     phase = (node.get("operation") or {}).get("phase")
-                    if node["state"] in states and phase in (None, "active", "failed", "available"):
+                    if node["state"] in states and phase in (
+                        None,
+                        "active",
+                        "failed",
+                        "available",
+                        "maintenance",
+                    ):
                         return node
                     await asyncio.sleep(0.2)
+
+    async def release(self, node_id: str, token: str | None = None) -> dict[str, Any]:
+        """Release the node and wait for its ReleaseNode (and cleaning) to end; the node as
+        the API then shows it."""
+        async with self.api(token) as api:
+            reply = await api.post(f"/v1/nodes/{node_id}/release")
+            assert reply.status_code == 202, reply.text
+            accepted = reply.json()
+            handle = self.client.get_workflow_handle(
+                accepted["workflow_id"], run_id=accepted["run_id"]
+            )
+            await handle.result()
+            return (await api.get(f"/v1/nodes/{node_id}")).json()
 
     async def wait_activity(self, workflow_id: str, activity: str, timeout: float = 60) -> None:
         """Wait until a worker runs the workflow's activity `activity` (its attempt started)."""

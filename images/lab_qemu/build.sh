@@ -24,7 +24,7 @@ root=$work/root
 mkdir -p "$root/bin" "$root/etc" "$root/lib/modules" "$root/proc" "$root/sys" "$root/dev" "$root/tmp"
 cp /bin/busybox "$root/bin/busybox"
 for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci \
-         failover net_failover virtio_net; do
+         failover net_failover virtio_net virtio_blk; do
     cp "$(find "$work/kernel/lib/modules" -name "$m.ko" | head -1)" "$root/lib/modules/"
 done
 # The tenant's SSH server: Debian's dropbear-bin with the shared libraries it links (the

@@ -88,7 +88,7 @@ async def test_a_missing_kernel_argument_is_caught_from_the_booted_kernel(
 ) -> None:
     async with platform.api() as api:
         assert (await api.post("/v1/nodes/lab-001/release")).status_code == 202
-    await platform.wait_state("lab-001", {"available"}, timeout=120)
+    await platform.wait_state("lab-001", {"available"}, timeout=240)  # after its cleaning boot
     async with platform.sessions.begin() as session:  # an operator's mistake: no 1 GiB pages
         await session.execute(
             update(Node).where(Node.id == "lab-001").values(extra_kernel_args=["hugepages=0"])
@@ -210,13 +210,15 @@ async def test_an_operator_reboot_waits_for_the_stateless_node_to_boot_and_verif
     assert states[-2:] == ["rebooting", "active"]
 
 
-def ssh(port: int, *options: str) -> subprocess.CompletedProcess[str]:
+def ssh(
+    port: int, *options: str, command: str = "cat /proc/cmdline"
+) -> subprocess.CompletedProcess[str]:
     """OpenSSH's client, as a tenant runs it: public keys only, no prompts."""
     return subprocess.run(
         ["ssh", "-p", str(port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
          "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=20", *options,
-         "root@127.0.0.1", "cat /proc/cmdline"],
-        capture_output=True, text=True, timeout=60,
+         "root@127.0.0.1", command],
+        capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 
 
@@ -229,15 +231,21 @@ def key_pair(directory: Path, name: str) -> tuple[Path, str]:
     return private, private.with_suffix(".pub").read_text().strip()
 
 
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
+    """Each tenant's SSH key pair: the private key's file and the public key."""
+    directory = tmp_path_factory.mktemp("keys")
+    return {tenant: key_pair(directory, tenant) for tenant in ("acme", "other")}
+
+
 async def test_the_tenant_reboots_its_node_and_logs_in_with_its_key_and_only_its_key(
-    platform: Platform, tmp_path: Path
+    platform: Platform, keys: dict[str, tuple[Path, str]]
 ) -> None:
     """The node is held by tenant acme, as its cluster would hold it (clusters are tested in
     test_clusters.py). Acme reboots it (another tenant cannot: 404); the boot's user-data
     carries acme's keys, which the image's SSH server (dropbear) accepts; another tenant's
     key, or none, is refused."""
-    acme_key, acme_public = key_pair(tmp_path, "acme")
-    other_key, other_public = key_pair(tmp_path, "other")
+    (acme_key, acme_public), (other_key, other_public) = keys["acme"], keys["other"]
     async with platform.api(platform.mint("platform-admin")) as api:
         for tenant in ("acme", "other"):
             reply = await api.post("/v1/tenants", json={"id": tenant, "display_name": tenant})
@@ -263,3 +271,72 @@ async def test_the_tenant_reboots_its_node_and_logs_in_with_its_key_and_only_its
     assert other.returncode == 255 and "Permission denied" in other.stderr, other.stderr
     nothing = await asyncio.to_thread(ssh, port, "-o", "PubkeyAuthentication=no")
     assert nothing.returncode == 255 and "Permission denied" in nothing.stderr, nothing.stderr
+
+
+MARKER = "ACME-SECRET-0c6f1e"
+
+
+def as_tenant(key: Path, command: str) -> subprocess.CompletedProcess[str]:
+    """A command on lab-001 over SSH with the tenant's key."""
+    return ssh(PORTS.ssh_base, "-i", str(key), "-o", "IdentitiesOnly=yes", command=command)
+
+
+async def test_the_next_tenant_finds_nothing_of_the_last_on_the_disk(
+    platform: Platform, keys: dict[str, tuple[Path, str]]
+) -> None:
+    """Acme (holding the node since the last test) writes a marker to the node's disk; the
+    release boots the agent, which wipes the disk and reads samples back; the node is then
+    provisioned for the other tenant, whose raw disk holds no marker."""
+    disk = platform.data_dir / "lab" / "qemu" / "lab-001" / "disk.img"
+    wrote = await asyncio.to_thread(
+        as_tenant, keys["acme"][0],
+        f"printf '{MARKER}' | dd of=/dev/vda bs=512 seek=40000 conv=fsync && sync",
+    )  # fmt: skip
+    assert wrote.returncode == 0, wrote.stderr
+    assert MARKER.encode() in disk.read_bytes()  # on the disk, past the guest's caches
+
+    node = await platform.release("lab-001")
+    assert node["state"] == "available", node
+    assert node["needs_cleaning"] is False and node["agent_image"] == "lab-qemu"
+    assert MARKER.encode() not in disk.read_bytes()
+    async with platform.sessions() as session:
+        cleaned = await session.scalar(
+            select(Event.reason)
+            .where(Event.resource_id == "lab-001", Event.reason.like("cleaned:%"))
+            .order_by(Event.id.desc())
+        )
+    # The VM's virtio disk takes discards (QEMU punches holes in the file): read back zeros.
+    assert cleaned == "cleaned: /dev/vda (64 MiB, discard, verified)"
+
+    async with platform.sessions.begin() as session:
+        await session.execute(update(Node).where(Node.id == "lab-001").values(tenant_id="other"))
+    async with platform.api() as api:
+        reply = await api.post("/v1/nodes/lab-001/provision", json={"image": "lab-qemu"})
+        assert reply.status_code == 202, reply.text
+    node = await platform.wait_state("lab-001", {"active", "failed"}, timeout=240)
+    assert node["state"] == "active", node["last_error"]
+    found = await asyncio.to_thread(
+        as_tenant, keys["other"][0], f"grep -c {MARKER} /dev/vda; od -An -tx1 /dev/vda | sort -u"
+    )
+    count, *dump = found.stdout.split()
+    assert count == "0" and set(dump) == {"00", "*"}, found  # no marker: zeros end to end
+    refused = await asyncio.to_thread(as_tenant, keys["acme"][0], "true")
+    assert refused.returncode == 255 and "Permission denied" in refused.stderr
+
+
+async def test_a_disk_that_cannot_be_wiped_leaves_the_node_in_maintenance(
+    platform: Platform,
+) -> None:
+    """The disk attached read-only (the lab's `wipe_fails`): the agent's writes really fail,
+    the node is quarantined with the reason, and once the disk is fixed an operator's
+    release cleans it again."""
+    await platform.lab_put("/lab/nodes/lab-001/faults", {"wipe_fails": True})
+    node = await platform.release("lab-001")  # active for the other tenant since the last test
+    assert node["state"] == "maintenance", node
+    assert node["maintenance_reason"] == "cleaning: /dev/vda: the device is read-only"
+    assert node["needs_cleaning"] is True and node["tenant_id"] is None
+    assert (await platform.lab_node("lab-001"))["power"] == "off"
+
+    await platform.lab_put("/lab/nodes/lab-001/faults", {"wipe_fails": False})
+    node = await platform.release("lab-001")
+    assert node["state"] == "available" and node["needs_cleaning"] is False, node
