@@ -3,7 +3,8 @@ once through ProvisionNode; write, per node and as medians, the seconds from pow
 phone-home (firmware, PXE, kernel, agent: the guest's time) and the control plane's own time:
 from the provision request to power-on, and from phone-home to `active`. Then each node is
 reset over IPMI (a stateless image: it PXE boots again) for the seconds from the reset to its
-phone-home and from that to CheckNodeBoot's verdict. Written to
+phone-home and from that to CheckNodeBoot's verdict. Last, every node is released: its agent
+boots and wipes its disk (cleaning), timed the same way. Written to
 bench/results/qemu-boot-<N>.json. Needs qemu-system-x86 and `make lab-image`.
 """
 
@@ -65,10 +66,12 @@ async def run(count: int) -> dict[str, Any]:
                     "phone_home_to_active": round(active.timestamp() - phoned.timestamp(), 2),
                 }
         await _reboot_all(platform, [i for i in ids if "failed" not in nodes[i]], nodes)
+        await _release_all(platform, [i for i in ids if "failed" not in nodes[i]], nodes)
     ok = [n for n in nodes.values() if "failed" not in n]
 
     def median(key: str) -> float | None:
-        return round(statistics.median(n[key] for n in ok), 2) if ok else None
+        values = [n[key] for n in ok if key in n]
+        return round(statistics.median(values), 2) if values else None
 
     return {
         "scenario": "qemu-boot",
@@ -82,6 +85,11 @@ async def run(count: int) -> dict[str, Any]:
         "control_plane_phone_home_to_reboot_checked_seconds_p50": median(
             "phone_home_to_reboot_checked"
         ),
+        "control_plane_release_to_cleaning_power_on_seconds_p50": median(
+            "release_to_cleaning_power_on"
+        ),
+        "cleaning_power_on_to_report_seconds_p50": median("cleaning_power_on_to_report"),
+        "control_plane_report_to_available_seconds_p50": median("report_to_available"),
         "per_node": nodes,
         "machine": {"cpus": os.cpu_count()},
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -118,6 +126,43 @@ async def _reboot_all(platform: Platform, ids: list[str], nodes: dict[str, Any])
                 "phone_home_to_reboot_checked": round(
                     checked[node_id].timestamp() - phoned.timestamp(), 2
                 ),
+            }
+
+
+async def _release_all(platform: Platform, ids: list[str], nodes: dict[str, Any]) -> None:
+    """Release every node at once: each is cleaned (its agent boots and wipes its disk) before
+    it is available. Add the seconds from the request to the cleaning boot's power-on (the soft
+    power-off's grace period included: the image ignores the ACPI button), from that power-on
+    to the agent's report (the guest's time), and from the report to `available`."""
+    requested: dict[str, float] = {}
+    async with platform.api() as api:
+        for node_id in ids:
+            requested[node_id] = time.time()
+            (await api.post(f"/v1/nodes/{node_id}/release")).raise_for_status()
+    for node_id in ids:
+        await platform.wait_state(node_id, {"available", "maintenance"}, timeout=900)
+    async with platform.sessions() as session:
+        for node_id in ids:
+            reported = await session.scalar(
+                select(BootSession.used_at).where(
+                    BootSession.node_id == node_id, BootSession.task == "clean"
+                )
+            )
+            available = await session.scalar(
+                select(Event.at)
+                .where(Event.resource_id == node_id, Event.to_state == "available")
+                .order_by(Event.id.desc())
+            )
+            lab = await platform.lab_node(node_id)
+            if reported is None or available is None:
+                nodes[node_id]["cleaning_failed"] = True
+                continue
+            # The lab keeps the last power-on: the cleaning boot's (it powers off after).
+            power_on = float(lab["powered_on_at"])
+            nodes[node_id] |= {
+                "release_to_cleaning_power_on": round(power_on - requested[node_id], 2),
+                "cleaning_power_on_to_report": round(reported.timestamp() - power_on, 2),
+                "report_to_available": round(available.timestamp() - reported.timestamp(), 2),
             }
 
 
