@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -16,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 import images
-from core.facts import NodeFacts
+from core.facts import HardwareRecord, NodeFacts
 from images import mounts
 from images.mounts import StorageMount
-from inventory import boot_sessions, cleaning, clusters, nodes
+from inventory import boot_sessions, cleaning, clusters, nodes, skus
 from inventory.errors import InventoryError
 from inventory.models import BootSession, Node
 from inventory.states import NodeState
@@ -102,11 +103,26 @@ class OpenCleaning:
 
 
 @dataclass
-class CleaningPlan:
+class AgentBootPlan:
     node_id: str
     vendor: str
     image: str  # the agent's ramdisk
     tuning_profile: str  # its BIOS profile: the golden one the clean converges to
+
+
+@dataclass
+class ClaimCommission:
+    node_id: str
+    workflow_id: str
+    boot_session_id: str
+
+
+@dataclass
+class RecordInspection:
+    node_id: str
+    workflow_id: str
+    session_id: str
+    facts: dict[str, Any]
 
 
 @dataclass
@@ -125,11 +141,13 @@ class InventoryActivities:
         store: images.ImageStore,
         boot_session_ttl: timedelta,
         agent_image: str = "lab-sim",
+        sku_catalog: Path = skus.CATALOG,
     ) -> None:
         self._sessions = sessions
         self._store = store
         self._ttl = boot_session_ttl
         self._agent_image = agent_image
+        self._sku_catalog = sku_catalog
 
     def _image(self, name: str) -> images.ImageDefinition:
         try:
@@ -307,7 +325,7 @@ class InventoryActivities:
             raise inventory_failure(exc) from exc
 
     @activity.defn(name="open_cleaning_boot")
-    async def open_cleaning_boot(self, request: OpenCleaning) -> CleaningPlan:
+    async def open_cleaning_boot(self, request: OpenCleaning) -> AgentBootPlan:
         """Open the boot session of the node's cleaning: its agent image (the node's own, else
         the platform's) with the task `clean`. Held by this release; a repeat changes nothing."""
         try:
@@ -322,7 +340,63 @@ class InventoryActivities:
                 await self._open_boot(session, node, image, request.boot_session_id, "clean")
         except InventoryError as exc:
             raise inventory_failure(exc) from exc
-        return CleaningPlan(node.id, node.vendor, image.name, image.tuning_profile)
+        return AgentBootPlan(node.id, node.vendor, image.name, image.tuning_profile)
+
+    @activity.defn(name="claim_node_for_commission")
+    async def claim_node_for_commission(self, request: ClaimCommission) -> AgentBootPlan:
+        """Claim the free node (`inspecting`) and open its inspection boot: the agent image
+        with the task `inspect`. A repeat changes nothing."""
+        try:
+            async with self._sessions.begin() as session:
+                node = await nodes.claim_for_commission(
+                    session, request.node_id, workflow_id=request.workflow_id
+                )
+                image = self._image(node.agent_image or self._agent_image)
+                await self._open_boot(session, node, image, request.boot_session_id, "inspect")
+        except InventoryError as exc:
+            raise inventory_failure(exc) from exc
+        return AgentBootPlan(node.id, node.vendor, image.name, image.tuning_profile)
+
+    @activity.defn(name="record_inspection")
+    async def record_inspection(self, request: RecordInspection) -> list[str]:
+        """Keep the hardware the inspection found as the node's record and check it against
+        the node's SKU (the enrolled one, else the catalog's match, then kept): the
+        differences, or none. The session is closed; the event is written once."""
+        try:
+            facts = NodeFacts.model_validate(request.facts)
+        except ValidationError as exc:
+            return [f"the hardware report is malformed: {exc.error_count()} errors"]
+        if facts.hardware is None:
+            return ["the inspection boot phoned home without a hardware record"]
+        try:
+            async with self._sessions.begin() as session:
+                node = await nodes.get(session, request.node_id)
+                node.hardware = facts.hardware.model_dump(mode="json")
+                try:
+                    sku = (
+                        skus.get(node.sku, self._sku_catalog)
+                        if node.sku
+                        else skus.match(node.vendor, node.model, node.gpu_model, self._sku_catalog)
+                    )
+                except skus.UnknownSku as exc:
+                    return [str(exc)]
+                if sku is None:
+                    return [
+                        f"no SKU fits {node.vendor} {node.model} with"
+                        f" {node.gpu_count} x {node.gpu_model or 'no GPU'}: enroll it with"
+                        " `sku`, or add one to the SKU catalog"
+                    ]
+                node.sku = sku.name
+                found = skus.differences(sku, facts.hardware)
+                closed = await boot_sessions.close_session(session, uuid.UUID(request.session_id))
+                if closed and not found:
+                    await nodes.record_note(
+                        session, request.node_id, workflow_id=request.workflow_id,
+                        reason=f"inspected: {_describe(facts.hardware)}; matches SKU {sku.name}",
+                    )  # fmt: skip
+        except InventoryError as exc:
+            raise inventory_failure(exc) from exc
+        return found
 
     @activity.defn(name="record_clean")
     async def record_clean(self, request: RecordClean) -> list[str]:
@@ -356,6 +430,8 @@ class InventoryActivities:
             values = {"image": None, "facts": None, "tenant_id": None}
             if request.cleaned:
                 values |= {"needs_cleaning": False, "maintenance_reason": None}
+        if request.operation == "commission" and request.state == NodeState.AVAILABLE:
+            values["maintenance_reason"] = None
         if request.state == NodeState.MAINTENANCE:
             values["maintenance_reason"] = request.reason
         try:
@@ -373,6 +449,14 @@ class InventoryActivities:
                 )
         except InventoryError as exc:
             raise inventory_failure(exc) from exc
+
+
+def _describe(hardware: HardwareRecord) -> str:
+    gpus = f"{len(hardware.gpus)} GPUs" if hardware.gpus else "no GPU"
+    return (
+        f"{hardware.cpus} CPUs, {hardware.memory_bytes / skus.GIB:.1f} GiB, "
+        f"{len(hardware.disks)} disks, {len(hardware.nics)} NICs, {gpus}"
+    )
 
 
 def _is_stateless(image: str | None) -> bool:

@@ -98,6 +98,12 @@ class NodeEnroll(BaseModel):
     labels: dict[Annotated[Text, Field(max_length=63)], Annotated[Text, Field(max_length=255)]] = (
         Field(default_factory=dict)
     )
+    sku: str | None = Field(
+        default=None,
+        max_length=128,
+        description="Its SKU (hardware class) in the SKU catalog; unset: the catalog's match "
+        "for its vendor, model and GPU",
+    )
     agent_image: Annotated[str, Field(max_length=128), AfterValidator(_catalog_image)] | None = (
         Field(
             default=None,
@@ -125,6 +131,10 @@ class NodeOut(BaseModel):
     bmc: BmcOut | None
     image: str | None
     agent_image: str | None = Field(default=None, description="the ramdisk its cleaning boots")
+    sku: str | None = Field(default=None, description="its hardware class")
+    hardware: dict[str, Any] | None = Field(
+        default=None, description="what its last inspection found (core.facts.HardwareRecord)"
+    )
     needs_cleaning: bool | None = Field(
         default=None, description="a tenant's data may be on its disks (no verified clean since)"
     )
@@ -170,6 +180,8 @@ class NodeOut(BaseModel):
             ),
             image=node.image,
             agent_image=node.agent_image,
+            sku=node.sku,
+            hardware=node.hardware if with_facts else None,
             needs_cleaning=node.needs_cleaning,
             last_error=node.last_error,
             maintenance_reason=node.maintenance_reason,
@@ -188,7 +200,7 @@ class NodeOut(BaseModel):
         if not platform_view:
             out.macs = out.bmc = out.labels = out.last_error = out.maintenance_reason = None
             out.power_state = out.bmc_unreachable_since = None
-            out.agent_image = out.needs_cleaning = None
+            out.agent_image = out.needs_cleaning = out.hardware = None
         return out
 
 

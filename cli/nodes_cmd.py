@@ -178,8 +178,19 @@ def release(
     timeout: float = 600,
     api_url: ApiUrl = "http://127.0.0.1:8000",
 ) -> None:
-    """Release nodes: power off, clear tenant state, make them available."""
+    """Release nodes: power off, wipe their disks (cleaning), make them available."""
     _operate(api_url, node_ids, "release", None, wait=wait, timeout=timeout)
+
+
+@app.command()
+def commission(
+    node_ids: Annotated[list[str], typer.Argument(help="Node ids")],
+    wait: Annotated[bool, typer.Option(help="Follow progress live")] = True,
+    timeout: float = 1800,
+    api_url: ApiUrl = "http://127.0.0.1:8000",
+) -> None:
+    """Inspect free nodes again and check them against their SKU (maintenance if they differ)."""
+    _operate(api_url, node_ids, "commission", None, wait=wait, timeout=timeout)
 
 
 @app.command()

@@ -17,6 +17,7 @@ PROVISION_NODE = "ProvisionNode"
 RELEASE_NODE = "ReleaseNode"
 REBOOT_NODE = "RebootNode"
 CHECK_NODE_BOOT = "CheckNodeBoot"
+COMMISSION_NODE = "CommissionNode"
 
 CREATE_NETWORK = "CreateNetwork"
 DELETE_NETWORK = "DeleteNetwork"
@@ -35,7 +36,12 @@ SIGNAL_CLUSTER_REPORT = "cluster_report"
 QUERY_PHASE = "phase"
 
 # The Phase a node workflow starts in; the starter sets it as the initial search attribute.
-FIRST_PHASE = {PROVISION_NODE: "preparing", RELEASE_NODE: "cleaning", REBOOT_NODE: "rebooting"}
+FIRST_PHASE = {
+    PROVISION_NODE: "preparing",
+    RELEASE_NODE: "cleaning",
+    REBOOT_NODE: "rebooting",
+    COMMISSION_NODE: "inspecting",
+}
 
 # Custom search attributes the Temporal namespace must have (name -> indexed value type).
 SEARCH_ATTRIBUTES: dict[str, str] = {
@@ -117,6 +123,12 @@ class ProvisionNodeInput:
 class ReleaseNodeInput:
     node_id: str
     clean_timeout_seconds: float = 1800.0  # the cleaning boot phones home with its report
+
+
+@dataclass
+class CommissionNodeInput:
+    node_id: str
+    inspect_timeout_seconds: float = 1800.0  # the agent's boot, inspection and report
 
 
 @dataclass

@@ -38,6 +38,38 @@ class CleanReport(BaseModel):
     disks: list[DiskWipe] = Field(default_factory=list, max_length=256)
 
 
+class Gpu(BaseModel):
+    vendor: str = Field(max_length=64)
+    model: str = Field(max_length=128)
+    pci_address: str | None = Field(default=None, max_length=32)
+
+
+class PciDevice(BaseModel):
+    address: str = Field(max_length=32, description="domain:bus:device.function")
+    vendor_id: str = Field(max_length=8, description="e.g. 0x10de")
+    device_id: str = Field(max_length=8)
+    class_code: str = Field(max_length=10, description="e.g. 0x030200 (3D controller)")
+
+
+class Disk(BaseModel):
+    device: str = Field(max_length=255)
+    size_bytes: int = Field(ge=0)
+
+
+class HardwareRecord(BaseModel):
+    """What the agent's inspection found (its task `inspect`): the node's hardware record."""
+
+    cpu_model: str | None = Field(default=None, max_length=255)
+    cpus: int = Field(ge=0, description="logical CPUs")
+    memory_bytes: int = Field(ge=0, description="MemTotal as the kernel counts it")
+    disks: list[Disk] = Field(default_factory=list, max_length=256)
+    nics: list[Nic] = Field(default_factory=list, max_length=64)
+    gpus: list[Gpu] = Field(default_factory=list, max_length=64)
+    pci_devices: list[PciDevice] = Field(default_factory=list, max_length=1024)
+    ib_port_guids: list[str] = Field(default_factory=list, max_length=64)
+    bios_version: str | None = Field(default=None, max_length=255)
+
+
 class NodeFacts(Storable):
     """Facts a node's agent read from the running system (or a simulated node derived from what it
     received). The verifier compares them with the image's tuning profile."""
@@ -66,4 +98,7 @@ class NodeFacts(Storable):
     )
     clean: CleanReport | None = Field(
         default=None, description="A cleaning boot's report: every disk wiped and verified"
+    )
+    hardware: HardwareRecord | None = Field(
+        default=None, description="An inspection boot's report: the node's hardware"
     )

@@ -78,6 +78,15 @@ class Settings(BaseSettings):
         default="lab-sim",
         description="The ramdisk a node's cleaning boots unless the node names its own",
     )
+    sku_catalog: Path | None = Field(
+        default=None, description="The operator's SKU catalog (YAML); unset: inventory/skus.yaml"
+    )
+    commission_on_enroll: bool = Field(
+        default=True, description="An enrolled node is commissioned before it is available"
+    )
+    inspect_timeout_seconds: float = Field(
+        default=1800.0, gt=0, description="A commissioning boot's inspection and report"
+    )
     clean_timeout_seconds: float = Field(
         default=1800.0, gt=0, description="A cleaning boot's wipe and report, from power-on"
     )

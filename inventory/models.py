@@ -73,6 +73,8 @@ class Node(Base):
     agent_image: Mapped[str | None] = mapped_column(String(128))
     # A tenant's data may be on its disks: set by a provision, cleared by a verified clean only.
     needs_cleaning: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    sku: Mapped[str | None] = mapped_column(String(128))  # its hardware class (inventory/skus)
+    hardware: Mapped[dict[str, Any] | None] = mapped_column(JSONB)  # what inspection found
     extra_kernel_args: Mapped[list[str]] = mapped_column(
         ARRAY(Text), default=list, server_default=text("'{}'")
     )

@@ -18,6 +18,7 @@ from inventory import discovery, events
 from inventory.errors import NodeConflict, NodeNeedsCleaning, NodeNotFound
 from inventory.models import Cluster, Event, Nic, Node
 from inventory.states import (
+    COMMISSION_FROM,
     MAINTENANCE_FROM,
     PROVISION_FROM,
     REBOOT_FROM,
@@ -30,6 +31,7 @@ HELD_STATE = {
     "provision": NodeState.PROVISIONING,
     "release": NodeState.CLEANING,
     "reboot": NodeState.REBOOTING,
+    "commission": NodeState.INSPECTING,
 }
 
 
@@ -49,6 +51,8 @@ class NewNode:
     gpu_count: int = 0
     labels: dict[str, str] = field(default_factory=dict)
     agent_image: str | None = None
+    sku: str | None = None
+    commission_by: str | None = None  # the workflow that commissions it at once (inspecting)
 
 
 async def enroll(session: AsyncSession, new: NewNode) -> Node:
@@ -64,9 +68,12 @@ async def enroll(session: AsyncSession, new: NewNode) -> Node:
         bmc_username=new.bmc_username,
         bmc_password=new.bmc_password,
         bmc_redfish_address=new.bmc_redfish_address,
-        state=NodeState.AVAILABLE.value,
+        state=(NodeState.INSPECTING if new.commission_by else NodeState.AVAILABLE).value,
+        operation="commission" if new.commission_by else None,
+        workflow_id=new.commission_by,
         labels=new.labels,
         agent_image=new.agent_image,
+        sku=new.sku,
         extra_kernel_args=[],
         nics=[Nic(mac=mac, position=i) for i, mac in enumerate(new.macs)],
     )
@@ -259,6 +266,27 @@ async def claim_for_release(session: AsyncSession, node_id: str, *, workflow_id:
         to_state=NodeState.CLEANING,
         workflow_id=workflow_id,
         operation="release",
+        holder_may_repeat=True,
+    )
+
+
+async def claim_for_commission(session: AsyncSession, node_id: str, *, workflow_id: str) -> Node:
+    """Claim a free node for commissioning (the one enrolled `inspecting` by this workflow:
+    a repeat). Never one that may hold a tenant's data: a release cleans it first."""
+    node = await get(session, node_id)
+    if node.needs_cleaning and node.workflow_id != workflow_id:
+        raise NodeNeedsCleaning(
+            f"node {node_id!r} has not been cleaned since its last tenant: release it first"
+        )
+    if node.tenant_id is not None and node.workflow_id != workflow_id:
+        raise NodeConflict(f"node {node_id!r} is held by tenant {node.tenant_id}")
+    return await _transition(
+        session,
+        node_id,
+        allowed_from=COMMISSION_FROM,
+        to_state=NodeState.INSPECTING,
+        workflow_id=workflow_id,
+        operation="commission",
         holder_may_repeat=True,
     )
 

@@ -15,6 +15,7 @@ class NodeState(StrEnum):
     ACTIVE = "active"
     REBOOTING = "rebooting"
     CLEANING = "cleaning"
+    INSPECTING = "inspecting"
     FAILED = "failed"
     MAINTENANCE = "maintenance"
 
@@ -30,6 +31,9 @@ RELEASE_FROM = (
     NodeState.MAINTENANCE,
 )
 REBOOT_FROM = (NodeState.ACTIVE,)
+# Commissioning (inspection, the SKU check, burn-in) from a free node that holds no tenant's
+# data (inventory.nodes.claim_for_commission also checks that); at enrollment it starts at once.
+COMMISSION_FROM = (NodeState.AVAILABLE, NodeState.FAILED, NodeState.MAINTENANCE)
 # An operator takes a node out of service only when nothing holds it: no operation, tenant or
 # cluster. No operation claims a node from `maintenance`, so it is never allocated.
 MAINTENANCE_FROM = (NodeState.AVAILABLE, NodeState.FAILED)

@@ -19,6 +19,7 @@ from drivers.bmc.redfish import close_pooled_sessions
 from inventory.db import session_factory
 from workflows.node import ProvisionNode, ReleaseNode
 from workflows.node_boot import CheckNodeBoot
+from workflows.node_commission import CommissionNode
 from workflows.node_reboot import RebootNode
 from workflows.power_sync import SyncPowerStates
 
@@ -26,7 +27,7 @@ from .common import connect_temporal, inventory_engine, run_until_signalled, wor
 from .power_sync_schedule import ensure_power_sync_schedule
 
 # What this task queue runs: its worker, and the replay test of tests/histories/.
-WORKFLOWS = [ProvisionNode, ReleaseNode, RebootNode, CheckNodeBoot, SyncPowerStates]
+WORKFLOWS = [ProvisionNode, ReleaseNode, RebootNode, CheckNodeBoot, CommissionNode, SyncPowerStates]
 
 
 def build_worker(

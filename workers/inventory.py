@@ -12,6 +12,7 @@ import images
 from activities.inventory import InventoryActivities
 from core.contracts import TASK_QUEUE_INVENTORY
 from core.settings import Settings, get_settings
+from inventory import skus
 from inventory.db import session_factory
 
 from .common import connect_temporal, inventory_engine, run_until_signalled
@@ -23,6 +24,7 @@ def make_activities(settings: Settings, sessions) -> InventoryActivities:  # typ
         store=images.ImageStore(settings.images_dir),
         boot_session_ttl=timedelta(seconds=settings.boot_session_ttl_seconds),
         agent_image=settings.agent_image,
+        sku_catalog=settings.sku_catalog or skus.CATALOG,
     )
 
 
@@ -38,6 +40,8 @@ def build_worker(
             activities.check_node_boot,
             activities.claim_node_for_release,
             activities.open_cleaning_boot,
+            activities.claim_node_for_commission,
+            activities.record_inspection,
             activities.record_clean,
             activities.claim_node_for_reboot,
             activities.boots_so_far,

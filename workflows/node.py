@@ -6,7 +6,7 @@ Deterministic orchestration only: every side effect is an activity. One workflow
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import ClassVar
 
@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
         PrepareNetworkBoot,
     )
     from activities.inventory import (
+        AgentBootPlan,
         ClaimProvision,
         ClaimRelease,
         FinishOperation,
@@ -52,7 +53,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.steps import bmc, fabric_for_node, inventory
 
 PHASE = SearchAttributeKey.for_keyword("Phase")
-CLEANING_FAILED = "CleaningFailed"
 
 
 class NodeOperation:
@@ -93,6 +93,25 @@ class NodeOperation:
         self._enter("failed", reason)
         return reason
 
+    async def _quarantine(self, node_id: str, workflow_id: str, operation: str, reason: str) -> str:
+        """Powered off, no boot override, `maintenance` with the reason: what a failed clean
+        or commissioning leaves. A BMC that fails here is said in the reason, and the node
+        goes to maintenance all the same."""
+        self._enter("compensating", "power off")
+        try:
+            await bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "off"))
+            self._step("clearing the boot override")
+            await bmc(BaremetalActivities.ensure_boot_device, BootDeviceRequest(node_id, "none"))
+        except ActivityError as error:
+            reason = f"{reason}; unwinding incomplete: {failure_reason(error)}"
+        self._step(f"maintenance: {reason}")
+        await inventory(
+            InventoryActivities.finish_operation,
+            FinishOperation(node_id, workflow_id, operation, "maintenance", reason),
+        )
+        self._enter("maintenance", reason)
+        return reason
+
     async def _leave_tenant_network(self, node_id: str) -> None:
         """Switch ports to the provisioning network (a no-op for nodes with no cabling)."""
         await fabric_for_node(NetworkActivities.leave_tenant_network, node_id)
@@ -106,6 +125,65 @@ class NodeOperation:
                 f"node did not phone home within {timeout:g} s of power-on"
                 " (check its boot configuration and console)"
             ) from exc
+
+
+class AgentTask(NodeOperation):
+    """A node operation that boots the node's agent for a task (clean, inspect) and waits for
+    its report: the phone-home of that boot."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._boot_session_id: str | None = None
+        self._report: dict | None = None
+
+    @workflow.signal(name=SIGNAL_PHONE_HOME)
+    def phone_home(self, signal: PhoneHomeSignal) -> None:
+        # The agent's report; a phone-home of another boot is ignored.
+        if signal.boot_session_id == self._boot_session_id and self._report is None:
+            self._report = signal.facts
+
+    async def _agent_report(self, node_id: str, plan: AgentBootPlan, timeout: float) -> dict:
+        """BIOS to the golden profile, network boot the agent once, power on, and its report
+        within `timeout` seconds."""
+        self._step(f"BIOS to the {plan.tuning_profile} profile, network boot {plan.image} once")
+        await bmc(
+            BaremetalActivities.prepare_network_boot,
+            PrepareNetworkBoot(node_id, plan.vendor, plan.tuning_profile),
+        )
+        self._step("power on")
+        await bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "on"))
+        self._step(f"waiting up to {timeout:g} s for the agent's report")
+        await self._phoned_home(lambda: self._report is not None, timeout)
+        assert self._report is not None
+        return self._report
+
+    async def _available_or_maintenance(
+        self, steps: Awaitable[None], node_id: str, workflow_id: str, operation_name: str,
+        what: str,
+    ) -> OperationResult:  # fmt: skip
+        """Run the steps on the operation skeleton: the node ends `available`, or on any
+        failure or cancellation quarantined (`maintenance`, the reason starting with `what`).
+        A quarantine completes the workflow: it is the operation's verdict on the node."""
+        failure_type = f"{what.capitalize()}Failed"  # CleaningFailed, CommissioningFailed
+        try:
+            await operation(
+                steps,
+                lambda reason, _: self._quarantine(node_id, workflow_id, operation_name, reason),
+                failure_type=failure_type,
+                reason=lambda error: f"{what}: {failure_reason(error)}",
+            )
+        except ApplicationError as failed:
+            if failed.type != failure_type:
+                raise
+            return OperationResult(node_id=node_id, state="maintenance", detail=failed.message)
+        self._enter("available")
+        return OperationResult(node_id=node_id, state="available")
+
+    async def _power_down(self, node_id: str) -> None:
+        self._step("power off")
+        await bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "off"))
+        self._step("clearing the boot override")
+        await bmc(BaremetalActivities.ensure_boot_device, BootDeviceRequest(node_id, "none"))
 
 
 @workflow.defn(name=PROVISION_NODE)
@@ -205,23 +283,12 @@ CLEAN_ON_RELEASE = "clean-on-release"
 
 
 @workflow.defn(name=RELEASE_NODE)
-class ReleaseNode(NodeOperation):
+class ReleaseNode(AgentTask):
     """Phases: cleaning -> available. A clean that fails (a disk not wiped, no report in
     time) or is cancelled ends in maintenance: the release itself completes (the tenant no
     longer holds the node), with the node quarantined and the reason on it."""
 
     initial_phase = FIRST_PHASE[RELEASE_NODE]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._boot_session_id: str | None = None
-        self._report: dict | None = None
-
-    @workflow.signal(name=SIGNAL_PHONE_HOME)
-    def phone_home(self, signal: PhoneHomeSignal) -> None:
-        # The cleaning boot's report; a phone-home of another boot is ignored.
-        if signal.boot_session_id == self._boot_session_id and self._report is None:
-            self._report = signal.facts
 
     @workflow.run
     async def run(self, request: ReleaseNodeInput) -> OperationResult:
@@ -241,19 +308,9 @@ class ReleaseNode(NodeOperation):
             )
             self._enter("available")
             return OperationResult(node_id=node_id, state="available")
-        try:
-            await operation(
-                self._clean(request, workflow_id),
-                lambda reason, _: self._quarantine(node_id, workflow_id, reason),
-                failure_type=CLEANING_FAILED,
-                reason=lambda error: f"cleaning: {failure_reason(error)}",
-            )
-        except ApplicationError as failed:
-            if failed.type != CLEANING_FAILED:
-                raise
-            return OperationResult(node_id=node_id, state="maintenance", detail=failed.message)
-        self._enter("available")
-        return OperationResult(node_id=node_id, state="available")
+        return await self._available_or_maintenance(
+            self._clean(request, workflow_id), node_id, workflow_id, "release", "cleaning"
+        )
 
     async def _release(self, node_id: str, workflow_id: str) -> None:
         self._step("switch ports back to the provisioning network")
@@ -283,49 +340,17 @@ class ReleaseNode(NodeOperation):
             InventoryActivities.open_cleaning_boot,
             OpenCleaning(node_id, workflow_id, self._boot_session_id),
         )
-        self._step(f"BIOS to the {plan.tuning_profile} profile, network boot {plan.image} once")
-        await bmc(
-            BaremetalActivities.prepare_network_boot,
-            PrepareNetworkBoot(node_id, plan.vendor, plan.tuning_profile),
-        )
-        self._step("power on")
-        await bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "on"))
-        timeout = request.clean_timeout_seconds
-        self._step(f"waiting up to {timeout:g} s for the agent's clean report")
-        await self._phoned_home(lambda: self._report is not None, timeout)
-        assert self._report is not None
+        report = await self._agent_report(node_id, plan, request.clean_timeout_seconds)
         self._step("judging the clean report")
         problems = await inventory(
             InventoryActivities.record_clean,
-            RecordClean(node_id, workflow_id, self._boot_session_id, self._report),
+            RecordClean(node_id, workflow_id, self._boot_session_id, report),
         )
         if problems:
             raise OperationFailed("; ".join(problems))
-        self._step("power off")
-        await bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "off"))
-        self._step("clearing the boot override")
-        await bmc(BaremetalActivities.ensure_boot_device, BootDeviceRequest(node_id, "none"))
+        await self._power_down(node_id)
         self._step("clearing tenant state")
         await inventory(
             InventoryActivities.finish_operation,
             FinishOperation(node_id, workflow_id, "release", "available", cleaned=True),
         )
-
-    async def _quarantine(self, node_id: str, workflow_id: str, reason: str) -> str:
-        """Powered off, no boot override, `maintenance` with the reason: the node may still
-        hold the tenant's data. A BMC that fails here is said in the reason, and the node
-        goes to maintenance all the same."""
-        self._enter("compensating", "power off")
-        try:
-            await bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "off"))
-            self._step("clearing the boot override")
-            await bmc(BaremetalActivities.ensure_boot_device, BootDeviceRequest(node_id, "none"))
-        except ActivityError as error:
-            reason = f"{reason}; unwinding incomplete: {failure_reason(error)}"
-        self._step(f"maintenance: {reason}")
-        await inventory(
-            InventoryActivities.finish_operation,
-            FinishOperation(node_id, workflow_id, "release", "maintenance", reason),
-        )
-        self._enter("maintenance", reason)
-        return reason

@@ -240,7 +240,9 @@ async def phone_home(
     node = await nodes.get(db, boot.node_id)
     if node.state == NodeState.ACTIVE:  # a reboot of a stateless node: checked on its own
         await _start_boot_check(client, request, boot, boot_token.boot, facts)
-    elif node.state in (NodeState.PROVISIONING, NodeState.REBOOTING, NodeState.CLEANING):
+    elif node.state in (
+        NodeState.PROVISIONING, NodeState.REBOOTING, NodeState.CLEANING, NodeState.INSPECTING
+    ):  # fmt: skip
         await _signal_operation(client, node, boot, boot_token.boot, facts)
     else:
         raise Problem(
@@ -275,7 +277,8 @@ async def _record_misuse(db: Db, token: boot_sessions.BootToken) -> None:
 async def _signal_operation(
     client: Client, node: Node, boot: BootSession, number: int, facts: NodeFacts
 ) -> None:
-    """Tell the operation that holds the node (its ProvisionNode, RebootNode or ReleaseNode)."""
+    """Tell the operation that holds the node (ProvisionNode, RebootNode, ReleaseNode or
+    CommissionNode)."""
     workflow_id = node.workflow_id or boot.workflow_id
     try:
         await client.get_workflow_handle(workflow_id).signal(

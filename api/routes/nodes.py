@@ -22,11 +22,13 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from core.contracts import (
+    COMMISSION_NODE,
     FIRST_PHASE,
     PROVISION_NODE,
     QUERY_PHASE,
     REBOOT_NODE,
     RELEASE_NODE,
+    CommissionNodeInput,
     ProvisionNodeInput,
     RebootNodeInput,
     ReleaseNodeInput,
@@ -34,10 +36,16 @@ from core.contracts import (
 )
 from identity.oidc import Principal
 from identity.policy import Action, Resource
-from inventory import clusters, nodes
+from inventory import clusters, nodes, skus
 from inventory.errors import NodeConflict, NodeNeedsCleaning
 from inventory.models import Node
-from inventory.states import PROVISION_FROM, REBOOT_FROM, RELEASE_FROM, NodeState
+from inventory.states import (
+    COMMISSION_FROM,
+    PROVISION_FROM,
+    REBOOT_FROM,
+    RELEASE_FROM,
+    NodeState,
+)
 
 from ..auth import authorize, listing_scope, principal, require
 from ..deps import Db, Temporal
@@ -158,8 +166,18 @@ async def get_node(
     responses=errors(409),
 )
 async def enroll_node(
-    body: NodeEnroll, db: Db, who: Annotated[Principal, Depends(authorize(KIND, Action.CREATE))]
+    body: NodeEnroll,
+    request: Request,
+    db: Db,
+    client: Temporal,
+    who: Annotated[Principal, Depends(authorize(KIND, Action.CREATE))],
 ) -> NodeOut:
+    """With `commission_on_enroll` (the default) the node is enrolled `inspecting` and
+    CommissionNode starts at once: it is available only once its hardware matched its SKU."""
+    settings = request.app.state.settings
+    if body.sku is not None:
+        _known_sku(request, body.sku)
+    commission = settings.commission_on_enroll
     try:
         node = await nodes.enroll(
             db,
@@ -178,14 +196,34 @@ async def enroll_node(
                 gpu_count=body.gpu.count,
                 labels=body.labels,
                 agent_image=body.agent_image,
+                sku=body.sku,
+                commission_by=node_workflow_id(body.id) if commission else None,
             ),
         )
+        if commission:  # committed once it runs: its claim finds the node enrolled for it
+            await _start_commission(client, request, node)
         await db.commit()
     except NodeConflict as exc:
         raise Problem(
             409, "node-conflict", "Node conflicts with an enrolled one", str(exc)
         ) from exc
     return _out(who, node)
+
+
+def _known_sku(request: Request, name: str) -> None:
+    catalog = request.app.state.settings.sku_catalog or skus.CATALOG
+    try:
+        skus.get(name, catalog)
+    except skus.UnknownSku as exc:
+        raise Problem(422, "unknown-sku", "Unknown SKU", str(exc)) from exc
+
+
+async def _start_commission(client: Client, request: Request, node: Node) -> OperationAccepted:
+    timeout = request.app.state.settings.inspect_timeout_seconds
+    return await _start(
+        client, request, node, COMMISSION_NODE, CommissionNodeInput(node.id, timeout),
+        "commission",
+    )  # fmt: skip
 
 
 def _not_in_a_cluster(node: Node) -> None:
@@ -289,6 +327,30 @@ async def release_node(
         node.id, clean_timeout_seconds=request.app.state.settings.clean_timeout_seconds
     )
     return await _start(client, request, node, RELEASE_NODE, release, "release")
+
+
+@router.post(
+    "/{node_id}/commission",
+    response_model=OperationAccepted,
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Inspect the node again and check it against its SKU",
+    description="From `available`, `failed` or `maintenance`, when no tenant's data may be on "
+    "it: its agent boots, reports its hardware (the node's hardware record) and the node is "
+    "`available` if it matches its SKU, else `maintenance` with the differences.",
+    responses=errors(404, 409),
+)
+async def commission_node(
+    node_id: NodeId, request: Request, db: Db, client: Temporal, who: Caller
+) -> OperationAccepted:
+    node = await _authorized(request, db, who, node_id, Action.OPERATE)
+    if node.state not in COMMISSION_FROM:
+        raise _wrong_state(node, "commissioned", COMMISSION_FROM)
+    if node.needs_cleaning:
+        raise Problem(
+            409, "node-needs-cleaning", "Node needs cleaning",
+            f"node {node.id!r} has not been cleaned since its last tenant: release it first",
+        )  # fmt: skip
+    return await _start_commission(client, request, node)
 
 
 @router.post(

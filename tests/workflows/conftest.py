@@ -53,7 +53,7 @@ from core.contracts import (
 )
 from core.settings import Settings
 
-from .doubles import CLEAN_FACTS, Doubles, Registered
+from .doubles import CLEAN_FACTS, HARDWARE_FACTS, Doubles, Registered
 
 _MS20 = timedelta(milliseconds=20)
 FACTS = {"cpu_model": "EPYC 9654", "gpus": 8}
@@ -104,6 +104,7 @@ class Plane:
         self.doubles = doubles
         self.phone_home_facts: dict[str, Any] | None = None  # None: no node phones home
         self.clean_facts: dict[str, Any] | None = CLEAN_FACTS  # None: no cleaning boot does
+        self.hardware_facts: dict[str, Any] | None = HARDWARE_FACTS  # None: no inspection
         self.started: set[str] = set()
         doubles.on_power_on = self._boot
 
@@ -114,6 +115,12 @@ class Plane:
             if name == "claim_node_for_provision" and claim.node_id == request.node_id:
                 if self.phone_home_facts is not None:
                     await self.phone_home(claim.workflow_id, claim.boot_session_id)
+                return
+            if name == "claim_node_for_commission" and claim.node_id == request.node_id:
+                if self.hardware_facts is not None:  # the agent inspected the node
+                    await self.phone_home(
+                        claim.workflow_id, claim.boot_session_id, facts=self.hardware_facts
+                    )
                 return
             if name == "open_cleaning_boot" and claim.node_id == request.node_id:
                 if self.clean_facts is not None:  # the agent wiped the disks and reports

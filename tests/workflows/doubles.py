@@ -23,16 +23,18 @@ from temporalio.exceptions import ApplicationError
 from activities.baremetal import BootDeviceRequest, PowerRequest, PreparedBoot, PrepareNetworkBoot
 from activities.cluster import ClusterEnd, ClusterNode, ClusterPlan, MemberView, Removals
 from activities.inventory import (
+    AgentBootPlan,
     CheckBoot,
+    ClaimCommission,
     ClaimProvision,
     ClaimReboot,
     ClaimRelease,
-    CleaningPlan,
     FinishOperation,
     OpenCleaning,
     ProvisionPlan,
     RebootPlan,
     RecordClean,
+    RecordInspection,
     VerifyNode,
 )
 from activities.network import NetworkNode, NetworkOnSwitch, NetworkStateChange, NodePorts
@@ -226,12 +228,24 @@ class Doubles:
         return await self._act("claim_node_for_release", request, lambda: None)
 
     @activity.defn(name="open_cleaning_boot")
-    async def open_cleaning_boot(self, request: OpenCleaning) -> CleaningPlan:
+    async def open_cleaning_boot(self, request: OpenCleaning) -> AgentBootPlan:
         return await self._act(
             "open_cleaning_boot",
             request,
-            lambda: CleaningPlan(request.node_id, "supermicro", "lab-sim", "gpu-default"),
+            lambda: AgentBootPlan(request.node_id, "supermicro", "lab-sim", "gpu-default"),
         )
+
+    @activity.defn(name="claim_node_for_commission")
+    async def claim_node_for_commission(self, request: ClaimCommission) -> AgentBootPlan:
+        return await self._act(
+            "claim_node_for_commission",
+            request,
+            lambda: AgentBootPlan(request.node_id, "supermicro", "lab-sim", "gpu-default"),
+        )
+
+    @activity.defn(name="record_inspection")
+    async def record_inspection(self, request: RecordInspection) -> list[str]:
+        return await self._act("record_inspection", request, list)
 
     @activity.defn(name="record_clean")
     async def record_clean(self, request: RecordClean) -> list[str]:
@@ -392,6 +406,13 @@ CLEAN_FACTS: dict[str, Any] = {
     "clean": {"disks": [{"device": "/dev/nvme0n1", "size_bytes": 2**40,
                          "method": "nvme-format", "verified": True}]},
 }  # fmt: skip
+
+
+# What an inspection boot's agent reports (core.facts.NodeFacts with its hardware record).
+HARDWARE_FACTS: dict[str, Any] = {
+    "kernel_cmdline": "console=ttyS0",
+    "hardware": {"cpus": 224, "memory_bytes": 2**41, "gpus": [], "disks": [], "nics": []},
+}
 
 
 def release_steps(node: str, workflow_id: str) -> list[Call]:
