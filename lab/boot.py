@@ -13,7 +13,7 @@ import aiohttp
 import yaml
 from pydantic import ValidationError
 
-from core.facts import CleanReport, MountFact, Nic, NodeFacts
+from core.facts import CleanReport, HardwareRecord, MountFact, Nic, NodeFacts
 from images.cluster_section import ClusterSecrets, ClusterSection
 from lab.cmdline import BootConfigError, parse_cmdline, parse_ipxe
 from lab.node import BootDev, SimNode
@@ -98,13 +98,17 @@ def _mounts(doc: dict[str, Any]) -> list[MountFact]:
     return found
 
 
-def _clean(node: SimNode, task: dict[str, Any]) -> CleanReport | None:
-    """The agent's task: `clean` wipes the node's disks and reports each."""
-    if not task:
-        return None
-    if task.get("kind") != "clean":
-        raise BootConfigError(f"user-data names an unknown agent task {task!r}")
-    return CleanReport.model_validate({"disks": node.wipe_disks()})
+def _task(node: SimNode, task: dict[str, Any]) -> dict[str, Any]:
+    """The agent's task: `clean` wipes the node's disks and reports each, `inspect` reports
+    its hardware; no task: nothing more in the facts."""
+    kind = task.get("kind")
+    if kind is None:
+        return {}
+    if kind == "clean":
+        return {"clean": CleanReport.model_validate({"disks": node.wipe_disks()})}
+    if kind == "inspect":
+        return {"hardware": HardwareRecord.model_validate(node.inspect())}
+    raise BootConfigError(f"user-data names an unknown agent task {task!r}")
 
 
 @dataclass(frozen=True)
@@ -175,7 +179,7 @@ async def network_boot(
         system_model=node.model,
         nics=[Nic(name=f"eth{i}", mac=m) for i, m in enumerate(node.macs)],
         mounts=mounts,
-        clean=_clean(node, task),
+        **_task(node, task),
     )
     phone_home = section["phone_home"]
     try:
@@ -256,7 +260,7 @@ class BootRunner:
             return
         log.info("%s: phoned home (kernel %s)", node.node_id, facts.kernel_sha256)
         node.boot_finished(generation, error=None, phoned_home=True)
-        if facts.clean is None:
+        if facts.clean is None and facts.hardware is None:
             node.write_disks()  # the tenant's OS runs: its data lands on the disks
         if cluster is not None:
             if self.clusters is None:

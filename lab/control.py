@@ -33,6 +33,7 @@ class FaultsBody(BaseModel):
     fail_next: int = Field(default=0, ge=0)
     ignore_soft_off: bool = False
     wipe_fails: bool = False
+    gpus_missing: int = Field(default=0, ge=0)
 
 
 def create_app(lab: Lab) -> FastAPI:

@@ -31,6 +31,7 @@ class Faults:
     fail_next: int = 0  # next N commands answer busy (IPMI 0xC0, Redfish 503)
     ignore_soft_off: bool = False  # the OS never handles the ACPI power button
     wipe_fails: bool = False  # its disks answer I/O errors to a wipe (QEMU: attached read-only)
+    gpus_missing: int = 0  # GPUs fallen off the bus: its inspection finds that many fewer
 
 
 @dataclass
@@ -289,6 +290,35 @@ class SimNode:
                 })  # fmt: skip
             self._save()
             return wiped
+
+    def inspect(self) -> dict[str, Any]:
+        """The node's hardware as core.facts.HardwareRecord: what its agent would find."""
+        with self._lock:
+            pci_vendor = {"NVIDIA": "0x10de", "AMD": "0x1002"}.get(self.gpu_vendor, "0x8086")
+            present = max(0, self.gpu_count - self.faults.gpus_missing)
+            addresses = [f"0000:{0x18 + 0x10 * i:02x}:00.0" for i in range(present)]
+            return {
+                "cpu_model": "Intel(R) Xeon(R) Platinum 8480+",
+                "cpus": 224,
+                "memory_bytes": 2 * 2**40 - 2**30,  # 2 TiB installed, less the firmware's
+                "disks": [{"device": d.device, "size_bytes": d.size_bytes} for d in self.disks],
+                "nics": [{"name": f"eth{i}", "mac": m} for i, m in enumerate(self.macs)],
+                "gpus": [
+                    {"vendor": self.gpu_vendor, "model": self.gpu_model, "pci_address": a}
+                    for a in addresses
+                ],
+                "pci_devices": [
+                    {
+                        "address": a,
+                        "vendor_id": pci_vendor,
+                        "device_id": "0x2330",
+                        "class_code": "0x030200",
+                    }
+                    for a in addresses
+                ],
+                "ib_port_guids": [],
+                "bios_version": "lab-2.1",
+            }
 
     def write_disks(self) -> None:
         """A tenant's workload wrote to every disk."""

@@ -87,9 +87,13 @@ class Lab:
         return {
             "id": node.node_id,
             "agent_image": "lab-qemu" if self.is_qemu(node) else "lab-sim",
+            # A VM has no GPU: its own SKU; a simulated node's is the catalog's match.
+            **({"sku": "lab-qemu-vm"} if self.is_qemu(node) else {}),
             "vendor": node.vendor,
             "model": node.model,
-            "gpu": {"vendor": node.gpu_vendor, "model": node.gpu_model, "count": node.gpu_count},
+            "gpu": {"count": 0}
+            if self.is_qemu(node)
+            else {"vendor": node.gpu_vendor, "model": node.gpu_model, "count": node.gpu_count},
             "macs": list(node.macs),
             "bmc": {
                 "protocol": node.protocol,

@@ -103,6 +103,11 @@ class Platform:
         async with httpx.AsyncClient(timeout=10) as http:
             return (await http.get(f"{self.lab_url}/lab/nodes")).json()
 
+    async def lab_node_record(self, node_id: str) -> dict[str, Any]:
+        """The lab's enrollment record of the node (what `enroll_lab` posts)."""
+        (record,) = [r for r in await self.lab_nodes() if r["id"] == node_id]
+        return record
+
     async def lab_node(self, node_id: str) -> dict[str, Any]:
         async with httpx.AsyncClient(timeout=10) as http:
             reply = await http.get(f"{self.lab_url}/lab/nodes/{node_id}")
@@ -356,6 +361,7 @@ async def running_platform(
         "rate_limit_burst": 10_000,
         "oidc_issuer": oidc_issuer,
         "jwt_audience": jwt_audience,
+        "commission_on_enroll": False,  # enrolled nodes are available at once, unless asked
         **(extra_settings or {}),  # may override the above
     })  # fmt: skip
     await upgrade_async(postgres_url, name)

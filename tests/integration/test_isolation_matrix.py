@@ -173,6 +173,7 @@ def calls(kind: str, resource_id: str, world: World) -> list[tuple[str, str, str
             ("read", "GET", f"/v1/nodes/{resource_id}", None),
             ("power", "POST", f"/v1/nodes/{resource_id}/reboot", None),
             ("operate", "POST", f"/v1/nodes/{resource_id}/release", None),
+            ("operate", "POST", f"/v1/nodes/{resource_id}/commission", None),
             ("operate", "PUT", f"/v1/nodes/{resource_id}/maintenance", {"reason": "matrix"}),
             ("operate", "DELETE", f"/v1/nodes/{resource_id}/maintenance", None),
         ],

@@ -14,12 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
+import yaml
 from sqlalchemy import select, update
 
 from drivers.bmc.base import BootDevice, BootSetting
 from drivers.bmc.endpoint import BmcEndpoint
 from drivers.bmc.factory import driver_for
-from inventory import boot_sessions
+from inventory import boot_sessions, skus
 from inventory.models import BootSession, Event, Node
 from lab.qemu import PHONED_HOME
 from tests.integration.test_fabric_network import eventually
@@ -35,10 +36,13 @@ PORTS = Ports(api=18285, lab_control=18385, redfish=18386, ipmi_base=19740, ssh_
 async def platform(
     postgres_url: str, temporal_address: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Platform]:
+    catalog = tmp_path_factory.mktemp("skus") / "skus.yaml"
+    big = {**skus.get("lab-qemu-vm").model_dump(), "name": "lab-qemu-vm-64g", "memory_gib_min": 64}
+    catalog.write_text(skus.CATALOG.read_text() + yaml.safe_dump([big]))
     async with running_platform(
         name="t_qemu_node", postgres_url=postgres_url, temporal_address=temporal_address,
         data_dir=tmp_path_factory.mktemp("qemu"), ports=PORTS, nodes=0, lab_qemu_nodes=1,
-        phone_home_timeout=180,
+        phone_home_timeout=180, extra_settings={"sku_catalog": catalog},
     ) as running:  # fmt: skip
         assert await running.enroll_lab() == ["lab-001"]
         yield running
@@ -340,3 +344,45 @@ async def test_a_disk_that_cannot_be_wiped_leaves_the_node_in_maintenance(
     await platform.lab_put("/lab/nodes/lab-001/faults", {"wipe_fails": False})
     node = await platform.release("lab-001")
     assert node["state"] == "available" and node["needs_cleaning"] is False, node
+
+
+async def commission(platform: Platform) -> dict:
+    """An operator's commissioning of lab-001, waited for; the node as the API shows it."""
+    async with platform.api() as api:
+        reply = await api.post("/v1/nodes/lab-001/commission")
+        assert reply.status_code == 202, reply.text
+        handle = platform.client.get_workflow_handle(
+            reply.json()["workflow_id"], run_id=reply.json()["run_id"]
+        )
+        await handle.result()
+        return (await api.get("/v1/nodes/lab-001")).json()
+
+
+async def test_the_vms_inspection_matches_its_sku_and_a_bigger_sku_is_refused(
+    platform: Platform,
+) -> None:
+    """The agent reads the VM's hardware from the running guest kernel (19 GiB, one CPU, the
+    64 MiB virtio disk, the virtio NIC, no GPU): it matches lab-qemu-vm; under a SKU that
+    needs 64 GiB the node goes to maintenance naming the difference."""
+    node = await commission(platform)  # available since the last test
+    assert node["state"] == "available", node
+    hardware = node["hardware"]
+    assert node["sku"] == "lab-qemu-vm"
+    assert 18 * 2**30 < hardware["memory_bytes"] < 19 * 2**30  # MemTotal of -m 19G
+    assert hardware["cpus"] == 1 and hardware["gpus"] == []
+    assert hardware["disks"] == [{"device": "/dev/vda", "size_bytes": 64 * 2**20}]
+    lab = await platform.lab_node("lab-001")
+    assert [n["mac"] for n in hardware["nics"]] == lab["macs"][:1]
+    assert {"0x1af4"} <= {d["vendor_id"] for d in hardware["pci_devices"]}  # virtio (Red Hat)
+    assert hardware["bios_version"]  # SeaBIOS's, from the DMI tables
+
+    async with platform.sessions.begin() as session:
+        await session.execute(
+            update(Node).where(Node.id == "lab-001").values(sku="lab-qemu-vm-64g")
+        )
+    node = await commission(platform)
+    assert node["state"] == "maintenance", node
+    found = hardware["memory_bytes"] / 2**30
+    assert node["maintenance_reason"] == (
+        f"commissioning: memory: SKU lab-qemu-vm-64g needs 64 GiB, found {found:.1f} GiB"
+    )

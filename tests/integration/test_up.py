@@ -149,6 +149,9 @@ def test_up_provision_stop_and_resume(tmp_path: Path) -> None:
     try:
         banner = _wait_banner(data_dir)
         node = _wait_node(data_dir, "lab-001", lambda n: n["state"] == "available")
+        # Every enrolled node is commissioned first: the QEMU node's agent really inspects it.
+        qemu = _wait_node(data_dir, "lab-003", lambda n: n["state"] != "inspecting", 240)
+        assert qemu["state"] == "available" and qemu["sku"] == "lab-qemu-vm", qemu
         network_lab = (
             "Network lab  Ethernet: 2 leaves + 1 spine (Linux + FRR, EVPN), 2 node NICs; "
             "InfiniBand: ibsim + OpenSM, 2 HCA ports"
