@@ -20,7 +20,7 @@ import images
 from core.facts import HardwareRecord, NodeFacts
 from images import mounts
 from images.mounts import StorageMount
-from inventory import boot_sessions, cleaning, clusters, nodes, skus
+from inventory import boot_sessions, cleaning, clusters, gpu_diag, nodes, skus
 from inventory.errors import InventoryError
 from inventory.models import BootSession, Node
 from inventory.states import NodeState
@@ -388,11 +388,14 @@ class InventoryActivities:
                     ]
                 node.sku = sku.name
                 found = skus.differences(sku, facts.hardware)
+                diag, diag_failures = _gpu_diag(facts)
+                found += diag_failures
                 closed = await boot_sessions.close_session(session, uuid.UUID(request.session_id))
                 if closed and not found:
                     await nodes.record_note(
                         session, request.node_id, workflow_id=request.workflow_id,
-                        reason=f"inspected: {_describe(facts.hardware)}; matches SKU {sku.name}",
+                        reason=f"inspected: {_describe(facts.hardware)}; matches SKU {sku.name};"
+                        f" {diag}",
                     )  # fmt: skip
         except InventoryError as exc:
             raise inventory_failure(exc) from exc
@@ -449,6 +452,21 @@ class InventoryActivities:
                 )
         except InventoryError as exc:
             raise inventory_failure(exc) from exc
+
+
+def _gpu_diag(facts: NodeFacts) -> tuple[str, list[str]]:
+    """What the burn-in's GPU diagnostic said, and its failures (each a difference)."""
+    run = facts.burn_in.gpu_diag if facts.burn_in else None
+    if run is None:
+        none = not (facts.hardware and facts.hardware.gpus)
+        return ("no GPU to diagnose" if none else "GPU diagnostics not run by the agent"), []
+    try:
+        results = gpu_diag.parse_dcgmi(run.output)
+    except gpu_diag.GpuDiagError as exc:
+        return "", [f"GPU diagnostics ({run.command}, exit {run.exit_code}): {exc}"]
+    failed = gpu_diag.failures(results)
+    said = f"GPU diagnostics ({run.command}): {len(results)} results, none failed"
+    return said, [f"GPU diagnostics: {f}" for f in failed]
 
 
 def _describe(hardware: HardwareRecord) -> str:

@@ -70,6 +70,21 @@ class HardwareRecord(BaseModel):
     bios_version: str | None = Field(default=None, max_length=255)
 
 
+class GpuDiagRun(BaseModel):
+    """A GPU diagnostic the agent ran, as the tool printed it (the platform parses it)."""
+
+    tool: Literal["dcgmi"] = Field(description="dcgmi: NVIDIA DCGM's `dcgmi diag -r N -j`")
+    command: str = Field(max_length=255)
+    exit_code: int
+    output: str = Field(max_length=4_000_000)
+
+
+class BurnIn(BaseModel):
+    """What an inspection boot ran to exercise the node before it is given to tenants."""
+
+    gpu_diag: GpuDiagRun | None = None
+
+
 class NodeFacts(Storable):
     """Facts a node's agent read from the running system (or a simulated node derived from what it
     received). The verifier compares them with the image's tuning profile."""
@@ -102,3 +117,4 @@ class NodeFacts(Storable):
     hardware: HardwareRecord | None = Field(
         default=None, description="An inspection boot's report: the node's hardware"
     )
+    burn_in: BurnIn | None = Field(default=None, description="An inspection boot's burn-in")

@@ -13,7 +13,7 @@ import aiohttp
 import yaml
 from pydantic import ValidationError
 
-from core.facts import CleanReport, HardwareRecord, MountFact, Nic, NodeFacts
+from core.facts import BurnIn, CleanReport, HardwareRecord, MountFact, Nic, NodeFacts
 from images.cluster_section import ClusterSecrets, ClusterSection
 from lab.cmdline import BootConfigError, parse_cmdline, parse_ipxe
 from lab.node import BootDev, SimNode
@@ -107,7 +107,10 @@ def _task(node: SimNode, task: dict[str, Any]) -> dict[str, Any]:
     if kind == "clean":
         return {"clean": CleanReport.model_validate({"disks": node.wipe_disks()})}
     if kind == "inspect":
-        return {"hardware": HardwareRecord.model_validate(node.inspect())}
+        return {
+            "hardware": HardwareRecord.model_validate(node.inspect()),
+            "burn_in": BurnIn.model_validate(node.burn_in()),
+        }
     raise BootConfigError(f"user-data names an unknown agent task {task!r}")
 
 

@@ -34,6 +34,7 @@ class FaultsBody(BaseModel):
     ignore_soft_off: bool = False
     wipe_fails: bool = False
     gpus_missing: int = Field(default=0, ge=0)
+    gpu_diag_fails: bool = False
 
 
 def create_app(lab: Lab) -> FastAPI:

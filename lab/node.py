@@ -19,6 +19,8 @@ from typing import Any, Literal, Protocol
 
 from lab.vendors import GPU_MODELS, VENDORS, profile_of
 
+RECORDED = Path(__file__).with_name("recorded")  # real GPU diagnostics output (README.md)
+
 Power = Literal["on", "off"]
 BootDev = Literal["network", "disk", "none"]
 FaultAction = Literal["drop", "fail"]
@@ -32,6 +34,7 @@ class Faults:
     ignore_soft_off: bool = False  # the OS never handles the ACPI power button
     wipe_fails: bool = False  # its disks answer I/O errors to a wipe (QEMU: attached read-only)
     gpus_missing: int = 0  # GPUs fallen off the bus: its inspection finds that many fewer
+    gpu_diag_fails: bool = False  # its GPU diagnostic fails (NVIDIA's recorded failing run)
 
 
 @dataclass
@@ -319,6 +322,20 @@ class SimNode:
                 "ib_port_guids": [],
                 "bios_version": "lab-2.1",
             }
+
+    def burn_in(self) -> dict[str, Any]:
+        """What the node's agent runs to exercise it (core.facts.BurnIn): on NVIDIA GPUs,
+        DCGM's diagnostic, whose output is a recording of a real run (lab/recorded)."""
+        with self._lock:
+            if self.gpu_vendor != "NVIDIA" or self.gpu_count == 0:
+                return {}
+            failing = self.faults.gpu_diag_fails
+        name = "nvvs-per-gpu-fail.json" if failing else "dcgmi-diag-r4-dcgm4-test-object.json"
+        output = (RECORDED / name).read_text()
+        return {
+            "gpu_diag": {"tool": "dcgmi", "command": "dcgmi diag -r 1 -j",
+                         "exit_code": 226 if failing else 0, "output": output}
+        }  # fmt: skip
 
     def write_disks(self) -> None:
         """A tenant's workload wrote to every disk."""

@@ -29,7 +29,7 @@ async def platform(
 ) -> AsyncIterator[Platform]:
     async with running_platform(
         name="t_commissioning", postgres_url=postgres_url, temporal_address=temporal_address,
-        data_dir=tmp_path_factory.mktemp("commissioning"), ports=PORTS, nodes=3, boot_delay=0.1,
+        data_dir=tmp_path_factory.mktemp("commissioning"), ports=PORTS, nodes=4, boot_delay=0.1,
         extra_settings={"commission_on_enroll": True, "inspect_timeout_seconds": 60},
     ) as running:  # fmt: skip
         yield running
@@ -64,9 +64,9 @@ async def test_a_node_whose_hardware_matches_its_sku_becomes_available(
             )
         )
     assert (
-        "inspected: 224 CPUs, 2047.0 GiB, 2 disks, 2 NICs, 8 GPUs; matches SKU lab-h100x8"
-        in reasons
-    )
+        "inspected: 224 CPUs, 2047.0 GiB, 2 disks, 2 NICs, 8 GPUs; matches SKU lab-h100x8;"
+        " GPU diagnostics (dcgmi diag -r 1 -j): 8 results, none failed"
+    ) in reasons
 
 
 async def test_a_node_missing_a_gpu_goes_to_maintenance_until_it_is_fixed(
@@ -90,6 +90,21 @@ async def test_a_node_missing_a_gpu_goes_to_maintenance_until_it_is_fixed(
     async with platform.api() as api:
         node = (await api.get("/v1/nodes/lab-002")).json()
     assert node["state"] == "available" and node["maintenance_reason"] is None
+
+
+async def test_a_failed_gpu_diagnostic_sends_the_node_to_maintenance(platform: Platform) -> None:
+    """The node's burn-in runs DCGM's diagnostic; its output (NVIDIA's recording of a run
+    whose stress test failed on three GPUs) is parsed by the platform."""
+    await platform.lab_put("/lab/nodes/lab-004/faults", {"gpu_diag_fails": True})
+    node = await enroll(platform, "lab-004")
+    assert node["state"] == "maintenance"
+    reason = node["maintenance_reason"]
+    assert reason.startswith(
+        "commissioning: GPU diagnostics: sm_stress on GPU 0 failed: Max stress level of 2128.7"
+        " did not exceed desired stress level of 3000.0 for GPU 0; GPU diagnostics: sm_stress"
+        " on GPU 2 failed:"
+    ), reason
+    assert reason.count("GPU diagnostics:") == 3
 
 
 async def test_an_enrolled_sku_is_checked_and_an_unknown_one_refused(platform: Platform) -> None:
