@@ -389,13 +389,14 @@ class InventoryActivities:
                 node.sku = sku.name
                 found = skus.differences(sku, facts.hardware)
                 diag, diag_failures = _gpu_diag(facts)
-                found += diag_failures
+                memtest, memtest_failures = _memtest(facts)
+                found += diag_failures + memtest_failures
                 closed = await boot_sessions.close_session(session, uuid.UUID(request.session_id))
                 if closed and not found:
                     await nodes.record_note(
                         session, request.node_id, workflow_id=request.workflow_id,
                         reason=f"inspected: {_describe(facts.hardware)}; matches SKU {sku.name};"
-                        f" {diag}",
+                        f" {diag}; {memtest}",
                     )  # fmt: skip
         except InventoryError as exc:
             raise inventory_failure(exc) from exc
@@ -467,6 +468,16 @@ def _gpu_diag(facts: NodeFacts) -> tuple[str, list[str]]:
     failed = gpu_diag.failures(results)
     said = f"GPU diagnostics ({run.command}): {len(results)} results, none failed"
     return said, [f"GPU diagnostics: {f}" for f in failed]
+
+
+def _memtest(facts: NodeFacts) -> tuple[str, list[str]]:
+    """The burn-in's memory test: memtester's exit code is its verdict."""
+    run = facts.burn_in.memtest if facts.burn_in else None
+    if run is None:
+        return "no memory test run by the agent", []
+    if run.exit_code != 0:
+        return "", [f"memory test ({run.command}) exited {run.exit_code}: {run.output.strip()}"]
+    return f"memory test ({run.command}) passed", []
 
 
 def _describe(hardware: HardwareRecord) -> str:

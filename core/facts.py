@@ -70,10 +70,12 @@ class HardwareRecord(BaseModel):
     bios_version: str | None = Field(default=None, max_length=255)
 
 
-class GpuDiagRun(BaseModel):
-    """A GPU diagnostic the agent ran, as the tool printed it (the platform parses it)."""
+class ToolRun(BaseModel):
+    """A burn-in tool the agent ran, as it printed it (the platform judges it)."""
 
-    tool: Literal["dcgmi"] = Field(description="dcgmi: NVIDIA DCGM's `dcgmi diag -r N -j`")
+    tool: Literal["dcgmi", "memtester"] = Field(
+        description="dcgmi: NVIDIA DCGM's `dcgmi diag -r N -j`; memtester: its last lines"
+    )
     command: str = Field(max_length=255)
     exit_code: int
     output: str = Field(max_length=4_000_000)
@@ -82,7 +84,8 @@ class GpuDiagRun(BaseModel):
 class BurnIn(BaseModel):
     """What an inspection boot ran to exercise the node before it is given to tenants."""
 
-    gpu_diag: GpuDiagRun | None = None
+    gpu_diag: ToolRun | None = None
+    memtest: ToolRun | None = None
 
 
 class NodeFacts(Storable):

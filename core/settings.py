@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     commission_on_enroll: bool = Field(
         default=True, description="An enrolled node is commissioned before it is available"
     )
+    burn_in_memtest_mib: int = Field(
+        default=4, ge=0, description="memtester's size in a commissioning's burn-in; 0: none"
+    )
     inspect_timeout_seconds: float = Field(
         default=1800.0, gt=0, description="A commissioning boot's inspection and report"
     )

@@ -32,6 +32,7 @@ from core.contracts import (
     node_boot_workflow_id,
 )
 from core.facts import NodeFacts
+from core.settings import Settings
 from images.mounts import StorageMount
 from inventory import boot_sessions, clusters, discovery, nodes, ssh_keys
 from inventory.models import BootSession, Node
@@ -143,7 +144,8 @@ async def user_data(mac: Mac, request: Request, db: Db) -> str:
     if handed.task is not None:  # the agent's boot: nothing of a tenant's reaches it
         text = images.render_user_data(
             image, image.profile, public_url=public_url, node_id=handed.node_id,
-            boot_session_id=str(handed.id), token=token, task={"kind": handed.task},
+            boot_session_id=str(handed.id), token=token,
+            task=_task(handed.task, request.app.state.settings),
         )  # fmt: skip
     else:
         text = images.render_user_data(
@@ -159,6 +161,13 @@ async def user_data(mac: Mac, request: Request, db: Db) -> str:
         )
     await db.commit()  # the handout is recorded before the token leaves
     return text
+
+
+def _task(kind: str, settings: Settings) -> dict[str, str | int]:
+    """The agent's task in the user-data, with the burn-in's parameters for an inspection."""
+    if kind == "inspect" and settings.burn_in_memtest_mib:
+        return {"kind": kind, "memtest_mib": settings.burn_in_memtest_mib}
+    return {"kind": kind}
 
 
 @router.get(

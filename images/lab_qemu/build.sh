@@ -1,7 +1,7 @@
 #!/bin/sh
 # Build the lab QEMU golden image from Debian packages: the Debian cloud kernel and an
-# initramfs of busybox-static, the virtio network modules, the metalplane node agent and
-# dropbear (the tenant's SSH server).
+# initramfs of busybox-static, the virtio network and disk modules, the metalplane node agent,
+# dropbear (the tenant's SSH server) and memtester (the agent's burn-in).
 # Usage: build.sh OUT_DIR  ->  OUT_DIR/vmlinuz, OUT_DIR/initrd.img
 set -eu
 out=$1
@@ -39,6 +39,11 @@ LD_LIBRARY_PATH="$work/ssh/usr/lib/x86_64-linux-gnu" ldd "$root/sbin/dropbear" |
     awk '$2 == "=>" && $3 ~ /^\// {print $3}' |
     while read -r lib; do cp -L "$lib" "$root/lib/x86_64-linux-gnu/"; done
 cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
+# The burn-in's memory test: Debian's memtester (it links only the C library, copied above).
+(cd "$work" && apt-get download -q memtester >/dev/null 2>&1) || {
+    echo "apt-get download memtester failed" >&2; exit 1; }
+dpkg-deb -x "$work"/memtester_*.deb "$work/memtester"
+cp "$work/memtester/usr/sbin/memtester" "$root/sbin/memtester"
 printf 'root:x:0:0:root:/root:/bin/sh\n' > "$root/etc/passwd"
 printf 'root:x:0:\n' > "$root/etc/group"
 printf '/bin/sh\n' > "$root/etc/shells"

@@ -375,6 +375,16 @@ async def test_the_vms_inspection_matches_its_sku_and_a_bigger_sku_is_refused(
     assert [n["mac"] for n in hardware["nics"]] == lab["macs"][:1]
     assert {"0x1af4"} <= {d["vendor_id"] for d in hardware["pci_devices"]}  # virtio (Red Hat)
     assert hardware["bios_version"]  # SeaBIOS's, from the DMI tables
+    async with platform.sessions() as session:
+        inspected = await session.scalar(
+            select(Event.reason)
+            .where(Event.resource_id == "lab-001", Event.reason.like("inspected:%"))
+            .order_by(Event.id.desc())
+        )
+    # The burn-in: Debian's memtester really ran in the guest (a short run: TCG is slow).
+    assert inspected is not None and inspected.endswith(
+        "no GPU to diagnose; memory test (memtester 4M 1) passed"
+    ), inspected
 
     async with platform.sessions.begin() as session:
         await session.execute(

@@ -14,8 +14,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import images
-from activities.inventory import ClaimCommission, InventoryActivities, RecordInspection
-from core.facts import Disk, Gpu, HardwareRecord, Nic
+from activities.inventory import (
+    ClaimCommission,
+    InventoryActivities,
+    RecordInspection,
+    _memtest,
+)
+from core.facts import BurnIn, Disk, Gpu, HardwareRecord, Nic, NodeFacts, ToolRun
 from inventory import nodes, skus
 from inventory.models import BootSession, Event
 from tests.db import migrated_sessions
@@ -103,3 +108,17 @@ async def test_the_inspection_activities_run_twice_change_nothing_the_second_tim
     assert [(b.task, b.closed_at is not None) for b in boots] == [("inspect", True)]
     assert inspected == 1
     assert stored.sku == "lab-h100x8" and stored.hardware["cpus"] == 224
+
+
+def test_the_burn_ins_memory_test_is_judged_by_memtesters_exit_code() -> None:
+    def facts(code: int) -> NodeFacts:
+        run = ToolRun(tool="memtester", command="memtester 4M 1", exit_code=code,
+                      output="Bit Flip : testing  12FAILURE: 0x00000001 != 0x00000003")  # fmt: skip
+        return NodeFacts(kernel_cmdline="x", burn_in=BurnIn(memtest=run))
+
+    assert _memtest(facts(0)) == ("memory test (memtester 4M 1) passed", [])
+    assert _memtest(facts(4))[1] == [
+        "memory test (memtester 4M 1) exited 4: Bit Flip : testing  12FAILURE: 0x00000001 !="
+        " 0x00000003"
+    ]
+    assert _memtest(NodeFacts(kernel_cmdline="x"))[0] == "no memory test run by the agent"
