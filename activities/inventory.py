@@ -373,11 +373,7 @@ class InventoryActivities:
                 node = await nodes.get(session, request.node_id)
                 node.hardware = facts.hardware.model_dump(mode="json")
                 try:
-                    sku = (
-                        skus.get(node.sku, self._sku_catalog)
-                        if node.sku
-                        else skus.match(node.vendor, node.model, node.gpu_model, self._sku_catalog)
-                    )
+                    sku = self._sku_of(node)
                 except skus.UnknownSku as exc:
                     return [str(exc)]
                 if sku is None:
@@ -404,7 +400,9 @@ class InventoryActivities:
 
     @activity.defn(name="record_clean")
     async def record_clean(self, request: RecordClean) -> list[str]:
-        """Judge the cleaning boot's report (inventory.cleaning): the problems, or none, and
+        """Judge the cleaning boot's report (inventory.cleaning; with its SKU's clean steps,
+        also the hardware and firmware against the SKU and the burn-in): the problems, or
+        none, and
         then an event saying what was wiped and how. The session is closed either way, and
         the event written only by the run that closed it: a repeat adds nothing."""
         try:
@@ -414,15 +412,45 @@ class InventoryActivities:
         found = cleaning.problems(facts.clean)
         try:
             async with self._sessions.begin() as session:
+                node = await nodes.get(session, request.node_id)
+                checked, differences = self._checked_against_sku(node, facts)
+                diag, diag_failures = _gpu_diag(facts)
+                memtest, memtest_failures = _memtest(facts)
+                found += differences + diag_failures + memtest_failures
+                if facts.hardware is not None:
+                    node.hardware = facts.hardware.model_dump(mode="json")
                 closed = await boot_sessions.close_session(session, uuid.UUID(request.session_id))
                 if closed and not found and facts.clean is not None:  # once: not on a repeat
+                    ran = [cleaning.summary(facts.clean), checked]
+                    if facts.burn_in is not None:
+                        ran += [diag, memtest]
                     await nodes.record_note(
                         session, request.node_id, workflow_id=request.workflow_id,
-                        reason=cleaning.summary(facts.clean),
+                        reason="; ".join(r for r in ran if r),
                     )  # fmt: skip
         except InventoryError as exc:
             raise inventory_failure(exc) from exc
         return found
+
+    def _sku_of(self, node: Node) -> skus.Sku | None:
+        """The node's SKU: the enrolled one (UnknownSku if gone), else the catalog's match."""
+        if node.sku:
+            return skus.get(node.sku, self._sku_catalog)
+        return skus.match(node.vendor, node.model, node.gpu_model, self._sku_catalog)
+
+    def _checked_against_sku(self, node: Node, facts: NodeFacts) -> tuple[str, list[str]]:
+        """A clean's inspection against the node's SKU, firmware included: what it says, and
+        the differences (a GPU lost in the last tenant's time keeps the node out)."""
+        if facts.hardware is None:
+            return "", []
+        try:
+            sku = self._sku_of(node)
+        except skus.UnknownSku as exc:
+            return "", [str(exc)]
+        if sku is None:
+            return "hardware recorded (no SKU fits the node to check it against)", []
+        differences = skus.differences(sku, facts.hardware)
+        return f"hardware and firmware match SKU {sku.name}", differences
 
     @activity.defn(name="finish_operation")
     async def finish_operation(self, request: FinishOperation) -> None:

@@ -6,14 +6,30 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from core.facts import HardwareRecord
 
 CATALOG = Path(__file__).with_name("skus.yaml")
 GIB = 2**30
+
+
+CleanStep = Literal["erase_disks", "inspect", "burn_in"]
+# What a clean's agent does, in order, unless the node's SKU says otherwise: wipe every disk,
+# inspect the hardware (checked against the SKU, firmware included), then the burn-in.
+DEFAULT_CLEAN_STEPS: tuple[CleanStep, ...] = ("erase_disks", "inspect", "burn_in")
+INSPECT_STEPS: tuple[CleanStep, ...] = ("inspect", "burn_in")
+
+
+def _wipes(steps: list[CleanStep]) -> list[CleanStep]:
+    if "erase_disks" not in steps:
+        raise ValueError("a clean wipes the disks: clean_steps must include erase_disks")
+    if len(set(steps)) != len(steps):
+        raise ValueError("clean_steps lists a step twice")
+    return steps
 
 
 class SkuGpus(BaseModel):
@@ -43,6 +59,10 @@ class Sku(BaseModel):
     disks: SkuDisks = Field(default_factory=lambda: SkuDisks(count=0))
     nics_min: int = Field(default=1, ge=0)
     bios_version: str | None = Field(default=None, description="the desired BIOS firmware")
+    clean_steps: Annotated[list[CleanStep], AfterValidator(_wipes)] = Field(
+        default_factory=lambda: list(DEFAULT_CLEAN_STEPS),
+        description="what a clean's agent does, in this order (as Ironic's clean steps)",
+    )
 
 
 class UnknownSku(LookupError):
@@ -93,6 +113,14 @@ def differences(sku: Sku, found: HardwareRecord) -> list[str]:
             f"BIOS firmware: SKU {sku.name} wants {sku.bios_version}, found {found.bios_version}"
         )
     return out
+
+
+def clean_steps(name: str | None, path: Path = CATALOG) -> list[CleanStep]:
+    """The clean steps of SKU `name` (a node without one, or of a SKU gone: the default)."""
+    try:
+        return get(name, path).clean_steps if name else list(DEFAULT_CLEAN_STEPS)
+    except UnknownSku:
+        return list(DEFAULT_CLEAN_STEPS)
 
 
 def match(vendor: str, model: str, gpu_model: str | None, path: Path = CATALOG) -> Sku | None:

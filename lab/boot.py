@@ -98,20 +98,30 @@ def _mounts(doc: dict[str, Any]) -> list[MountFact]:
     return found
 
 
+DEFAULT_STEPS = {"clean": "erase_disks", "inspect": "inspect,burn_in"}
+
+
 def _task(node: SimNode, task: dict[str, Any]) -> dict[str, Any]:
-    """The agent's task: `clean` wipes the node's disks and reports each, `inspect` reports
-    its hardware; no task: nothing more in the facts."""
+    """The agent's task (`clean`, `inspect`): its steps in the order given, each adding its
+    report to the facts; no task: nothing more in the facts."""
     kind = task.get("kind")
     if kind is None:
         return {}
-    if kind == "clean":
-        return {"clean": CleanReport.model_validate({"disks": node.wipe_disks()})}
-    if kind == "inspect":
-        return {
-            "hardware": HardwareRecord.model_validate(node.inspect()),
-            "burn_in": BurnIn.model_validate(node.burn_in()),
-        }
-    raise BootConfigError(f"user-data names an unknown agent task {task!r}")
+    if kind not in DEFAULT_STEPS:
+        raise BootConfigError(f"user-data names an unknown agent task {task!r}")
+    found: dict[str, Any] = {}
+    steps = str(task.get("steps") or DEFAULT_STEPS[kind]).split(",")
+    node.ran_agent_steps(steps)
+    for step in steps:
+        if step == "erase_disks":
+            found["clean"] = CleanReport.model_validate({"disks": node.wipe_disks()})
+        elif step == "inspect":
+            found["hardware"] = HardwareRecord.model_validate(node.inspect())
+        elif step == "burn_in":
+            found["burn_in"] = BurnIn.model_validate(node.burn_in())
+        else:
+            raise BootConfigError(f"user-data names an unknown step {step!r}")
+    return found
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,7 @@ class SimNode:
     cluster_error: str | None = None  # why its OS could not run its cluster role
     powered_on_at: float | None = None  # epoch seconds of the last power-on (or reset)
     disks: list[SimDisk] = field(default_factory=_lab_disks)
+    agent_steps: list[str] = field(default_factory=list)  # what its last agent task ran, in order
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
@@ -337,6 +338,11 @@ class SimNode:
                          "exit_code": 226 if failing else 0, "output": output}
         }  # fmt: skip
 
+    def ran_agent_steps(self, steps: list[str]) -> None:
+        with self._lock:
+            self.agent_steps = list(steps)
+            self._save()
+
     def write_disks(self) -> None:
         """A tenant's workload wrote to every disk."""
         with self._lock:
@@ -413,4 +419,5 @@ class SimNode:
                 "cluster_error": self.cluster_error,
                 "powered_on_at": self.powered_on_at,
                 "disks": [asdict(d) for d in self.disks],
+                "agent_steps": list(self.agent_steps),
             }

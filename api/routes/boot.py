@@ -34,7 +34,7 @@ from core.contracts import (
 from core.facts import NodeFacts
 from core.settings import Settings
 from images.mounts import StorageMount
-from inventory import boot_sessions, clusters, discovery, nodes, ssh_keys
+from inventory import boot_sessions, clusters, discovery, nodes, skus, ssh_keys
 from inventory.models import BootSession, Node
 from inventory.states import NodeState
 
@@ -142,10 +142,11 @@ async def user_data(mac: Mac, request: Request, db: Db) -> str:
     public_url = boot_base_url(request)
     token = boot_sessions.token_for(handed.id, handed.boots, request.app.state.boot_secret)
     if handed.task is not None:  # the agent's boot: nothing of a tenant's reaches it
+        node = await nodes.get(db, handed.node_id)
         text = images.render_user_data(
             image, image.profile, public_url=public_url, node_id=handed.node_id,
             boot_session_id=str(handed.id), token=token,
-            task=_task(handed.task, request.app.state.settings),
+            task=_task(handed.task, request.app.state.settings, node),
         )  # fmt: skip
     else:
         text = images.render_user_data(
@@ -163,11 +164,19 @@ async def user_data(mac: Mac, request: Request, db: Db) -> str:
     return text
 
 
-def _task(kind: str, settings: Settings) -> dict[str, str | int]:
-    """The agent's task in the user-data, with the burn-in's parameters for an inspection."""
-    if kind == "inspect" and settings.burn_in_memtest_mib:
-        return {"kind": kind, "memtest_mib": settings.burn_in_memtest_mib}
-    return {"kind": kind}
+def _task(kind: str, settings: Settings, node: Node) -> dict[str, str | int]:
+    """The agent's task in the user-data: its steps in order (a clean's from the node's SKU,
+    docs/cleaning.md) as one comma-separated scalar (the lab image's agent is busybox sh),
+    and the burn-in's parameters."""
+    steps = (
+        skus.clean_steps(node.sku, settings.sku_catalog or skus.CATALOG)
+        if kind == "clean"
+        else list(skus.INSPECT_STEPS)
+    )
+    task: dict[str, str | int] = {"kind": kind, "steps": ",".join(steps)}
+    if "burn_in" in steps and settings.burn_in_memtest_mib:
+        task["memtest_mib"] = settings.burn_in_memtest_mib
+    return task
 
 
 @router.get(

@@ -310,7 +310,10 @@ async def test_the_next_tenant_finds_nothing_of_the_last_on_the_disk(
             .order_by(Event.id.desc())
         )
     # The VM's virtio disk takes discards (QEMU punches holes in the file): read back zeros.
-    assert cleaned == "cleaned: /dev/vda (64 MiB, discard, verified)"
+    assert cleaned == (
+        "cleaned: /dev/vda (64 MiB, discard, verified); hardware and firmware match SKU"
+        " lab-qemu-vm; no GPU to diagnose; memory test (memtester 4M 1) passed"
+    )  # then the default clean steps' inspection and burn-in, in the guest
 
     async with platform.sessions.begin() as session:
         await session.execute(update(Node).where(Node.id == "lab-001").values(tenant_id="other"))

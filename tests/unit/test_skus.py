@@ -49,6 +49,16 @@ def test_the_lab_catalog_loads_and_matches_a_node_by_its_gpu() -> None:
         skus.get("no-such-sku")
 
 
+def test_a_skus_clean_steps_must_wipe_and_default_to_wipe_inspect_burn_in() -> None:
+    assert skus.get("lab-qemu-vm").clean_steps == ["erase_disks", "inspect", "burn_in"]
+    assert skus.clean_steps(None) == skus.clean_steps("gone") == list(skus.DEFAULT_CLEAN_STEPS)
+    base = {"name": "x", "memory_gib_min": 1}
+    assert skus.Sku.model_validate({**base, "clean_steps": ["burn_in", "erase_disks"]})
+    for steps in (["inspect", "burn_in"], ["erase_disks", "erase_disks"], ["defrag"]):
+        with pytest.raises(ValueError):
+            skus.Sku.model_validate({**base, "clean_steps": steps})
+
+
 def test_a_matching_server_has_no_differences_and_each_lack_is_named() -> None:
     sku = skus.get("lab-h100x8")
     assert skus.differences(sku, h100_server()) == []
