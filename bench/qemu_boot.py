@@ -138,51 +138,37 @@ async def _reboot_all(platform: Platform, ids: list[str], nodes: dict[str, Any])
 
 async def _release_all(platform: Platform, ids: list[str], nodes: dict[str, Any]) -> None:
     """Release every node at once: each is cleaned (its agent boots and wipes its disk) before
-    it is available. Add the seconds from the request to the cleaning boot's power-on (the soft
-    power-off's grace period included: the image ignores the ACPI button), from that power-on
-    to the agent's report (the guest's time), and from the report to `available`."""
-    requested: dict[str, float] = {}
-    async with platform.api() as api:
-        for node_id in ids:
-            requested[node_id] = time.time()
-            (await api.post(f"/v1/nodes/{node_id}/release")).raise_for_status()
-    for node_id in ids:
-        await platform.wait_state(node_id, {"available", "maintenance"}, timeout=900)
-    async with platform.sessions() as session:
-        for node_id in ids:
-            reported = await session.scalar(
-                select(BootSession.used_at).where(
-                    BootSession.node_id == node_id, BootSession.task == "clean"
-                )
-            )
-            available = await session.scalar(
-                select(Event.at)
-                .where(Event.resource_id == node_id, Event.to_state == "available")
-                .order_by(Event.id.desc())
-            )
-            lab = await platform.lab_node(node_id)
-            if reported is None or available is None:
-                nodes[node_id]["cleaning_failed"] = True
-                continue
-            # The lab keeps the last power-on: the cleaning boot's (it powers off after).
-            power_on = float(lab["powered_on_at"])
-            nodes[node_id] |= {
-                "release_to_cleaning_power_on": round(power_on - requested[node_id], 2),
-                "cleaning_power_on_to_report": round(reported.timestamp() - power_on, 2),
-                "report_to_available": round(available.timestamp() - reported.timestamp(), 2),
-            }
+    it is available. The request to the cleaning boot's power-on includes the soft power-off's
+    grace period (the image ignores the ACPI button)."""
+    await _agent_operation(
+        platform, ids, nodes, "release", "clean",
+        ("release_to_cleaning_power_on", "cleaning_power_on_to_report", "report_to_available"),
+    )  # fmt: skip
 
 
 async def _commission_all(platform: Platform, ids: list[str], nodes: dict[str, Any]) -> None:
     """Commission every (clean, available) node again at once: its agent boots, inspects it
-    and runs the burn-in (memtester). Add the seconds from the request to the inspection
-    boot's power-on, from that to the agent's report, and from the report to `available`."""
+    and runs the burn-in (memtester)."""
+    await _agent_operation(
+        platform, ids, nodes, "commission", "inspect",
+        ("commission_to_power_on", "inspection_power_on_to_report",
+         "inspection_report_to_available"),
+    )  # fmt: skip
+
+
+async def _agent_operation(
+    platform: Platform, ids: list[str], nodes: dict[str, Any], operation: str, task: str,
+    keys: tuple[str, str, str],
+) -> None:  # fmt: skip
+    """Start `operation` on every node at once and wait for each workflow's end; add to each
+    node, under `keys`, the seconds from the request to the agent boot's power-on, from that
+    power-on to the agent's report (the guest's time), and from the report to `available`."""
     requested: dict[str, float] = {}
     handles = []
     async with platform.api() as api:
         for node_id in ids:
             requested[node_id] = time.time()
-            reply = await api.post(f"/v1/nodes/{node_id}/commission")
+            reply = await api.post(f"/v1/nodes/{node_id}/{operation}")
             reply.raise_for_status()
             accepted = reply.json()
             handles.append(
@@ -190,35 +176,31 @@ async def _commission_all(platform: Platform, ids: list[str], nodes: dict[str, A
                     accepted["workflow_id"], run_id=accepted["run_id"]
                 )
             )
-    async with asyncio.timeout(900):  # the node is available before the claim: wait for the end
+    async with asyncio.timeout(900):  # an available node is so before the claim: wait the end
         await asyncio.gather(*(handle.result() for handle in handles))
     async with platform.sessions() as session:
         for node_id in ids:
             reported = await session.scalar(
-                select(BootSession.used_at).where(
-                    BootSession.node_id == node_id, BootSession.task == "inspect"
-                )
+                select(BootSession.used_at)
+                .where(BootSession.node_id == node_id, BootSession.task == task)
+                .order_by(BootSession.created_at.desc())
+                .limit(1)
             )
             available = await session.scalar(
                 select(Event.at)
                 .where(Event.resource_id == node_id, Event.to_state == "available")
                 .order_by(Event.id.desc())
             )
-            lab = await platform.lab_node(node_id)
-            if (
-                reported is None
-                or available is None
-                or available.timestamp() < reported.timestamp()
-            ):
-                nodes[node_id]["commissioning_failed"] = True
+            if reported is None or available is None or available < reported:
+                nodes[node_id][f"{operation}_failed"] = True
                 continue
-            power_on = float(lab["powered_on_at"])
+            # The lab keeps the last power-on: the agent boot's (it powers off after).
+            power_on = float((await platform.lab_node(node_id))["powered_on_at"])
+            to_power_on, to_report, to_available = keys
             nodes[node_id] |= {
-                "commission_to_power_on": round(power_on - requested[node_id], 2),
-                "inspection_power_on_to_report": round(reported.timestamp() - power_on, 2),
-                "inspection_report_to_available": round(
-                    available.timestamp() - reported.timestamp(), 2
-                ),
+                to_power_on: round(power_on - requested[node_id], 2),
+                to_report: round(reported.timestamp() - power_on, 2),
+                to_available: round(available.timestamp() - reported.timestamp(), 2),
             }
 
 
