@@ -14,7 +14,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from sqlalchemy import func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -22,7 +21,7 @@ from temporalio.exceptions import ApplicationError
 from core.settings import Settings
 from drivers.infiniband.base import Member, PartitionError, PartitionManager
 from drivers.switch.base import InvalidChange, Segment, Switch, SwitchError, Vrf
-from inventory import fabric, networks
+from inventory import fabric, locks, networks
 from inventory.errors import InventoryError
 from inventory.models import Network
 
@@ -98,8 +97,7 @@ class NetworkActivities:
     async def _switch(self, switch_id: str) -> AsyncIterator[tuple[Switch, AsyncSession]]:
         """The switch's driver, with the fabric-wide lock on that switch held meanwhile."""
         async with self._sessions.begin() as session:
-            key = func.hashtext(literal(f"switch:{switch_id}"))
-            await session.execute(select(func.pg_advisory_xact_lock(key)))
+            await locks.hold(session, f"switch:{switch_id}")
             try:
                 access = fabric.access(await fabric.get_switch(session, switch_id))
             except fabric.SwitchNotFound as exc:

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, literal, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from inventory import events, tenants
+from inventory import events, locks, tenants
 from inventory.errors import InventoryError
 from inventory.models import Cluster, ClusterMember, IbPort, Network, Nic, NicLink, Node, Tenant
 from inventory.states import CLUSTER_TRANSITIONS, ClusterState, NodeState, may_start_from
@@ -122,8 +122,7 @@ async def allocate(session: AsyncSession, cluster: Cluster, count: int) -> list[
             f"tenant {tenant.id} holds {usage.nodes} of its {tenant.quota_nodes} nodes;"
             f" {count} more would exceed the quota"
         )
-    key = func.hashtext(literal(f"allocate:{cluster.gpu_model}"))
-    await session.execute(select(func.pg_advisory_xact_lock(key)))
+    await locks.hold(session, f"allocate:{cluster.gpu_model}")
     taken: list[Candidate] = []
     ranked = rank(await _candidates(session, cluster.gpu_model), count)
     while len(taken) < count and ranked:  # a node may have changed since it was read

@@ -179,8 +179,10 @@ async def ensure_provisioning(
         raise NetworkConflict(f"VLAN {vlan} is held by tenant networks on some switches")
     available = pools.pools(settings)
     try:
-        await pools.reserve(session, available["vlan"], vlan, network.id, purpose="l2")
+        # Pools are locked in the order create() takes them (l2vni before vlan): the
+        # opposite order deadlocks with a tenant network created meanwhile.
         await pools.reserve(session, available["l2vni"], vni, network.id)
+        await pools.reserve(session, available["vlan"], vlan, network.id, purpose="l2")
     except pools.ValueTaken as exc:
         raise NetworkConflict(str(exc)) from exc
     return network

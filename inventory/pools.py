@@ -3,8 +3,10 @@
 A value is a row of `allocations` whose primary key (pool, scope, value) makes it impossible to
 hand out twice, even across API replicas and workers. Allocation takes a transaction-scoped
 advisory lock per (pool, scope), so concurrent allocators queue in PostgreSQL instead of
-colliding and retrying; the lowest free value is taken. Values are held until the network is
-deleted (its rows cascade), so nothing is handed out while in use.
+colliding and retrying; the lowest free value is taken. Every transaction takes the pool
+locks in one order (subnet, l2vni, l3vni, vrf_table, pkey, vlan), so none deadlocks another.
+Values are held until the network is deleted (its rows cascade), so nothing is handed out
+while in use.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, literal, select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.settings import Settings
+from inventory import locks
 from inventory.errors import InventoryError
 from inventory.models import Allocation
 
@@ -81,9 +84,7 @@ def blocks_overlapping(settings: Settings, cidrs: Sequence[str]) -> list[int]:
 
 
 async def _lock(session: AsyncSession, pool: str, scope: str) -> None:
-    await session.execute(
-        select(func.pg_advisory_xact_lock(func.hashtext(literal(f"pool:{pool}:{scope}"))))
-    )
+    await locks.hold(session, f"pool:{pool}:{scope}")
 
 
 async def allocate(

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.settings import Settings
-from inventory import fabric, networks, pools, tenants
+from inventory import fabric, locks, networks, pools, tenants
 from inventory.models import Allocation, Network, Tenant
 from tests.db import migrated_sessions
 
@@ -170,3 +170,26 @@ def test_blocks_overlapping_a_cidr() -> None:
     assert pools.blocks_overlapping(settings, ["10.128.7.128/25"]) == [7]
     assert pools.blocks_overlapping(settings, ["192.168.0.0/24"]) == []
     assert pools.blocks_overlapping(settings, ["10.0.0.0/8"]) == list(range(256))
+
+
+async def test_setting_the_provisioning_network_beside_a_tenant_create_never_deadlocks(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A tenant create locks the l2vni pool before the vlan pool; so must the provisioning
+    network, or each waits for the other (as it once did in CI). Rolled back afterwards."""
+    fabric_wide = SETTINGS.model_copy(update={"vlan_scope": "fabric"})
+    async with sessions.begin() as creating:
+        await locks.hold(creating, "pool:l2vni:fabric")  # as networks.create's first pools
+        async with sessions() as operator:
+            setting = asyncio.create_task(
+                networks.ensure_provisioning(
+                    operator, fabric_wide, vlan=3999, vni=99_998, cidr="10.254.0.0/24"
+                )
+            )
+            await asyncio.sleep(0.5)
+            assert not setting.done()  # queued behind the create
+            await asyncio.wait_for(locks.hold(creating, "pool:vlan:fabric"), 10)
+            await creating.commit()
+            provisioning = await asyncio.wait_for(setting, 10)
+            assert provisioning.vlan == 3999
+            await operator.rollback()
