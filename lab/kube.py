@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kmock
+import urllib3
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -207,7 +208,8 @@ class KubeLab:
         """The GPU runtime: once the head node applied it, every registered node advertises its
         GPUs, and the runtime reports ready."""
         while not plane.stop.is_set():
-            with contextlib.suppress(ApiException, OSError):
+            # The server stops with the same event: a call in flight then finds it gone.
+            with contextlib.suppress(ApiException, OSError, urllib3.exceptions.HTTPError):
                 if plane.gpu_vendor and plane.gpu_resource and await self._runtime(plane):
                     for name, count in list(plane.gpus.items()):
                         quantity = {plane.gpu_resource: str(count)}
