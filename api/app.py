@@ -29,6 +29,7 @@ from .ratelimit import TokenBuckets
 from .routes import audit as audit_routes
 from .routes import boot, cluster_boot, health
 from .routes import clusters as clusters_routes
+from .routes import consoles as consoles_routes
 from .routes import dev_issuer as dev_issuer_routes
 from .routes import discovered as discovered_routes
 from .routes import events as events_routes
@@ -126,6 +127,7 @@ def create_app(
     app.include_router(networks_routes.router)
     app.include_router(clusters_routes.router)
     app.include_router(events_routes.router)
+    app.include_router(consoles_routes.router)
 
     # Outermost last: request ids, then the boundary (checks, authentication, body limit),
     # then idempotent replays, then the routes.

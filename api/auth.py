@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, WebSocket
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -174,3 +174,14 @@ def listing_scope(who: Principal) -> tuple[str | None, str | None] | None:
     if roles & {Role.TENANT_ADMIN, Role.VIEWER}:
         return who.tenant, None
     return who.tenant, who.subject
+
+
+def websocket_token(websocket: WebSocket) -> tuple[str | None, str | None]:
+    """The bearer token and the subprotocol to answer with, if the token came as one."""
+    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token:
+        return token.strip(), None
+    for offered in websocket.scope.get("subprotocols", []):
+        if offered.startswith("bearer."):
+            return offered.removeprefix("bearer."), offered
+    return None, None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -33,6 +33,14 @@ class Problem(Exception):
 
 def problem_type(slug: str) -> str:
     return f"urn:metalplane:problem:{slug}"
+
+
+async def deny(websocket: WebSocket, problem: Problem) -> None:
+    """Refuse a WebSocket before its upgrade with the problem's HTTP answer."""
+    await websocket.send_denial_response(
+        problem_response(problem.status, problem.slug, problem.title, problem.detail,
+                         problem.headers)
+    )  # fmt: skip
 
 
 def problem_response(

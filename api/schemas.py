@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 
 import images
+from core.console_address import parse_address
 from inventory import ssh_keys
 from inventory.models import Node
 
@@ -86,6 +87,14 @@ def _catalog_image(name: str) -> str:
     return name
 
 
+def _console_address(address: str) -> str:
+    parse_address(address)  # ValueError: a clear 422
+    return address
+
+
+ConsoleAddress = Annotated[str, Field(max_length=512), AfterValidator(_console_address)]
+
+
 class NodeEnroll(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not a silent drop
 
@@ -111,6 +120,12 @@ class NodeEnroll(BaseModel):
             "hardware); unset: the platform's `agent_image` setting",
         )
     )
+    console: ConsoleAddress | None = Field(
+        default=None,
+        description="Its serial console as a byte stream: a console server's raw TCP port "
+        "(tcp://HOST:PORT) or a VM's serial socket (unix:///PATH); unset: none (IPMI "
+        "Serial-over-LAN is not built yet)",
+    )
 
 
 class OperationOut(BaseModel):
@@ -131,6 +146,7 @@ class NodeOut(BaseModel):
     bmc: BmcOut | None
     image: str | None
     agent_image: str | None = Field(default=None, description="the ramdisk its cleaning boots")
+    console: str | None = Field(default=None, description="its serial console's address")
     sku: str | None = Field(default=None, description="its hardware class")
     hardware: dict[str, Any] | None = Field(
         default=None, description="what its last inspection found (core.facts.HardwareRecord)"
@@ -180,6 +196,7 @@ class NodeOut(BaseModel):
             ),
             image=node.image,
             agent_image=node.agent_image,
+            console=node.console_address,
             sku=node.sku,
             hardware=node.hardware if with_facts else None,
             needs_cleaning=node.needs_cleaning,
@@ -200,7 +217,7 @@ class NodeOut(BaseModel):
         if not platform_view:
             out.macs = out.bmc = out.labels = out.last_error = out.maintenance_reason = None
             out.power_state = out.bmc_unreachable_since = None
-            out.agent_image = out.needs_cleaning = out.hardware = None
+            out.agent_image = out.needs_cleaning = out.hardware = out.console = None
         return out
 
 

@@ -110,6 +110,15 @@ def worker(
     asyncio.run(main())
 
 
+@app.command("console-relay")
+def console_relay() -> None:
+    """Hold every node's serial console for the API (run exactly one)."""
+    from consoles.__main__ import main
+
+    _logging()
+    main()
+
+
 @app.command()
 def token(
     role: Annotated[list[str], typer.Option(help="Role(s) to grant (repeat for several)")],

@@ -108,6 +108,7 @@ class Platform:
         await self._start_network_lab(env)
         metalplane = devstack.venv_bin("metalplane")
         self._spawn("api", [metalplane, "api"], env)
+        self._spawn("console-relay", [metalplane, "console-relay"], env)
         for queue in WORKER_QUEUES:
             self._spawn(f"worker-{queue}", [metalplane, "worker", queue], env)
         if self.lab.nodes + self.lab.qemu_nodes > 0:

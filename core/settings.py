@@ -93,6 +93,22 @@ class Settings(BaseSettings):
     clean_timeout_seconds: float = Field(
         default=1800.0, gt=0, description="A cleaning boot's wipe and report, from power-on"
     )
+    # The console relay (docs/console.md): holds every node's serial console for the API.
+    console_relay_url: str = Field(
+        default="http://127.0.0.1:8093", description="Where the API reaches the console relay"
+    )
+    console_relay_host: str = Field(default="127.0.0.1", description="The relay listens here")
+    console_relay_port: int = Field(default=8093, description="The relay's listening port")
+    console_relay_secret: SecretStr | None = Field(
+        default=None, description="Shared by the API and the relay; unset: data_dir's"
+    )
+    console_log_max_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Per boot session; the newest bytes are kept"
+    )
+    console_logs_kept: int = Field(default=20, ge=1, description="Boot sessions' logs per node")
+    console_scan_seconds: float = Field(
+        default=10.0, gt=0, description="How often the relay looks for new or removed consoles"
+    )
     discovered_nodes_max: int = Field(
         default=10_000, ge=0, description="Unknown MACs kept as discovered nodes (boots are open)"
     )

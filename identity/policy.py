@@ -40,6 +40,7 @@ class Action(StrEnum):
     DELETE = "delete"
     OPERATE = "operate"  # provision, release, reboot, maintenance; attach and detach nodes
     POWER = "power"  # reboot a node: its tenant's too (the rest of OPERATE is the platform's)
+    CONSOLE = "console"  # a node's serial console: its tenant's too
 
 
 ADMIN, P_VIEWER, OPS = Role.PLATFORM_ADMIN, Role.PLATFORM_VIEWER, Role.OPERATOR
@@ -55,7 +56,9 @@ RULES: dict[tuple[str, Action], frozenset[Role]] = {
     ("node", Action.CREATE): frozenset({ADMIN, OPS}),
     ("node", Action.OPERATE): frozenset({ADMIN, OPS}),
     ("node", Action.POWER): frozenset({ADMIN, OPS, T_ADMIN, MEMBER}),  # tenants: nodes they hold
+    ("node", Action.CONSOLE): frozenset({ADMIN, OPS, T_ADMIN, MEMBER}),  # tenants: nodes they hold
     ("power", Action.READ): frozenset({ADMIN, P_VIEWER, OPS}),  # power-sync events of nodes
+    ("console-log", Action.READ): frozenset({ADMIN, OPS}),  # every tenant's output: operators
     ("discovered-node", Action.READ): frozenset({ADMIN, P_VIEWER, OPS}),
     ("discovered-node", Action.DELETE): frozenset({ADMIN, OPS}),
     ("switch", Action.READ): frozenset({ADMIN, P_VIEWER, OPS}),

@@ -55,6 +55,8 @@ class Node(Base):
     bmc_username: Mapped[str] = mapped_column(String(128))
     bmc_password: Mapped[str] = mapped_column(String(256))
     bmc_redfish_address: Mapped[str | None] = mapped_column(String(512))
+    # A console server's port or a lab VM's socket; None: Serial-over-LAN on an IPMI BMC.
+    console_address: Mapped[str | None] = mapped_column(String(512))
 
     state: Mapped[str] = mapped_column(String(32), default=NodeState.AVAILABLE.value)
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -163,6 +165,34 @@ class BootSession(Base):
     user_data_boot: Mapped[int | None] = mapped_column(Integer)
     secrets_boot: Mapped[int | None] = mapped_column(Integer)
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ConsoleLog(Base):
+    """A node's serial console output during one boot session (one operation's boots), as the
+    console relay captured it; only the newest bytes are kept past the size limit."""
+
+    __tablename__ = "console_logs"
+    __table_args__ = (
+        Index("ix_console_logs_node", "node_id", "started_at"),
+        Index(
+            "uq_console_logs_session",
+            "boot_session_id",
+            unique=True,
+            postgresql_where=text("boot_session_id IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    boot_session_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("boot_sessions.id", ondelete="SET NULL")
+    )
+    image: Mapped[str | None] = mapped_column(String(128))
+    task: Mapped[str | None] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    bytes_seen: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    output: Mapped[bytes] = mapped_column(LargeBinary, server_default=text("''::bytea"))
 
 
 class Event(Base):

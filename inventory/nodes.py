@@ -51,6 +51,7 @@ class NewNode:
     gpu_count: int = 0
     labels: dict[str, str] = field(default_factory=dict)
     agent_image: str | None = None
+    console_address: str | None = None
     sku: str | None = None
     commission_by: str | None = None  # the workflow that commissions it at once (inspecting)
 
@@ -73,6 +74,7 @@ async def enroll(session: AsyncSession, new: NewNode) -> Node:
         workflow_id=new.commission_by,
         labels=new.labels,
         agent_image=new.agent_image,
+        console_address=new.console_address,
         sku=new.sku,
         extra_kernel_args=[],
         nics=[Nic(mac=mac, position=i) for i, mac in enumerate(new.macs)],

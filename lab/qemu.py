@@ -6,7 +6,9 @@ Power on starts QEMU, off quits it over QMP, the ACPI power button is QMP `syste
 `system_reset` after setting the NIC's boot index for the boot device of this boot (SeaBIOS
 reads the boot order at every reset; with `-boot strict=on` a NIC without an index does not
 boot, and the disk has none: a disk boot finds nothing). The node's disk (a virtio-blk raw
-file kept across boots) holds what its tenant wrote until a cleaning boot wipes it. Network
+file kept across boots) holds what its tenant wrote until a cleaning boot wipes it. The serial
+port is a socket (console.sock, for the platform's console relay) whose output
+QEMU also logs to console.log. Network
 boot is real PXE: QEMU's iPXE ROM gets DHCP and a TFTP script from QEMU's user-mode network,
 which chains to the platform's per-node iPXE script over HTTP (a read: Debian's ipxe-qemu ROM
 cannot POST, so the image's agent posts the boot start once the kernel runs); the guest
@@ -36,6 +38,12 @@ PHONED_HOME = b"metalplane-agent: phoned home"
 QEMU = "qemu-system-x86_64"
 NIC = "nic0"  # the VM's NIC, as QOM names it under /machine/peripheral
 DISK = "disk.img"
+CONSOLE_SOCKET = "console.sock"  # the serial port, for the platform's console relay
+# SeaBIOS's console redirection (as a server's BIOS redirects to its serial port): the port
+# (COM1, 0x3f8) as the little-endian integer SeaBIOS reads from fw_cfg; iPXE and the
+# bootloader print through the BIOS, so the serial console shows the firmware's boot too.
+SERCON = "sercon-port"
+SERCON_PORT = (0x3F8).to_bytes(2, "little")
 DISK_BYTES = 64 * 2**20  # small: a wipe by zeroing takes seconds under TCG
 MEMORY = "19G"  # 16 x 1 GiB huge pages of the tuning profile fit (lazily backed: ~0.7 GB RSS)
 
@@ -81,7 +89,11 @@ def command(
     )
     return [
         QEMU, "-accel", "tcg", "-machine", "q35", "-cpu", "max", "-m", memory, "-smp", "1",
-        "-display", "none", "-monitor", "none", "-serial", f"file:{run_dir / 'console.log'}",
+        "-display", "none", "-monitor", "none", 
+        "-chardev", f"socket,id=serial0,path={run_dir / CONSOLE_SOCKET},server=on,wait=off,"
+                    f"logfile={run_dir / 'console.log'}",
+        "-serial", "chardev:serial0",
+        "-fw_cfg", f"name=etc/sercon-port,file={run_dir / SERCON}",
         "-qmp", f"unix:{run_dir / 'qmp.sock'},server=on,wait=off",
         "-device", "intel-iommu,intremap=off",
         "-smbios", f"type=1,manufacturer={_escape(node.vendor)},product={_escape(node.model)},"
@@ -152,6 +164,9 @@ class QemuRunner:
     def run_dir(self, node_id: str) -> Path:
         return self.state_dir / node_id
 
+    def console_address(self, node_id: str) -> str:
+        return f"unix://{(self.run_dir(node_id) / CONSOLE_SOCKET).resolve()}"
+
     # PowerListener -----------------------------------------------------------------------------
     def booting(self, node: SimNode, device: BootDev, generation: int) -> None:
         asyncio.run_coroutine_threadsafe(self._boot(node, device, generation), self.loop)
@@ -175,6 +190,7 @@ class QemuRunner:
                 f"#!ipxe\nchain {self.boot_url}/boot/${{net0/mac}}/ipxe\n"
             )
             (run / "console.log").unlink(missing_ok=True)
+            (run / SERCON).write_bytes(SERCON_PORT)
             ensure_disk(run)
             log_file = (run / "qemu.log").open("ab")
             try:

@@ -89,6 +89,12 @@ class Lab:
             "agent_image": "lab-qemu" if self.is_qemu(node) else "lab-sim",
             # A VM has no GPU: its own SKU; a simulated node's is the catalog's match.
             **({"sku": "lab-qemu-vm"} if self.is_qemu(node) else {}),
+            # A VM's serial port is a socket, as a console server's port would be.
+            **(
+                {"console": self.qemu.console_address(node.node_id)}
+                if self.qemu and self.is_qemu(node)
+                else {}
+            ),
             "vendor": node.vendor,
             "model": node.model,
             "gpu": {"count": 0}

@@ -26,6 +26,7 @@ from temporalio.worker import Worker
 import images
 from api.app import create_app
 from cli import devstack
+from consoles.app import create_app as console_relay_app
 from core.contracts import POWER_SYNC_SCHEDULE_ID, PowerSyncSummary
 from core.settings import Settings
 from core.temporal_setup import ensure_namespace, ensure_search_attributes
@@ -46,6 +47,7 @@ class Ports:
     redfish: int
     ipmi_base: int
     ssh_base: int = 0  # QEMU nodes' forwarded SSH servers; 0: none
+    console_relay: int = 0  # the console relay, served in-process; 0: none
 
 
 @dataclass
@@ -269,10 +271,13 @@ async def record_histories(client: Client, directory: Path) -> None:
 
 
 async def _serve_api(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    return await _serve(create_app(settings), settings.api_port)
+
+
+async def _serve(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.api_port,
-                       log_level="warning", lifespan="on")
-    )  # fmt: skip
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(30):
         while not server.started:
@@ -362,6 +367,9 @@ async def running_platform(
         "oidc_issuer": oidc_issuer,
         "jwt_audience": jwt_audience,
         "commission_on_enroll": False,  # enrolled nodes are available at once, unless asked
+        "console_relay_port": ports.console_relay,
+        "console_relay_url": f"http://127.0.0.1:{ports.console_relay}",
+        "console_scan_seconds": 1.0,
         **(extra_settings or {}),  # may override the above
     })  # fmt: skip
     await upgrade_async(postgres_url, name)
@@ -382,6 +390,9 @@ async def running_platform(
     )  # fmt: skip
     server, server_task = await _serve_api(settings)
     platform.api_app = server.config.app
+    relay = None
+    if ports.console_relay:
+        relay = await _serve(console_relay_app(settings), ports.console_relay)
     workers: list[Worker] = []
     if "baremetal" in in_process_workers:
         activities = baremetal_worker.make_activities(settings, platform.sessions)
@@ -424,4 +435,7 @@ async def running_platform(
                 await task
         server.should_exit = True
         await server_task
+        if relay is not None:
+            relay[0].should_exit = True
+            await relay[1]
         await engine.dispose()

@@ -19,13 +19,14 @@ from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, WebSock
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.websockets import WebSocketDisconnect
 
+from core.tasks import until_first
 from identity.oidc import Principal
 from identity.policy import Action, Resource, decide
 from inventory import events
 
-from ..auth import authenticate, authorize, decide_and_record, refusal
+from ..auth import authenticate, authorize, decide_and_record, refusal, websocket_token
 from ..event_hub import EventHub, EventOut, Lagged
-from ..problems import Problem, problem_response
+from ..problems import Problem, deny
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
@@ -126,17 +127,6 @@ async def stream_events(
         yield ServerSentEvent(event="lagged", data={"detail": "reconnect with Last-Event-ID"})
 
 
-def _websocket_token(websocket: WebSocket) -> tuple[str | None, str | None]:
-    """The bearer token and the subprotocol to answer with, if the token came as one."""
-    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token:
-        return token.strip(), None
-    for offered in websocket.scope.get("subprotocols", []):
-        if offered.startswith("bearer."):
-            return offered.removeprefix("bearer."), offered
-    return None, None
-
-
 @router.websocket("")
 async def stream_events_websocket(
     websocket: WebSocket,
@@ -144,7 +134,7 @@ async def stream_events_websocket(
     after: After = None,
 ) -> None:
     app: FastAPI = websocket.app
-    token, subprotocol = _websocket_token(websocket)
+    token, subprotocol = websocket_token(websocket)
     request_id = uuid.uuid4().hex
     try:
         who = await authenticate(app, token)
@@ -154,10 +144,7 @@ async def stream_events_websocket(
         ):
             raise problem
     except Problem as problem:
-        await websocket.send_denial_response(
-            problem_response(problem.status, problem.slug, problem.title, problem.detail,
-                             problem.headers)
-        )  # fmt: skip
+        await deny(websocket, problem)
         return
     await websocket.accept(subprotocol=subprotocol)
 
@@ -174,12 +161,4 @@ async def stream_events_websocket(
         while (await websocket.receive())["type"] != "websocket.disconnect":
             pass  # clients have nothing to say; ignore what they send
 
-    tasks = {asyncio.create_task(send_all()), asyncio.create_task(until_disconnect())}
-    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
-    for task in done:
-        if not task.cancelled() and (error := task.exception()) is not None:
-            if not isinstance(error, WebSocketDisconnect):
-                raise error
+    await until_first(send_all(), until_disconnect(), expected=(WebSocketDisconnect,))

@@ -196,6 +196,7 @@ async def enroll_node(
                 gpu_count=body.gpu.count,
                 labels=body.labels,
                 agent_image=body.agent_image,
+                console_address=body.console,
                 sku=body.sku,
                 commission_by=node_workflow_id(body.id) if commission else None,
             ),

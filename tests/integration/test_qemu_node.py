@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
+import websockets.asyncio.client
+import websockets.exceptions
 import yaml
 from sqlalchemy import select, update
 
@@ -29,7 +31,10 @@ from tests.platform import Platform, Ports, running_platform
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 KERNEL_BANNER = b"Linux version"
-PORTS = Ports(api=18285, lab_control=18385, redfish=18386, ipmi_base=19740, ssh_base=22340)
+PORTS = Ports(
+    api=18285, lab_control=18385, redfish=18386, ipmi_base=19740, ssh_base=22340,
+    console_relay=18287,
+)  # fmt: skip
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -275,6 +280,42 @@ async def test_the_tenant_reboots_its_node_and_logs_in_with_its_key_and_only_its
     assert other.returncode == 255 and "Permission denied" in other.stderr, other.stderr
     nothing = await asyncio.to_thread(ssh, port, "-o", "PubkeyAuthentication=no")
     assert nothing.returncode == 255 and "Permission denied" in nothing.stderr, nothing.stderr
+
+
+def console_ws(token: str) -> websockets.asyncio.client.connect:
+    return websockets.asyncio.client.connect(
+        f"ws://127.0.0.1:{PORTS.api}/v1/nodes/lab-001/console",
+        additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=30,
+    )  # fmt: skip
+
+
+async def test_the_tenant_watches_its_node_boot_on_the_serial_console(platform: Platform) -> None:
+    """Acme (holding the node since the last test) streams its console over the API's
+    WebSocket while it reboots the node: firmware, iPXE, the kernel and the agent, live.
+    Another tenant gets 404; operators read the boot session's output afterwards, tenants
+    may not."""
+    acme = platform.mint("tenant-admin", tenant="acme")
+    with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+        async with console_ws(platform.mint("tenant-admin", tenant="other")):
+            pass
+    assert refused.value.response.status_code == 404
+    seen = b""
+    async with console_ws(acme) as console:
+        rebooting = asyncio.create_task(reboot_to_active(platform, acme))
+        async with asyncio.timeout(240):
+            while not (KERNEL_BANNER in seen and PHONED_HOME in seen):
+                seen += await console.recv()  # type: ignore[operator]
+        await rebooting
+    assert b"iPXE" in seen  # the network boot, as the VM's firmware printed it
+
+    async with platform.api(acme) as api:
+        assert (await api.get("/v1/nodes/lab-001/console-logs")).status_code == 403
+    async with platform.api() as api:
+        logs = (await api.get("/v1/nodes/lab-001/console-logs")).json()
+        newest = logs[0]
+        assert newest["image"] == "lab-qemu" and newest["task"] is None, newest
+        text = (await api.get(f"/v1/nodes/lab-001/console-logs/{newest['id']}")).text
+    assert KERNEL_BANNER.decode() in text and PHONED_HOME.decode() in text
 
 
 MARKER = "ACME-SECRET-0c6f1e"

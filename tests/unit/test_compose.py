@@ -30,6 +30,7 @@ EXPECTED_SERVICES = {
     "temporal-ui",
     "migrate",
     "api",
+    "console-relay",
     *(f"worker-{queue}" for queue in TASK_QUEUES),
 }
 # Services allowed to publish a port on all interfaces.
@@ -41,6 +42,7 @@ SECRET_ENV = {
     "POSTGRES_ADMIN_PASSWORD": "test-admin-pw",
     "TEMPORAL_DB_PASSWORD": "test-temporal-pw",
     "METALPLANE_DB_PASSWORD": "test-metalplane-pw",
+    "METALPLANE_CONSOLE_RELAY_SECRET": "test-console-secret",
 }
 
 
@@ -133,6 +135,7 @@ def test_one_worker_per_task_queue(services: dict[str, Any]) -> None:
 def test_metalplane_commands(services: dict[str, Any]) -> None:
     assert services["migrate"]["command"] == ["migrate"]
     assert services["api"]["command"] == ["api"]
+    assert services["console-relay"]["command"] == ["console-relay"]
     assert services["migrate"]["restart"] == "no"
 
 
