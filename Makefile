@@ -18,7 +18,7 @@ OIDC_STAMP := $(OIDC_LAB)/node_modules/.package-lock.json
 # busybox-static and cpio (QEMU nodes that PXE boot the lab image, lab/qemu.py).
 LAB_APT := frr openssh-server user-mode-linux kmod ibsim-utils libumad2sim0 opensm infiniband-diags \
 	iputils-arping \
-	slurm-wlm munge qemu-system-x86 ipxe-qemu busybox-static cpio
+	slurm-wlm munge qemu-system-x86 ipxe-qemu busybox-static cpio e2fsprogs
 LAB_APT_STAMP := $(VENV)/.lab-apt-stamp
 # The lab's golden image for QEMU nodes, built from Debian packages (images/lab_qemu/).
 LAB_IMAGE_DIR := images/lab_qemu

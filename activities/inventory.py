@@ -43,6 +43,7 @@ class ProvisionPlan:
     image: str
     tuning_profile: str
     stateless: bool = False  # network boot for good once verified (images.ImageDefinition)
+    deployed: bool = False  # written to the disk by the agent, then booted from it
 
 
 @dataclass
@@ -111,6 +112,25 @@ class AgentBootPlan:
 
 
 @dataclass
+class OpenDeploy:
+    """A boot session of `image` (the deploy's agent boot, or the deployed image's boot)."""
+
+    node_id: str
+    workflow_id: str
+    boot_session_id: str
+    image: str
+
+
+@dataclass
+class RecordDeploy:
+    node_id: str
+    workflow_id: str
+    session_id: str
+    image: str
+    facts: dict[str, Any]
+
+
+@dataclass
 class ClaimCommission:
     node_id: str
     workflow_id: str
@@ -162,10 +182,12 @@ class InventoryActivities:
 
     async def _open_boot(
         self, session: AsyncSession, node: Node, image: images.ImageDefinition,
-        session_id: str, task: str | None = None,
+        session_id: str, task: str | None = None, deploy_image: str | None = None,
     ) -> None:  # fmt: skip
-        """Open the node's boot session of `image` (held by the node's workflow)."""
+        """Open the node's boot session of `image` (held by the node's workflow). An image
+        deployed to the disk is not network booted: no digests of its kernel and initrd."""
         assert node.workflow_id is not None
+        deployed = image.artifacts.disk_image is not None
         await boot_sessions.open_session(
             session,
             session_id=uuid.UUID(session_id),
@@ -173,10 +195,11 @@ class InventoryActivities:
             workflow_id=node.workflow_id,
             image=image.name,
             kernel_args=images.kernel_args(image, image.profile, list(node.extra_kernel_args)),
-            kernel_sha256=self._store.sha256(image, image.artifacts.kernel),
-            initrd_sha256=self._store.sha256(image, image.artifacts.initrd),
+            kernel_sha256=None if deployed else self._store.sha256(image, image.artifacts.kernel),
+            initrd_sha256=None if deployed else self._store.sha256(image, image.artifacts.initrd),
             ttl=self._ttl,
             task=task,
+            deploy_image=deploy_image,
         )
 
     @activity.defn(name="claim_node_for_provision")
@@ -198,6 +221,7 @@ class InventoryActivities:
             image=image.name,
             tuning_profile=image.tuning_profile,
             stateless=image.stateless,
+            deployed=image.artifacts.disk_image is not None,
         )
 
     @activity.defn(name="verify_and_activate")
@@ -341,6 +365,77 @@ class InventoryActivities:
         except InventoryError as exc:
             raise inventory_failure(exc) from exc
         return AgentBootPlan(node.id, node.vendor, image.name, image.tuning_profile)
+
+    def _held_by_provision(self, node: Node, workflow_id: str) -> None:
+        if node.workflow_id != workflow_id or node.operation != "provision":
+            raise bad_input(f"node {node.id} is not held by provision {workflow_id}", "NotHeld")
+
+    @activity.defn(name="open_deploy_boot")
+    async def open_deploy_boot(self, request: OpenDeploy) -> AgentBootPlan:
+        """Open the boot session of a direct deploy: the node's agent image with the task
+        `deploy`, naming the image it writes to the disk. A repeat changes nothing."""
+        image = self._image(request.image)
+        try:
+            async with self._sessions.begin() as session:
+                node = await nodes.get(session, request.node_id)
+                self._held_by_provision(node, request.workflow_id)
+                agent = self._image(node.agent_image or self._agent_image)
+                await self._open_boot(
+                    session, node, agent, request.boot_session_id, "deploy", image.name
+                )
+        except InventoryError as exc:
+            raise inventory_failure(exc) from exc
+        return AgentBootPlan(node.id, node.vendor, agent.name, image.tuning_profile)
+
+    @activity.defn(name="record_deploy")
+    async def record_deploy(self, request: RecordDeploy) -> list[str]:
+        """Judge the deploy boot's report: the image on the disk with the store's SHA-256
+        and a bootloader installed; the problems, or none, and then an event. The session is
+        closed either way; the event is written only by the run that closed it."""
+        image = self._image(request.image)
+        try:
+            facts = NodeFacts.model_validate(request.facts)
+        except ValidationError as exc:
+            return [f"the deploy report is malformed: {exc.error_count()} errors"]
+        disk_image = image.artifacts.disk_image
+        assert disk_image is not None
+        want = self._store.sha256(image, disk_image)
+        report = facts.deploy
+        if report is None:
+            found = ["the deploy boot phoned home without a deploy report"]
+        elif report.error:
+            found = [f"deploying {image.name} to {report.device or 'the disk'}: {report.error}"]
+        elif report.sha256 != want:
+            found = [f"{report.device} holds SHA-256 {report.sha256}; {image.name} is {want}"]
+        elif not report.bootloader:
+            found = [f"no bootloader was installed on {report.device}"]
+        else:
+            found = []
+        try:
+            async with self._sessions.begin() as session:
+                closed = await boot_sessions.close_session(session, uuid.UUID(request.session_id))
+                if closed and not found and report is not None:
+                    await nodes.record_note(
+                        session, request.node_id, workflow_id=request.workflow_id,
+                        reason=f"deployed {image.name} to {report.device}: SHA-256 {want}"
+                        f" read back from the disk; bootloader {report.bootloader}",
+                    )  # fmt: skip
+        except InventoryError as exc:
+            raise inventory_failure(exc) from exc
+        return found
+
+    @activity.defn(name="open_disk_boot")
+    async def open_disk_boot(self, request: OpenDeploy) -> None:
+        """Open the boot session of the deployed image's first boot from the disk: its
+        user-data and the phone-home verified as a network boot's. A repeat changes nothing."""
+        image = self._image(request.image)
+        try:
+            async with self._sessions.begin() as session:
+                node = await nodes.get(session, request.node_id)
+                self._held_by_provision(node, request.workflow_id)
+                await self._open_boot(session, node, image, request.boot_session_id)
+        except InventoryError as exc:
+            raise inventory_failure(exc) from exc
 
     @activity.defn(name="claim_node_for_commission")
     async def claim_node_for_commission(self, request: ClaimCommission) -> AgentBootPlan:

@@ -88,6 +88,21 @@ class BurnIn(BaseModel):
     memtest: ToolRun | None = None
 
 
+class DeployReport(BaseModel):
+    """What a deploy boot did (its agent's task `deploy`): the image written to the disk,
+    streamed, its checksum read back from the disk, and the bootloader installed."""
+
+    device: str = Field(max_length=255, description="the disk written, e.g. /dev/vda")
+    image_url: str = Field(max_length=2048)
+    sha256: str | None = Field(
+        default=None, description="of the image's bytes as the disk holds them"
+    )
+    bootloader: str | None = Field(
+        default=None, max_length=255, description="the bootloader installed, by its version"
+    )
+    error: str | None = Field(default=None, max_length=2000)
+
+
 class NodeFacts(Storable):
     """Facts a node's agent read from the running system (or a simulated node derived from what it
     received). The verifier compares them with the image's tuning profile."""
@@ -121,3 +136,6 @@ class NodeFacts(Storable):
         default=None, description="An inspection boot's report: the node's hardware"
     )
     burn_in: BurnIn | None = Field(default=None, description="An inspection boot's burn-in")
+    deploy: DeployReport | None = Field(
+        default=None, description="A deploy boot's report: the image written to the disk"
+    )

@@ -22,7 +22,14 @@ from images.errors import (
     UnknownVendor,
     UnsupportedBiosValue,
 )
-from images.render import kernel_args, render_ipxe, render_ipxe_with_args, render_user_data
+from images.render import (
+    artifact_url,
+    kernel_args,
+    render_ipxe,
+    render_ipxe_with_args,
+    render_user_data,
+    seed_url,
+)
 from images.store import ImageStore, materialize_lab_artifacts
 from images.tuning import BiosTuning, HugePages, OsTuning, TuningProfile, get_profile, load_profiles
 from images.verify import Mismatch, verify
@@ -48,6 +55,7 @@ __all__ = [
     "UnknownVendor",
     "UnsupportedBiosValue",
     "Vendor",
+    "artifact_url",
     "bios_attributes_for",
     "expected_bios_attributes",
     "get_image",
@@ -59,6 +67,7 @@ __all__ = [
     "render_ipxe",
     "render_ipxe_with_args",
     "render_user_data",
+    "seed_url",
     "setting_for_attribute",
     "unmapped_settings",
     "vendor_of",

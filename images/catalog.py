@@ -22,27 +22,35 @@ class OsInfo(BaseModel):
 
 
 class BootArtifacts(BaseModel):
-    """File names relative to the image's store directory `<store>/<image name>/`."""
+    """File names relative to the image's store directory `<store>/<image name>/`. An image
+    with a `disk_image` is deployed to the node's disk by the agent (docs/deploy.md): its
+    kernel and initrd are then paths inside that filesystem image, loaded by the bootloader."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kernel: str
     initrd: str
+    disk_image: str | None = Field(
+        default=None, description="a filesystem image the agent writes to the disk's partition"
+    )
     generated: bool = Field(
         default=False, description="Written by store.materialize_lab_artifacts, not an operator"
     )
 
-    @field_validator("kernel", "initrd")
+    @field_validator("kernel", "initrd", "disk_image")
     @classmethod
-    def _plain_file_name(cls, value: str) -> str:
+    def _plain_file_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         # They end up in URLs and store paths: no directories, no traversal.
         if not value or "/" in value or "\\" in value or value in {".", ".."}:
             raise ValueError(f"artifact must be a plain file name, got {value!r}")
         return value
 
     @property
-    def files(self) -> tuple[str, str]:
-        return (self.kernel, self.initrd)
+    def files(self) -> tuple[str, ...]:
+        """What the store holds: the disk image, or the kernel and initrd network booted."""
+        return (self.disk_image,) if self.disk_image else (self.kernel, self.initrd)
 
 
 class ImageDefinition(BaseModel):

@@ -160,5 +160,6 @@ def render_user_data(
         doc["mounts"] = cloud_init_mounts(mounts)
     if ssh_keys:
         doc["ssh_authorized_keys"] = [" ".join(key.split()[:2]) for key in ssh_keys]
-    body = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    # One line per scalar (no folding at 80 columns): the lab agent reads scalars by line.
+    body = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1 << 16)
     return "#cloud-config\n" + body

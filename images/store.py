@@ -11,6 +11,7 @@ from images.errors import UnknownArtifact
 
 LAB_IMAGE = "lab-sim"
 QEMU_IMAGE = "lab-qemu"
+QEMU_IMAGES = (QEMU_IMAGE, "lab-qemu-disk")  # network booted, and deployed to the disk
 # Where `make lab-image` builds the lab QEMU image (kernel and initrd from Debian packages).
 QEMU_BUILD = Path(__file__).parent / "lab_qemu" / "build"
 _CHUNK = 1 << 20
@@ -87,19 +88,20 @@ def materialize_lab_artifacts(root: Path | str) -> list[Path]:
 
 
 def _place_qemu_image(store: ImageStore) -> list[Path]:
-    image = get_image(QEMU_IMAGE)
     placed: list[Path] = []
-    for file in image.artifacts.files:
-        built, path = QEMU_BUILD / file, store.artifact_path(image, file)
-        if not built.is_file():
-            return placed  # not built: the image stays not ready
-        path.parent.mkdir(parents=True, exist_ok=True)
-        stat = built.stat()
-        if not (path.is_file() and path.stat().st_size == stat.st_size
-                and path.stat().st_mtime_ns == stat.st_mtime_ns):  # fmt: skip
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(built.read_bytes())
-            os.utime(tmp, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-            os.replace(tmp, path)
-        placed.append(path)
+    for name in QEMU_IMAGES:
+        image = get_image(name)
+        for file in image.artifacts.files:
+            built, path = QEMU_BUILD / file, store.artifact_path(image, file)
+            if not built.is_file():
+                break  # not built: the image stays not ready
+            path.parent.mkdir(parents=True, exist_ok=True)
+            stat = built.stat()
+            if not (path.is_file() and path.stat().st_size == stat.st_size
+                    and path.stat().st_mtime_ns == stat.st_mtime_ns):  # fmt: skip
+                tmp = path.with_name(f".{path.name}.tmp")
+                tmp.write_bytes(built.read_bytes())
+                os.utime(tmp, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+                os.replace(tmp, path)
+            placed.append(path)
     return placed

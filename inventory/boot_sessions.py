@@ -139,6 +139,7 @@ async def open_session(
     initrd_sha256: str | None,
     ttl: timedelta,
     task: str | None = None,
+    deploy_image: str | None = None,
 ) -> None:
     """Open boot session `session_id` for the node, closing any other open one. Opening the same
     id again (a retried activity) changes nothing."""
@@ -155,6 +156,7 @@ async def open_session(
             initrd_sha256=initrd_sha256,
             expires_at=datetime.now(UTC) + ttl,
             task=task,
+            deploy_image=deploy_image,
         )
         .on_conflict_do_nothing(index_elements=["id"])
     )

@@ -150,6 +150,7 @@ class BootSession(Base):
     workflow_id: Mapped[str] = mapped_column(String(255))
     image: Mapped[str] = mapped_column(String(128))
     task: Mapped[str | None] = mapped_column(String(16))  # "clean": the agent's; None: the image's
+    deploy_image: Mapped[str | None] = mapped_column(String(128))  # task "deploy": what it writes
     kernel_args: Mapped[list[str]] = mapped_column(ARRAY(Text))
     kernel_sha256: Mapped[str | None] = mapped_column(String(64))
     initrd_sha256: Mapped[str | None] = mapped_column(String(64))

@@ -3,11 +3,12 @@ through its BMC simulator (IPMI or Redfish), drive a QEMU process (TCG: no KVM h
 
 Power on starts QEMU, off quits it over QMP, the ACPI power button is QMP `system_powerdown`
 (the lab image handles none: the BMC driver escalates to a hard off), and a reset is QMP
-`system_reset` after setting the NIC's boot index for the boot device of this boot (SeaBIOS
-reads the boot order at every reset; with `-boot strict=on` a NIC without an index does not
-boot, and the disk has none: a disk boot finds nothing). The node's disk (a virtio-blk raw
-file kept across boots) holds what its tenant wrote until a cleaning boot wipes it. The serial
-port is a socket (console.sock, for the platform's console relay) whose output
+`system_reset` after setting the NIC's and the disk's boot indexes for the boot device of this
+boot (SeaBIOS reads the boot order at every reset; with `-boot strict=on` a device without an
+index does not boot): a network boot boots the NIC only, a disk boot (or no override) the disk
+only, whose MBR holds what a deploy installed (a wiped disk boots nothing). The node's disk (a
+virtio-blk raw file kept across boots) holds what its tenant wrote until a cleaning boot wipes
+it. The serial port is a socket (console.sock, for the platform's console relay) whose output
 QEMU also logs to console.log. Network
 boot is real PXE: QEMU's iPXE ROM gets DHCP and a TFTP script from QEMU's user-mode network,
 which chains to the platform's per-node iPXE script over HTTP (a read: Debian's ipxe-qemu ROM
@@ -37,6 +38,7 @@ GUEST_HOST = "10.0.2.2"  # the host's loopback as QEMU user networking shows it 
 PHONED_HOME = b"metalplane-agent: phoned home"
 QEMU = "qemu-system-x86_64"
 NIC = "nic0"  # the VM's NIC, as QOM names it under /machine/peripheral
+DISK_DEVICE = "disk0"
 DISK = "disk.img"
 CONSOLE_SOCKET = "console.sock"  # the serial port, for the platform's console relay
 # SeaBIOS's console redirection (as a server's BIOS redirects to its serial port): the port
@@ -103,13 +105,18 @@ def command(
         "-device", f"virtio-net-pci,netdev=n0,id={NIC},mac={node.macs[0]},"
                    f"bootindex={_boot_index(device)}",
         "-drive", f"file={disk_path(run_dir)},if=none,id=d0,format=raw,discard=unmap{readonly}",
-        "-device", "virtio-blk-pci,drive=d0,bootindex=-1",
+        "-device", f"virtio-blk-pci,drive=d0,id={DISK_DEVICE},bootindex={_disk_index(device)}",
         "-boot", "strict=on",
     ]  # fmt: skip
 
 
 def _boot_index(device: BootDev) -> int:
     return 1 if device == "network" else -1  # -1: not in the boot order
+
+
+def _disk_index(device: BootDev) -> int:
+    """The disk boots unless the network does (no override: the firmware's order, the disk)."""
+    return -1 if device == "network" else 1
 
 
 class Qmp:
@@ -212,10 +219,11 @@ class QemuRunner:
         async with self._lock:
             qmp = Qmp(self.run_dir(node.node_id) / "qmp.sock")
             try:
-                nic = {"path": f"/machine/peripheral/{NIC}", "property": "bootindex"}
-                wanted = _boot_index(device)
-                if await qmp.execute("qom-get", nic) != wanted:  # setting it again is an error
-                    await qmp.execute("qom-set", {**nic, "value": wanted})
+                indexes = ((NIC, _boot_index(device)), (DISK_DEVICE, _disk_index(device)))
+                for name, wanted in indexes:
+                    index = {"path": f"/machine/peripheral/{name}", "property": "bootindex"}
+                    if await qmp.execute("qom-get", index) != wanted:  # setting again: an error
+                        await qmp.execute("qom-set", {**index, "value": wanted})
                 await qmp.execute("system_reset")
             except (OSError, RuntimeError, TimeoutError, ValueError) as exc:
                 log.warning("%s: QMP reset failed: %s", node.node_id, exc)

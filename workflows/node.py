@@ -28,8 +28,10 @@ with workflow.unsafe.imports_passed_through():
         FinishOperation,
         InventoryActivities,
         OpenCleaning,
+        OpenDeploy,
         ProvisionPlan,
         RecordClean,
+        RecordDeploy,
         VerifyNode,
     )
     from activities.network import NetworkActivities
@@ -53,6 +55,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows.steps import bmc, fabric_for_node, inventory
 
 PHASE = SearchAttributeKey.for_keyword("Phase")
+
+# The patch of ProvisionNode's command sequence that deploys an image with a disk image
+# (docs/deploy.md): the agent writes it to the disk, then the node boots from its disk.
+DIRECT_DEPLOY = "direct-deploy"
 
 
 class NodeOperation:
@@ -116,6 +122,21 @@ class NodeOperation:
         """Switch ports to the provisioning network (a no-op for nodes with no cabling)."""
         await fabric_for_node(NetworkActivities.leave_tenant_network, node_id)
 
+    async def _boot_agent(
+        self, node_id: str, plan: AgentBootPlan, reported: Callable[[], bool], timeout: float
+    ) -> None:
+        """BIOS to the plan's profile, network boot its agent image once, power on, and wait
+        for the agent's report (`reported`) within `timeout` seconds."""
+        self._step(f"BIOS to the {plan.tuning_profile} profile, network boot {plan.image} once")
+        await bmc(
+            BaremetalActivities.prepare_network_boot,
+            PrepareNetworkBoot(node_id, plan.vendor, plan.tuning_profile),
+        )
+        self._step("power on")
+        await bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "on"))
+        self._step(f"waiting up to {timeout:g} s for the agent's report")
+        await self._phoned_home(reported, timeout)
+
     async def _phoned_home(self, done: Callable[[], bool], timeout: float) -> None:
         """Wait for the node's phone-home (`done`), failing the operation after `timeout` s."""
         try:
@@ -145,15 +166,7 @@ class AgentTask(NodeOperation):
     async def _agent_report(self, node_id: str, plan: AgentBootPlan, timeout: float) -> dict:
         """BIOS to the golden profile, network boot the agent once, power on, and its report
         within `timeout` seconds."""
-        self._step(f"BIOS to the {plan.tuning_profile} profile, network boot {plan.image} once")
-        await bmc(
-            BaremetalActivities.prepare_network_boot,
-            PrepareNetworkBoot(node_id, plan.vendor, plan.tuning_profile),
-        )
-        self._step("power on")
-        await bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "on"))
-        self._step(f"waiting up to {timeout:g} s for the agent's report")
-        await self._phoned_home(lambda: self._report is not None, timeout)
+        await self._boot_agent(node_id, plan, lambda: self._report is not None, timeout)
         assert self._report is not None
         return self._report
 
@@ -197,12 +210,16 @@ class ProvisionNode(NodeOperation):
         super().__init__()
         self._boot_session_id: str | None = None
         self._facts: dict | None = None
+        self._deploy_session_id: str | None = None
+        self._deploy_report: dict | None = None
 
     @workflow.signal(name=SIGNAL_PHONE_HOME)
     def phone_home(self, signal: PhoneHomeSignal) -> None:
         # Only the phone-home of the current boot counts; a stale one is ignored.
         if signal.boot_session_id == self._boot_session_id and self._facts is None:
             self._facts = signal.facts
+        elif signal.boot_session_id == self._deploy_session_id and self._deploy_report is None:
+            self._deploy_report = signal.facts
 
     @workflow.run
     async def run(self, request: ProvisionNodeInput) -> OperationResult:
@@ -229,16 +246,18 @@ class ProvisionNode(NodeOperation):
         node_id = request.node_id
         self._step("switch ports to the provisioning network")
         await self._leave_tenant_network(node_id)
-        self._step("power off, BIOS profile where it differs, network boot once")
-        await bmc(
-            BaremetalActivities.prepare_network_boot,
-            PrepareNetworkBoot(node_id, plan.vendor, plan.tuning_profile),
-        )
-        self._step("power on")
-        await bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "on"))
-
         timeout = request.phone_home_timeout_seconds
-        self._enter("booting", f"waiting up to {timeout:g} s for the node to phone home")
+        if plan.deployed and workflow.patched(DIRECT_DEPLOY):
+            await self._deploy(request)
+        else:
+            self._step("power off, BIOS profile where it differs, network boot once")
+            await bmc(
+                BaremetalActivities.prepare_network_boot,
+                PrepareNetworkBoot(node_id, plan.vendor, plan.tuning_profile),
+            )
+            self._step("power on")
+            await bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "on"))
+            self._enter("booting", f"waiting up to {timeout:g} s for the node to phone home")
         await self._phoned_home(lambda: self._facts is not None, timeout)
 
         # The boot device for good first: verification then marks the node active in one
@@ -266,6 +285,47 @@ class ProvisionNode(NodeOperation):
                 id=node_network_workflow_id(node_id),
                 task_queue=TASK_QUEUE_NETWORK,
             )
+
+    async def _deploy(self, request: ProvisionNodeInput) -> None:
+        """Ironic's direct deploy: the agent network boots, writes the image to the disk
+        (checksum read back, bootloader installed) and reports; then the node boots from its
+        disk, whose phone-home the caller waits for."""
+        workflow_id = workflow.info().workflow_id
+        node_id = request.node_id
+        timeout = request.phone_home_timeout_seconds
+        self._enter("deploying", "opening the deploy boot")
+        self._deploy_session_id = str(workflow.uuid4())
+        agent = await inventory(
+            InventoryActivities.open_deploy_boot,
+            OpenDeploy(node_id, workflow_id, self._deploy_session_id, request.image),
+        )
+        # The BIOS converges to the image's profile (the agent's plan carries it).
+        await self._boot_agent(node_id, agent, lambda: self._deploy_report is not None, timeout)
+        assert self._deploy_report is not None
+        self._step("judging the deploy report")
+        problems = await inventory(
+            InventoryActivities.record_deploy,
+            RecordDeploy(
+                node_id, workflow_id, self._deploy_session_id, request.image, self._deploy_report
+            ),
+        )
+        if problems:
+            raise OperationFailed("; ".join(problems))
+        self._step("opening the disk boot")
+        self._boot_session_id = str(workflow.uuid4())
+        await inventory(
+            InventoryActivities.open_disk_boot,
+            OpenDeploy(node_id, workflow_id, self._boot_session_id, request.image),
+        )
+        self._step("power off, boot device disk (persistent)")
+        await bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "off"))
+        await bmc(
+            BaremetalActivities.ensure_boot_device,
+            BootDeviceRequest(node_id, "disk", persistent=True),
+        )
+        self._step("power on")
+        await bmc(BaremetalActivities.ensure_power, PowerRequest(node_id, "on"))
+        self._enter("booting", f"waiting up to {timeout:g} s for the disk's OS to phone home")
 
     async def _compensate(self, node_id: str, workflow_id: str, reason: str) -> str:
         """Leave the node powered off, with no boot override, `failed` with the reason."""

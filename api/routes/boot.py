@@ -146,7 +146,7 @@ async def user_data(mac: Mac, request: Request, db: Db) -> str:
         text = images.render_user_data(
             image, image.profile, public_url=public_url, node_id=handed.node_id,
             boot_session_id=str(handed.id), token=token,
-            task=_task(handed.task, request.app.state.settings, node),
+            task=await _task(handed, request, node, mac),
         )  # fmt: skip
     else:
         text = images.render_user_data(
@@ -164,10 +164,16 @@ async def user_data(mac: Mac, request: Request, db: Db) -> str:
     return text
 
 
-def _task(kind: str, settings: Settings, node: Node) -> dict[str, str | int]:
+async def _task(boot: BootSession, request: Request, node: Node, mac: str) -> dict[str, str | int]:
     """The agent's task in the user-data: its steps in order (a clean's from the node's SKU,
     docs/cleaning.md) as one comma-separated scalar (the lab image's agent is busybox sh),
-    and the burn-in's parameters."""
+    and the burn-in's parameters; a deploy's image and the disk boot's kernel arguments."""
+    kind = boot.task
+    assert kind is not None
+    settings: Settings = request.app.state.settings
+    if kind == "deploy":
+        assert boot.deploy_image is not None
+        return await _deploy_task(images.get_image(boot.deploy_image), request, node, mac)
     steps = (
         skus.clean_steps(node.sku, settings.sku_catalog or skus.CATALOG)
         if kind == "clean"
@@ -177,6 +183,33 @@ def _task(kind: str, settings: Settings, node: Node) -> dict[str, str | int]:
     if "burn_in" in steps and settings.burn_in_memtest_mib:
         task["memtest_mib"] = settings.burn_in_memtest_mib
     return task
+
+
+async def _deploy_task(
+    image: images.ImageDefinition, request: Request, node: Node, mac: str
+) -> dict[str, str | int]:
+    """What the agent writes to the disk (streamed from the boot service, its SHA-256 and
+    size to check what the disk then holds) and the bootloader's entry: the image's kernel
+    and initrd in the disk image's /boot, with the arguments its network boot would get."""
+    disk_image = image.artifacts.disk_image
+    assert disk_image is not None
+    store = request.app.state.image_store
+    path: Path = store.artifact_path(image, disk_image)
+    public_url = boot_base_url(request)
+    args = [
+        *images.kernel_args(image, image.profile, list(node.extra_kernel_args)),
+        f"ds=nocloud-net;s={images.seed_url(public_url, mac)}",
+    ]
+    return {
+        "kind": "deploy",
+        "steps": "deploy",
+        "image_url": images.artifact_url(public_url, image, disk_image),
+        "image_sha256": await asyncio.to_thread(store.sha256, image, disk_image),
+        "image_bytes": (await asyncio.to_thread(path.stat)).st_size,
+        "kernel": f"/boot/{image.artifacts.kernel}",
+        "initrd": f"/boot/{image.artifacts.initrd}",
+        "append": " ".join(args),
+    }
 
 
 @router.get(

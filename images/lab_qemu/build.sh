@@ -1,8 +1,10 @@
 #!/bin/sh
 # Build the lab QEMU golden image from Debian packages: the Debian cloud kernel and an
 # initramfs of busybox-static, the virtio network and disk modules, the metalplane node agent,
-# dropbear (the tenant's SSH server) and memtester (the agent's burn-in).
-# Usage: build.sh OUT_DIR  ->  OUT_DIR/vmlinuz, OUT_DIR/initrd.img
+# dropbear (the tenant's SSH server), memtester (the agent's burn-in) and extlinux (the
+# bootloader the agent installs when it deploys an image to the disk); and that image, for
+# the stateful lab-qemu-disk: an ext2 filesystem holding the same kernel and initramfs.
+# Usage: build.sh OUT_DIR  ->  OUT_DIR/vmlinuz, OUT_DIR/initrd.img, OUT_DIR/root.img
 set -eu
 out=$1
 here=$(cd "$(dirname "$0")" && pwd)
@@ -44,6 +46,13 @@ cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
     echo "apt-get download memtester failed" >&2; exit 1; }
 dpkg-deb -x "$work"/memtester_*.deb "$work/memtester"
 cp "$work/memtester/usr/sbin/memtester" "$root/sbin/memtester"
+# The deploy's bootloader: Debian's extlinux (it links only the C library) and its MBR code.
+(cd "$work" && apt-get download -q extlinux >/dev/null 2>&1) || {
+    echo "apt-get download extlinux failed" >&2; exit 1; }
+dpkg-deb -x "$work"/extlinux_*.deb "$work/extlinux"
+cp "$work/extlinux/usr/bin/extlinux" "$root/sbin/extlinux"
+mkdir -p "$root/lib/extlinux" "$root/mnt"
+cp "$work/extlinux/usr/lib/EXTLINUX/mbr.bin" "$root/lib/extlinux/mbr.bin"
 printf 'root:x:0:0:root:/root:/bin/sh\n' > "$root/etc/passwd"
 printf 'root:x:0:\n' > "$root/etc/group"
 printf '/bin/sh\n' > "$root/etc/shells"
@@ -54,6 +63,13 @@ mkdir -p "$out"
 (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -9n > "$work/initrd.img")
 cp "$work"/kernel/boot/vmlinuz-* "$work/vmlinuz"
 mv "$work/initrd.img" "$out/initrd.img.tmp" && mv "$out/initrd.img.tmp" "$out/initrd.img"
+# The stateful image: what the agent writes to the disk's first partition (it adds the
+# bootloader's files and configuration there).
+mkdir -p "$work/disk/boot"
+cp "$work/vmlinuz" "$work/disk/boot/vmlinuz" && cp "$out/initrd.img" "$work/disk/boot/initrd.img"
+truncate -s 24M "$work/root.img"  # mke2fs -q still says it creates a new file
+mke2fs -q -t ext2 -L metalplane-root -d "$work/disk" "$work/root.img"
+mv "$work/root.img" "$out/root.img.tmp" && mv "$out/root.img.tmp" "$out/root.img"
 mv "$work/vmlinuz" "$out/vmlinuz.tmp" && mv "$out/vmlinuz.tmp" "$out/vmlinuz"
 echo "$package" > "$out/KERNEL"
 echo "built $out from $package"

@@ -7,6 +7,8 @@ firmware. Needs qemu-system-x86 and the built image (the Makefile's lab packages
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import struct
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -388,6 +390,80 @@ async def test_a_disk_that_cannot_be_wiped_leaves_the_node_in_maintenance(
     await platform.lab_put("/lab/nodes/lab-001/faults", {"wipe_fails": False})
     node = await platform.release("lab-001")
     assert node["state"] == "available" and node["needs_cleaning"] is False, node
+
+
+def _partition(disk: Path) -> tuple[bytes, int, int]:
+    """The disk's boot code (MBR), and its first partition's start and size in bytes."""
+    mbr = disk.read_bytes()[:512]
+    entry = mbr[446:462]
+    assert entry[0] == 0x80 and entry[4] == 0x83, entry  # bootable, Linux
+    start, sectors = struct.unpack("<II", entry[8:16])
+    return mbr[:440], start * 512, sectors * 512
+
+
+async def test_a_stateful_image_is_written_to_the_disk_and_the_node_boots_from_it(
+    platform: Platform,
+) -> None:
+    """Direct deploy: the agent network boots, partitions the disk, streams lab-qemu-disk's
+    filesystem image to it and reads its SHA-256 back from the disk, installs Debian's
+    extlinux; then the node boots from its disk: that boot's console shows the BIOS booting
+    the hard disk and no PXE, and the disk-booted kernel phones home and is verified."""
+    async with platform.api() as api:
+        reply = await api.post("/v1/nodes/lab-001/provision", json={"image": "lab-qemu-disk"})
+        assert reply.status_code == 202, reply.text  # available since the last test
+    node = await platform.wait_state("lab-001", {"active", "failed"}, timeout=300)
+    assert node["state"] == "active", node["last_error"]
+    lab = await platform.lab_node("lab-001")
+    assert (lab["boot_device"], lab["boot_persistent"]) == ("disk", True)
+
+    image = platform.settings.images_dir / "lab-qemu-disk" / "root.img"
+    digest = hashlib.sha256(image.read_bytes()).hexdigest()
+    async with platform.sessions() as session:
+        deployed = await session.scalar(
+            select(Event.reason)
+            .where(Event.resource_id == "lab-001", Event.reason.like("deployed %"))
+            .order_by(Event.id.desc())
+        )
+    assert deployed is not None and deployed.startswith(
+        f"deployed lab-qemu-disk to /dev/vda: SHA-256 {digest} read back from the disk;"
+        " bootloader extlinux 6.04"
+    ), deployed
+
+    disk = platform.data_dir / "lab" / "qemu" / "lab-001" / "disk.img"
+    boot_code, start, size = _partition(disk)
+    assert start == 2048 * 512 and size == 64 * 2**20 - start
+    assert b"Missing operating system." in boot_code  # Debian extlinux's mbr.bin
+    partition = disk.parent / "partition.img"
+    partition.write_bytes(disk.read_bytes()[start : start + size])
+    conf = (
+        await asyncio.to_thread(
+            subprocess.run,
+            ["debugfs", "-R", "cat /boot/extlinux/extlinux.conf", str(partition)],
+            capture_output=True, text=True, check=True,
+        )
+    ).stdout  # fmt: skip
+    assert "KERNEL /boot/vmlinuz" in conf and "ds=nocloud-net;s=http://10.0.2.2:" in conf
+    partition.unlink()
+
+    async with platform.api() as api:
+        logs = (await api.get("/v1/nodes/lab-001/console-logs")).json()
+        by_task = {(log["image"], log["task"]): log for log in reversed(logs)}  # newest wins
+        texts = {
+            key: (await api.get(f"/v1/nodes/lab-001/console-logs/{log['id']}")).text
+            for key, log in by_task.items()
+        }
+    deploy_boot = texts[("lab-qemu", "deploy")]
+    assert "iPXE" in deploy_boot and "deployed to /dev/vda" in deploy_boot
+    disk_boot = texts[("lab-qemu-disk", None)]
+    # The NIC's option ROM still says hello; nothing boots from it.
+    assert "Booting from Hard Disk" in disk_boot and "Booting from ROM" not in disk_boot
+    assert "iPXE initialising devices" not in disk_boot and "deployed to" not in disk_boot
+    assert "BOOT_IMAGE=/boot/vmlinuz" in disk_boot  # the bootloader's, in the kernel's banner
+    assert KERNEL_BANNER.decode() in disk_boot and PHONED_HOME.decode() in disk_boot
+
+    node = await platform.release("lab-001")  # cleaned: the disk holds no image any more
+    assert node["state"] == "available", node
+    assert disk.read_bytes()[:512] == bytes(512)
 
 
 async def commission(platform: Platform) -> dict:

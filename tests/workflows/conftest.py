@@ -53,7 +53,7 @@ from core.contracts import (
 )
 from core.settings import Settings
 
-from .doubles import CLEAN_FACTS, HARDWARE_FACTS, Doubles, Registered
+from .doubles import CLEAN_FACTS, DEPLOY_FACTS, HARDWARE_FACTS, Doubles, Registered
 
 _MS20 = timedelta(milliseconds=20)
 FACTS = {"cpu_model": "EPYC 9654", "gpus": 8}
@@ -105,6 +105,7 @@ class Plane:
         self.phone_home_facts: dict[str, Any] | None = None  # None: no node phones home
         self.clean_facts: dict[str, Any] | None = CLEAN_FACTS  # None: no cleaning boot does
         self.hardware_facts: dict[str, Any] | None = HARDWARE_FACTS  # None: no inspection
+        self.deploy_facts: dict[str, Any] | None = DEPLOY_FACTS  # None: no deploy boot reports
         self.started: set[str] = set()
         doubles.on_power_on = self._boot
 
@@ -112,6 +113,16 @@ class Plane:
         """A node powered on for its provisioning (or its cleaning) boots and phones home: the
         boot service signals the workflow of its boot session."""
         for name, claim in reversed(self.doubles.calls):
+            if name == "open_deploy_boot" and claim.node_id == request.node_id:
+                if self.deploy_facts is not None:  # the agent wrote the image to the disk
+                    await self.phone_home(
+                        claim.workflow_id, claim.boot_session_id, facts=self.deploy_facts
+                    )
+                return
+            if name == "open_disk_boot" and claim.node_id == request.node_id:
+                if self.phone_home_facts is not None:  # the image booted from the disk
+                    await self.phone_home(claim.workflow_id, claim.boot_session_id)
+                return
             if name == "claim_node_for_provision" and claim.node_id == request.node_id:
                 if self.phone_home_facts is not None:
                     await self.phone_home(claim.workflow_id, claim.boot_session_id)

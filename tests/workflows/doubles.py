@@ -31,9 +31,11 @@ from activities.inventory import (
     ClaimRelease,
     FinishOperation,
     OpenCleaning,
+    OpenDeploy,
     ProvisionPlan,
     RebootPlan,
     RecordClean,
+    RecordDeploy,
     RecordInspection,
     VerifyNode,
 )
@@ -86,6 +88,7 @@ class Doubles:
         self.spares = ["spare1", "spare2", "spare3"]
         self.verification_generation = 1
         self.stateless = False
+        self.deployed = False  # the claimed image is written to the disk (direct deploy)
         self.sync_nodes = ["n1", "n2", "n3", "n4", "n5"]  # what the power sync lists
 
     # -- knobs -------------------------------------------------------------------------------
@@ -209,7 +212,12 @@ class Doubles:
             "claim_node_for_provision",
             request,
             lambda: ProvisionPlan(
-                request.node_id, "supermicro", request.image, "gpu-default", self.stateless
+                request.node_id,
+                "supermicro",
+                request.image,
+                "gpu-default",
+                self.stateless,
+                self.deployed,
             ),
         )
 
@@ -250,6 +258,22 @@ class Doubles:
     @activity.defn(name="record_clean")
     async def record_clean(self, request: RecordClean) -> list[str]:
         return await self._act("record_clean", request, list)
+
+    @activity.defn(name="open_deploy_boot")
+    async def open_deploy_boot(self, request: OpenDeploy) -> AgentBootPlan:
+        return await self._act(
+            "open_deploy_boot",
+            request,
+            lambda: AgentBootPlan(request.node_id, "supermicro", "lab-sim", "gpu-default"),
+        )
+
+    @activity.defn(name="record_deploy")
+    async def record_deploy(self, request: RecordDeploy) -> list[str]:
+        return await self._act("record_deploy", request, list)
+
+    @activity.defn(name="open_disk_boot")
+    async def open_disk_boot(self, request: OpenDeploy) -> None:
+        return await self._act("open_disk_boot", request, lambda: None)
 
     @activity.defn(name="claim_node_for_reboot")
     async def claim_node_for_reboot(self, request: ClaimReboot) -> RebootPlan:
@@ -405,6 +429,14 @@ CLEAN_FACTS: dict[str, Any] = {
     "kernel_cmdline": "console=ttyS0",
     "clean": {"disks": [{"device": "/dev/nvme0n1", "size_bytes": 2**40,
                          "method": "nvme-format", "verified": True}]},
+}  # fmt: skip
+
+
+# What a deploy boot's agent reports (core.facts.NodeFacts with its deploy report).
+DEPLOY_FACTS: dict[str, Any] = {
+    "kernel_cmdline": "console=ttyS0",
+    "deploy": {"device": "/dev/nvme0n1", "image_url": "http://boot/artifacts/img/root.img",
+               "sha256": "ab" * 32, "bootloader": "extlinux 6.04", "error": None},
 }  # fmt: skip
 
 

@@ -10,7 +10,13 @@ from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 from activities.baremetal import BootDeviceRequest, PowerRequest, PrepareNetworkBoot
-from activities.inventory import ClaimProvision, FinishOperation, VerifyNode
+from activities.inventory import (
+    ClaimProvision,
+    FinishOperation,
+    OpenDeploy,
+    RecordDeploy,
+    VerifyNode,
+)
 from activities.network import NetworkNode, NodePorts
 from core.contracts import (
     DETACH_NODE,
@@ -28,7 +34,7 @@ from core.contracts import (
 )
 
 from .conftest import FACTS, Plane, cancel_acted_on, failure, settled
-from .doubles import Call, error, release_steps
+from .doubles import DEPLOY_FACTS, Call, error, release_steps
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -448,3 +454,87 @@ async def test_a_cancelled_release_leaves_the_node_in_maintenance(plane: Plane, 
     assert isinstance(await failure(handle), CancelledError)
     assert plane.doubles.calls == RELEASE_STEPS[:ran] + quarantined("cancelled")
     assert plane.doubles.cancelled == (RELEASE_STEPS[ran - 1 : ran] if rule else [])
+
+
+# -- ProvisionNode's direct deploy (an image with a disk image) ---------------------------------
+
+
+def deploy_steps(session: str, plane: Plane) -> list[Call]:
+    """The calls of a direct deploy that goes well: the deploy boot's and the disk boot's
+    session ids are the workflow's own (read from the calls)."""
+    deploy = next(r for n, r in plane.doubles.calls if n == "open_deploy_boot")
+    disk = next((r for n, r in plane.doubles.calls if n == "open_disk_boot"), deploy)
+    return [
+        ("claim_node_for_provision", ClaimProvision(NODE, WID, IMAGE, session)),
+        ("leave_tenant_network", NODE),
+        ("open_deploy_boot", OpenDeploy(NODE, WID, deploy.boot_session_id, IMAGE)),
+        ("prepare_network_boot", PrepareNetworkBoot(NODE, "supermicro", "gpu-default")),
+        ("ensure_power", PowerRequest(NODE, "on")),
+        ("record_deploy", RecordDeploy(NODE, WID, deploy.boot_session_id, IMAGE, DEPLOY_FACTS)),
+        ("open_disk_boot", OpenDeploy(NODE, WID, disk.boot_session_id, IMAGE)),
+        ("ensure_power", PowerRequest(NODE, "off")),
+        ("ensure_boot_device", BootDeviceRequest(NODE, "disk", persistent=True)),
+        ("ensure_power", PowerRequest(NODE, "on")),
+        ("ensure_boot_device", BootDeviceRequest(NODE, "disk", persistent=True)),
+        ("verify_and_activate", VerifyNode(NODE, WID, disk.boot_session_id, FACTS)),
+    ]
+
+
+async def test_a_deployed_image_is_written_by_the_agent_then_boots_from_the_disk(
+    plane: Plane,
+) -> None:
+    plane.phone_home_facts = FACTS
+    plane.doubles.deployed = True
+    handle, session = await provision(plane)
+    assert await handle.result() == OperationResult(NODE, "active")
+    assert plane.doubles.calls == deploy_steps(session, plane)
+    sessions = {r.boot_session_id for n, r in plane.doubles.calls if n.startswith("open_")}
+    assert len(sessions | {session}) == 3  # the claim's, the deploy boot's, the disk boot's
+
+
+async def test_a_deploy_whose_report_is_refused_compensates(plane: Plane) -> None:
+    plane.phone_home_facts = FACTS
+    plane.doubles.deployed = True
+    plane.doubles.returns("record_deploy", ["checksum mismatch: the disk holds 00, the image ab"])
+    handle, session = await provision(plane)
+    reason = "deploying: checksum mismatch: the disk holds 00, the image ab"
+    assert_failed(await failure(handle), "ProvisionFailed", reason)
+    assert plane.doubles.calls == deploy_steps(session, plane)[:6] + compensation(reason)
+
+
+async def test_a_deploy_agent_that_never_reports_times_out_in_virtual_time(plane: Plane) -> None:
+    plane.phone_home_facts = FACTS
+    plane.deploy_facts = None
+    plane.doubles.deployed = True
+    handle, _ = await provision(plane, phone_home_timeout_seconds=3600)
+    reason = (
+        "deploying: node did not phone home within 3600 s of power-on"
+        " (check its boot configuration and console)"
+    )
+    assert_failed(await failure(handle), "ProvisionFailed", reason)
+    assert plane.doubles.calls[-3:] == compensation(reason)
+    assert [n for n, _ in plane.doubles.calls].count("record_deploy") == 0
+
+
+async def test_a_disk_that_does_not_boot_times_out_and_compensates(plane: Plane) -> None:
+    plane.doubles.deployed = True  # the agent reports; the disk's OS never phones home
+    handle, session = await provision(plane, phone_home_timeout_seconds=3600)
+    reason = (
+        "booting: node did not phone home within 3600 s of power-on"
+        " (check its boot configuration and console)"
+    )
+    assert_failed(await failure(handle), "ProvisionFailed", reason)
+    assert plane.doubles.calls == deploy_steps(session, plane)[:10] + compensation(reason)
+
+
+@pytest.mark.parametrize("where", ["open_deploy_boot", "record_deploy", "open_disk_boot"])
+async def test_a_deploy_cancelled_at_a_step_compensates(plane: Plane, where: str) -> None:
+    plane.phone_home_facts = FACTS
+    plane.doubles.deployed = True
+    rule = plane.doubles.block(where)
+    handle, _ = await provision(plane)
+    await rule.entered.wait()
+    await handle.cancel()
+    assert isinstance(await failure(handle), CancelledError)
+    assert plane.doubles.calls[-3:] == compensation("cancelled")
+    assert plane.doubles.cancelled[0][0] == where
