@@ -69,7 +69,7 @@ HISTORY_MODULES := tests/integration/test_provision.py tests/integration/test_ne
 	tests/integration/test_fabric_network.py tests/integration/test_network_ib.py \
 	tests/integration/test_clusters.py tests/integration/test_qemu_node.py \
 	tests/integration/test_power_sync.py tests/integration/test_cleaning.py \
-	tests/integration/test_commissioning.py
+	tests/integration/test_commissioning.py tests/integration/test_rescue.py
 histories: $(STAMP) $(LAB_APT_STAMP) $(LAB_IMAGE)
 	rm -rf .metalplane/histories
 	METALPLANE_RECORD_HISTORIES=$(CURDIR)/.metalplane/histories $(BIN)/python -m pytest -q \

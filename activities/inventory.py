@@ -131,6 +131,22 @@ class RecordDeploy:
 
 
 @dataclass
+class ClaimRescue:
+    """RescueNode's and UnrescueNode's claim, with the boot session it opens."""
+
+    node_id: str
+    workflow_id: str
+    boot_session_id: str
+
+
+@dataclass
+class UnrescuePlan:
+    node_id: str
+    device: str  # its image boots: network (stateless) or disk
+    boot_session_id: str | None  # the image's boot to wait for and verify; None: none phones home
+
+
+@dataclass
 class ClaimCommission:
     node_id: str
     workflow_id: str
@@ -436,6 +452,48 @@ class InventoryActivities:
                 await self._open_boot(session, node, image, request.boot_session_id)
         except InventoryError as exc:
             raise inventory_failure(exc) from exc
+
+    @activity.defn(name="claim_node_for_rescue")
+    async def claim_node_for_rescue(self, request: ClaimRescue) -> AgentBootPlan:
+        """Claim the active node (`rescuing`) and open its rescue boot: the agent image with
+        the task `rescue` (its user-data carries the tenant's keys; the agent touches no
+        disk). The BIOS stays on the image's profile. A repeat changes nothing."""
+        try:
+            async with self._sessions.begin() as session:
+                node = await nodes.claim_for_rescue(
+                    session, request.node_id, workflow_id=request.workflow_id
+                )
+                agent = self._image(node.agent_image or self._agent_image)
+                await self._open_boot(session, node, agent, request.boot_session_id, "rescue")
+                profile = self._image(node.image).tuning_profile if node.image else None
+        except InventoryError as exc:
+            raise inventory_failure(exc) from exc
+        return AgentBootPlan(node.id, node.vendor, agent.name, profile or agent.tuning_profile)
+
+    @activity.defn(name="claim_node_for_unrescue")
+    async def claim_node_for_unrescue(self, request: ClaimRescue) -> UnrescuePlan:
+        """Claim the node in rescue (`rebooting`) and end its rescue boot; an image that phones
+        home (stateless, or deployed to the disk) gets its boot session opened again, to be
+        verified as at activation. A repeat changes nothing."""
+        try:
+            async with self._sessions.begin() as session:
+                node = await nodes.claim_for_unrescue(
+                    session, request.node_id, workflow_id=request.workflow_id
+                )
+                assert node.image is not None  # an active node's
+                image = self._image(node.image)
+                deployed = image.artifacts.disk_image is not None
+                if image.stateless or deployed:
+                    await self._open_boot(session, node, image, request.boot_session_id)
+                else:
+                    await boot_sessions.close_sessions(session, node.id)
+        except InventoryError as exc:
+            raise inventory_failure(exc) from exc
+        return UnrescuePlan(
+            node.id,
+            "network" if image.stateless else "disk",
+            request.boot_session_id if image.stateless or deployed else None,
+        )
 
     @activity.defn(name="claim_node_for_commission")
     async def claim_node_for_commission(self, request: ClaimCommission) -> AgentBootPlan:

@@ -37,6 +37,7 @@ from .routes import fabric as fabric_routes
 from .routes import images as images_routes
 from .routes import networks as networks_routes
 from .routes import nodes as nodes_routes
+from .routes import rescue as rescue_routes
 from .routes import ssh_keys as ssh_keys_routes
 from .routes import tenants as tenants_routes
 
@@ -128,6 +129,7 @@ def create_app(
     app.include_router(clusters_routes.router)
     app.include_router(events_routes.router)
     app.include_router(consoles_routes.router)
+    app.include_router(rescue_routes.router)
 
     # Outermost last: request ids, then the boundary (checks, authentication, body limit),
     # then idempotent replays, then the routes.

@@ -25,7 +25,7 @@ app = typer.Typer(
 console = Console()
 
 ApiUrl = Annotated[str, typer.Option(envvar="METALPLANE_API_URL", help="API base URL")]
-TERMINAL_STATES = {"active", "failed", "available", "maintenance"}
+TERMINAL_STATES = {"active", "failed", "available", "maintenance", "rescue"}
 
 
 def _token() -> str:
@@ -203,6 +203,29 @@ def reboot(
 ) -> None:
     """Reboot active nodes (a stateless image's boot is verified again)."""
     _operate(api_url, node_ids, "reboot", {"hard": hard}, wait=wait, timeout=timeout)
+
+
+@app.command()
+def rescue(
+    node_ids: Annotated[list[str], typer.Argument(help="Node ids")],
+    hard: Annotated[bool, typer.Option(help="Power off at once, no ACPI power button")] = False,
+    wait: Annotated[bool, typer.Option(help="Follow progress live")] = True,
+    timeout: float = 1800,
+    api_url: ApiUrl = "http://127.0.0.1:8000",
+) -> None:
+    """Boot active nodes into the rescue ramdisk (the tenant's SSH keys, disks untouched)."""
+    _operate(api_url, node_ids, "rescue", {"hard": hard}, wait=wait, timeout=timeout)
+
+
+@app.command()
+def unrescue(
+    node_ids: Annotated[list[str], typer.Argument(help="Node ids")],
+    wait: Annotated[bool, typer.Option(help="Follow progress live")] = True,
+    timeout: float = 1800,
+    api_url: ApiUrl = "http://127.0.0.1:8000",
+) -> None:
+    """Boot nodes in rescue back into their image."""
+    _operate(api_url, node_ids, "unrescue", None, wait=wait, timeout=timeout)
 
 
 @app.command()

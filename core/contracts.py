@@ -18,6 +18,8 @@ RELEASE_NODE = "ReleaseNode"
 REBOOT_NODE = "RebootNode"
 CHECK_NODE_BOOT = "CheckNodeBoot"
 COMMISSION_NODE = "CommissionNode"
+RESCUE_NODE = "RescueNode"
+UNRESCUE_NODE = "UnrescueNode"
 
 CREATE_NETWORK = "CreateNetwork"
 DELETE_NETWORK = "DeleteNetwork"
@@ -41,6 +43,8 @@ FIRST_PHASE = {
     RELEASE_NODE: "cleaning",
     REBOOT_NODE: "rebooting",
     COMMISSION_NODE: "inspecting",
+    RESCUE_NODE: "rescuing",
+    UNRESCUE_NODE: "rebooting",
 }
 
 # Custom search attributes the Temporal namespace must have (name -> indexed value type).
@@ -136,6 +140,15 @@ class RebootNodeInput:
     node_id: str
     hard: bool = False  # power off at once instead of the ACPI power button first
     phone_home_timeout_seconds: float = 900.0  # stateless images: until the reboot phones home
+
+
+@dataclass
+class RescueNodeInput:
+    """RescueNode and UnrescueNode: into the rescue ramdisk, and back into the image."""
+
+    node_id: str
+    hard: bool = False  # power off at once instead of the ACPI power button first
+    phone_home_timeout_seconds: float = 900.0  # until the ramdisk (or the image) phones home
 
 
 @dataclass

@@ -23,6 +23,8 @@ from inventory.states import (
     PROVISION_FROM,
     REBOOT_FROM,
     RELEASE_FROM,
+    RESCUE_FROM,
+    UNRESCUE_FROM,
     NodeState,
 )
 
@@ -32,6 +34,8 @@ HELD_STATE = {
     "release": NodeState.CLEANING,
     "reboot": NodeState.REBOOTING,
     "commission": NodeState.INSPECTING,
+    "rescue": NodeState.RESCUING,
+    "unrescue": NodeState.REBOOTING,  # back into its image
 }
 
 
@@ -304,6 +308,22 @@ async def claim_for_reboot(session: AsyncSession, node_id: str, *, workflow_id: 
         holder_may_repeat=True,
         holder_may_resume_from=[NodeState.FAILED],
     )
+
+
+async def claim_for_rescue(session: AsyncSession, node_id: str, *, workflow_id: str) -> Node:
+    return await _transition(
+        session, node_id, allowed_from=RESCUE_FROM, to_state=NodeState.RESCUING,
+        workflow_id=workflow_id, operation="rescue", holder_may_repeat=True,
+        holder_may_resume_from=[NodeState.FAILED],
+    )  # fmt: skip
+
+
+async def claim_for_unrescue(session: AsyncSession, node_id: str, *, workflow_id: str) -> Node:
+    return await _transition(
+        session, node_id, allowed_from=UNRESCUE_FROM, to_state=NodeState.REBOOTING,
+        workflow_id=workflow_id, operation="unrescue", holder_may_repeat=True,
+        holder_may_resume_from=[NodeState.FAILED],
+    )  # fmt: skip
 
 
 async def reboot_claimed_from(

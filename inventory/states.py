@@ -16,6 +16,8 @@ class NodeState(StrEnum):
     REBOOTING = "rebooting"
     CLEANING = "cleaning"
     INSPECTING = "inspecting"
+    RESCUING = "rescuing"  # RescueNode boots the rescue ramdisk
+    RESCUE = "rescue"  # its tenant is in the rescue ramdisk; the disks are as they were
     FAILED = "failed"
     MAINTENANCE = "maintenance"
 
@@ -29,8 +31,13 @@ RELEASE_FROM = (
     NodeState.AVAILABLE,
     NodeState.PROVISIONING,
     NodeState.MAINTENANCE,
+    NodeState.RESCUE,
 )
 REBOOT_FROM = (NodeState.ACTIVE,)
+# Rescue: an active node boots the agent's ramdisk with its tenant's keys; unrescue boots it
+# back into its image (Ironic's rescue and unrescue).
+RESCUE_FROM = (NodeState.ACTIVE,)
+UNRESCUE_FROM = (NodeState.RESCUE,)
 # Commissioning (inspection, the SKU check, burn-in) from a free node that holds no tenant's
 # data (inventory.nodes.claim_for_commission also checks that); at enrollment it starts at once.
 COMMISSION_FROM = (NodeState.AVAILABLE, NodeState.FAILED, NodeState.MAINTENANCE)

@@ -98,19 +98,20 @@ def _mounts(doc: dict[str, Any]) -> list[MountFact]:
     return found
 
 
-DEFAULT_STEPS = {"clean": "erase_disks", "inspect": "inspect,burn_in"}
+DEFAULT_STEPS = {"clean": "erase_disks", "inspect": "inspect,burn_in", "rescue": ""}
 
 
 def _task(node: SimNode, task: dict[str, Any]) -> dict[str, Any]:
-    """The agent's task (`clean`, `inspect`): its steps in the order given, each adding its
-    report to the facts; no task: nothing more in the facts."""
+    """The agent's task (`clean`, `inspect`; `rescue`: none, the tenant's SSH server only): its
+    steps in the order given, each adding its report to the facts; no task: nothing more in
+    the facts."""
     kind = task.get("kind")
     if kind is None:
         return {}
     if kind not in DEFAULT_STEPS:
         raise BootConfigError(f"user-data names an unknown agent task {task!r}")
     found: dict[str, Any] = {}
-    steps = str(task.get("steps") or DEFAULT_STEPS[kind]).split(",")
+    steps = [s for s in str(task.get("steps") or DEFAULT_STEPS[kind]).split(",") if s]
     node.ran_agent_steps(steps)
     for step in steps:
         if step == "erase_disks":
@@ -174,7 +175,9 @@ async def network_boot(
     user_data = await _get(client, f"{kernel.nocloud_seed}user-data", "user-data")
     section = _metalplane_section(user_data)
     task = section.get("task") or {}
-    mounts = _mounts(yaml.safe_load(user_data))
+    document = yaml.safe_load(user_data)
+    mounts = _mounts(document)
+    node.installed_keys([str(k) for k in document.get("ssh_authorized_keys") or []])
     cluster = None if task else await _cluster_part(section, client)
     tuning = section.get("tuning") or {}
     facts = NodeFacts(

@@ -103,6 +103,8 @@ class SimNode:
     powered_on_at: float | None = None  # epoch seconds of the last power-on (or reset)
     disks: list[SimDisk] = field(default_factory=_lab_disks)
     agent_steps: list[str] = field(default_factory=list)  # what its last agent task ran, in order
+    # The SSH keys its last boot's user-data installed (cloud-init's ssh_authorized_keys).
+    authorized_keys: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
@@ -343,6 +345,11 @@ class SimNode:
             self.agent_steps = list(steps)
             self._save()
 
+    def installed_keys(self, keys: list[str]) -> None:
+        with self._lock:
+            self.authorized_keys = list(keys)
+            self._save()
+
     def write_disks(self) -> None:
         """A tenant's workload wrote to every disk."""
         with self._lock:
@@ -420,4 +427,5 @@ class SimNode:
                 "powered_on_at": self.powered_on_at,
                 "disks": [asdict(d) for d in self.disks],
                 "agent_steps": list(self.agent_steps),
+                "authorized_keys": list(self.authorized_keys),
             }

@@ -21,13 +21,17 @@ from workflows.node import ProvisionNode, ReleaseNode
 from workflows.node_boot import CheckNodeBoot
 from workflows.node_commission import CommissionNode
 from workflows.node_reboot import RebootNode
+from workflows.node_rescue import RescueNode, UnrescueNode
 from workflows.power_sync import SyncPowerStates
 
 from .common import connect_temporal, inventory_engine, run_until_signalled, workflow_runner
 from .power_sync_schedule import ensure_power_sync_schedule
 
 # What this task queue runs: its worker, and the replay test of tests/histories/.
-WORKFLOWS = [ProvisionNode, ReleaseNode, RebootNode, CheckNodeBoot, CommissionNode, SyncPowerStates]
+WORKFLOWS = [
+    ProvisionNode, ReleaseNode, RebootNode, CheckNodeBoot, CommissionNode, RescueNode,
+    UnrescueNode, SyncPowerStates,
+]  # fmt: skip
 
 
 def build_worker(

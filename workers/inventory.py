@@ -47,6 +47,8 @@ def build_worker(
             activities.record_deploy,
             activities.open_disk_boot,
             activities.claim_node_for_reboot,
+            activities.claim_node_for_rescue,
+            activities.claim_node_for_unrescue,
             activities.boots_so_far,
             activities.finish_operation,
         ],

@@ -141,12 +141,13 @@ async def user_data(mac: Mac, request: Request, db: Db) -> str:
     image = images.get_image(handed.image)
     public_url = boot_base_url(request)
     token = boot_sessions.token_for(handed.id, handed.boots, request.app.state.boot_secret)
-    if handed.task is not None:  # the agent's boot: nothing of a tenant's reaches it
+    if handed.task is not None:  # the agent's boot: only a rescue gets the tenant's keys
         node = await nodes.get(db, handed.node_id)
+        keys = await ssh_keys.for_node(db, handed.node_id) if handed.task == "rescue" else []
         text = images.render_user_data(
             image, image.profile, public_url=public_url, node_id=handed.node_id,
             boot_session_id=str(handed.id), token=token,
-            task=await _task(handed, request, node, mac),
+            task=await _task(handed, request, node, mac), ssh_keys=keys,
         )  # fmt: skip
     else:
         text = images.render_user_data(
@@ -174,6 +175,8 @@ async def _task(boot: BootSession, request: Request, node: Node, mac: str) -> di
     if kind == "deploy":
         assert boot.deploy_image is not None
         return await _deploy_task(images.get_image(boot.deploy_image), request, node, mac)
+    if kind == "rescue":  # the ramdisk and the tenant's SSH server; no step touches a disk
+        return {"kind": "rescue", "steps": ""}
     steps = (
         skus.clean_steps(node.sku, settings.sku_catalog or skus.CATALOG)
         if kind == "clean"
@@ -292,7 +295,8 @@ async def phone_home(
     if node.state == NodeState.ACTIVE:  # a reboot of a stateless node: checked on its own
         await _start_boot_check(client, request, boot, boot_token.boot, facts)
     elif node.state in (
-        NodeState.PROVISIONING, NodeState.REBOOTING, NodeState.CLEANING, NodeState.INSPECTING
+        NodeState.PROVISIONING, NodeState.REBOOTING, NodeState.CLEANING, NodeState.INSPECTING,
+        NodeState.RESCUING,
     ):  # fmt: skip
         await _signal_operation(client, node, boot, boot_token.boot, facts)
     else:

@@ -6,7 +6,7 @@ exactly like a missing one."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, status
@@ -32,6 +32,7 @@ from core.contracts import (
     ProvisionNodeInput,
     RebootNodeInput,
     ReleaseNodeInput,
+    RescueNodeInput,
     node_workflow_id,
 )
 from identity.oidc import Principal
@@ -236,6 +237,18 @@ def _not_in_a_cluster(node: Node) -> None:
         )  # fmt: skip
 
 
+async def cluster_ready(db: Db, node: Node) -> None:
+    """409 while the node's cluster's workflows act on its nodes; its row stays locked, so a
+    claim made now is seen by a scale or delete that comes next."""
+    if node.cluster_id is not None:
+        cluster = await clusters.get(db, node.cluster_id, for_update=True)
+        if cluster.state != "ready":
+            raise Problem(
+                409, "cluster-not-ready", "Its cluster is busy",
+                f"node {node.id!r} is in cluster {cluster.id}, which is {cluster.state}",
+            )  # fmt: skip
+
+
 async def _start(
     client: Client,
     request: Request,
@@ -374,28 +387,35 @@ async def reboot_node(
     who: Caller,
     body: RebootRequest | None = None,
 ) -> OperationAccepted:
-    node = await _authorized(request, db, who, node_id, Action.POWER)
-    if node.state not in REBOOT_FROM:
-        raise _wrong_state(node, "rebooted", REBOOT_FROM)
-    if node.cluster_id is not None:  # not while its cluster's workflows act on its nodes
-        cluster = await clusters.get(db, node.cluster_id, for_update=True)
-        if cluster.state != "ready":
-            raise Problem(
-                409, "cluster-not-ready", "Its cluster is busy",
-                f"node {node_id!r} is in cluster {cluster.id}, which is {cluster.state}",
-            )  # fmt: skip
-    # Claimed here, under the cluster's lock, committed once the workflow runs: a scale or
-    # delete of the cluster then finds the member rebooting (the workflow's claim repeats it).
-    try:
-        await nodes.claim_for_reboot(db, node.id, workflow_id=node_workflow_id(node.id))
-    except NodeConflict as exc:
-        raise Problem(409, "node-busy", "Node cannot be rebooted now", str(exc)) from exc
     reboot = RebootNodeInput(
-        node_id=node.id,
+        node_id=node_id,
         hard=(body or RebootRequest()).hard,
         phone_home_timeout_seconds=request.app.state.settings.phone_home_timeout_seconds,
     )
-    accepted = await _start(client, request, node, REBOOT_NODE, reboot, "reboot")
+    return await power_operation(
+        request, db, client, who, reboot, REBOOT_NODE, "reboot", "rebooted", REBOOT_FROM,
+        nodes.claim_for_reboot,
+    )  # fmt: skip
+
+
+async def power_operation(
+    request: Request, db: Db, client: Client, who: Principal,
+    arg: RebootNodeInput | RescueNodeInput, workflow: str, operation: str, done: str,
+    allowed: Sequence[str], claim: Callable[..., Awaitable[Node]],
+) -> OperationAccepted:  # fmt: skip
+    """Start a power operation of the node's tenant or an operator (reboot, rescue,
+    unrescue) on the node of `arg`. Claimed here, under its cluster's lock, committed once
+    the workflow runs: a scale or delete of the cluster then finds the member held (the
+    workflow's claim repeats it)."""
+    node = await _authorized(request, db, who, arg.node_id, Action.POWER)
+    if node.state not in allowed:
+        raise _wrong_state(node, done, allowed)
+    await cluster_ready(db, node)
+    try:
+        await claim(db, node.id, workflow_id=node_workflow_id(node.id))
+    except NodeConflict as exc:
+        raise Problem(409, "node-busy", f"Node cannot be {done} now", str(exc)) from exc
+    accepted = await _start(client, request, node, workflow, arg, operation)
     await db.commit()
     return accepted
 

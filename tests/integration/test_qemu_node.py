@@ -320,6 +320,48 @@ async def test_the_tenant_watches_its_node_boot_on_the_serial_console(platform: 
     assert KERNEL_BANNER.decode() in text and PHONED_HOME.decode() in text
 
 
+RESCUE_MARKER = "ACME-BROKEN-FSTAB-51a2"
+
+
+async def test_the_tenant_rescues_its_node_with_its_disk_untouched(
+    platform: Platform, keys: dict[str, tuple[Path, str]]
+) -> None:
+    """Acme (holding the active node since the last tests) writes to its disk, then rescues
+    the node: the agent's ramdisk boots with acme's key (another's is refused), runs no step,
+    and the disk still holds what acme wrote; unrescue boots the image back, verified."""
+    acme_key, other_key = keys["acme"][0], keys["other"][0]
+    wrote = await asyncio.to_thread(
+        as_tenant, acme_key,
+        f"printf '{RESCUE_MARKER}' | dd of=/dev/vda bs=512 seek=30000 conv=fsync && sync",
+    )  # fmt: skip
+    assert wrote.returncode == 0, wrote.stderr
+    acme = platform.mint("tenant-admin", tenant="acme")
+    async with platform.api(acme) as api:
+        reply = await api.post("/v1/nodes/lab-001/rescue", json={"hard": True})
+        assert reply.status_code == 202, reply.text
+        handle = platform.client.get_workflow_handle(reply.json()["workflow_id"])
+        await handle.result()
+        assert (await api.get("/v1/nodes/lab-001")).json()["state"] == "rescue"
+
+    found = await asyncio.to_thread(
+        as_tenant,
+        acme_key,
+        f"grep -c 'kind: rescue' /tmp/user-data; grep -c {RESCUE_MARKER} /dev/vda",
+    )
+    assert found.returncode == 0 and found.stdout.split() == ["1", "1"], found
+    refused = await asyncio.to_thread(as_tenant, other_key, "true")
+    assert refused.returncode == 255 and "Permission denied" in refused.stderr
+
+    async with platform.api(acme) as api:
+        reply = await api.post("/v1/nodes/lab-001/unrescue")
+        assert reply.status_code == 202, reply.text
+        await platform.client.get_workflow_handle(reply.json()["workflow_id"]).result()
+    node = await platform.wait_state("lab-001", {"active", "failed"}, timeout=240)
+    assert node["state"] == "active", node["last_error"]
+    back = await asyncio.to_thread(as_tenant, acme_key, "grep -c 'kind: rescue' /tmp/user-data")
+    assert back.stdout.split() == ["0"], back  # the image's own boot again
+
+
 MARKER = "ACME-SECRET-0c6f1e"
 
 

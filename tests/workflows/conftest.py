@@ -106,6 +106,7 @@ class Plane:
         self.clean_facts: dict[str, Any] | None = CLEAN_FACTS  # None: no cleaning boot does
         self.hardware_facts: dict[str, Any] | None = HARDWARE_FACTS  # None: no inspection
         self.deploy_facts: dict[str, Any] | None = DEPLOY_FACTS  # None: no deploy boot reports
+        self.rescue_facts: dict[str, Any] | None = {"kernel_cmdline": "rescue"}  # None: none
         self.started: set[str] = set()
         doubles.on_power_on = self._boot
 
@@ -113,6 +114,16 @@ class Plane:
         """A node powered on for its provisioning (or its cleaning) boots and phones home: the
         boot service signals the workflow of its boot session."""
         for name, claim in reversed(self.doubles.calls):
+            if name == "claim_node_for_rescue" and claim.node_id == request.node_id:
+                if self.rescue_facts is not None:  # the rescue ramdisk is up
+                    await self.phone_home(
+                        claim.workflow_id, claim.boot_session_id, facts=self.rescue_facts
+                    )
+                return
+            if name == "claim_node_for_unrescue" and claim.node_id == request.node_id:
+                if self.phone_home_facts is not None and self.doubles.stateless:
+                    await self.phone_home(claim.workflow_id, claim.boot_session_id)
+                return
             if name == "open_deploy_boot" and claim.node_id == request.node_id:
                 if self.deploy_facts is not None:  # the agent wrote the image to the disk
                     await self.phone_home(

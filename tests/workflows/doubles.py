@@ -29,6 +29,7 @@ from activities.inventory import (
     ClaimProvision,
     ClaimReboot,
     ClaimRelease,
+    ClaimRescue,
     FinishOperation,
     OpenCleaning,
     OpenDeploy,
@@ -37,6 +38,7 @@ from activities.inventory import (
     RecordClean,
     RecordDeploy,
     RecordInspection,
+    UnrescuePlan,
     VerifyNode,
 )
 from activities.network import NetworkNode, NetworkOnSwitch, NetworkStateChange, NodePorts
@@ -274,6 +276,26 @@ class Doubles:
     @activity.defn(name="open_disk_boot")
     async def open_disk_boot(self, request: OpenDeploy) -> None:
         return await self._act("open_disk_boot", request, lambda: None)
+
+    @activity.defn(name="claim_node_for_rescue")
+    async def claim_node_for_rescue(self, request: ClaimRescue) -> AgentBootPlan:
+        return await self._act(
+            "claim_node_for_rescue",
+            request,
+            lambda: AgentBootPlan(request.node_id, "supermicro", "lab-sim", "gpu-default"),
+        )
+
+    @activity.defn(name="claim_node_for_unrescue")
+    async def claim_node_for_unrescue(self, request: ClaimRescue) -> UnrescuePlan:
+        return await self._act(
+            "claim_node_for_unrescue",
+            request,
+            lambda: UnrescuePlan(
+                request.node_id,
+                "network" if self.stateless else "disk",
+                request.boot_session_id if self.stateless else None,
+            ),
+        )
 
     @activity.defn(name="claim_node_for_reboot")
     async def claim_node_for_reboot(self, request: ClaimReboot) -> RebootPlan:
