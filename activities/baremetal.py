@@ -168,6 +168,17 @@ class BaremetalActivities:
         finally:
             await driver.close()
 
+    @activity.defn(name="read_bmc_firmware")
+    async def read_bmc_firmware(self, node_id: str) -> str:
+        """The node's BMC firmware version, as its BMC reports it (a read: safe to repeat)."""
+        driver = await self._driver(node_id)
+        try:
+            return await driver.get_bmc_firmware_version()
+        except BmcError as exc:
+            raise bmc_failure(exc) from exc
+        finally:
+            await driver.close()
+
     @activity.defn(name="prepare_network_boot")
     async def prepare_network_boot(self, request: PrepareNetworkBoot) -> PreparedBoot:
         """Power off, apply the BIOS attributes of the tuning profile that differ, and set a

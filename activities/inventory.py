@@ -159,6 +159,7 @@ class RecordInspection:
     workflow_id: str
     session_id: str
     facts: dict[str, Any]
+    bmc_firmware: str | None = None  # read from the BMC by the workflow (None: not read)
 
 
 @dataclass
@@ -521,6 +522,8 @@ class InventoryActivities:
             return [f"the hardware report is malformed: {exc.error_count()} errors"]
         if facts.hardware is None:
             return ["the inspection boot phoned home without a hardware record"]
+        if request.bmc_firmware is not None:
+            facts.hardware.bmc_firmware_version = request.bmc_firmware
         try:
             async with self._sessions.begin() as session:
                 node = await nodes.get(session, request.node_id)
@@ -602,6 +605,8 @@ class InventoryActivities:
             return "", [str(exc)]
         if sku is None:
             return "hardware recorded (no SKU fits the node to check it against)", []
+        # The agent cannot read the BMC: its firmware as the last commissioning read it.
+        facts.hardware.bmc_firmware_version = (node.hardware or {}).get("bmc_firmware_version")
         differences = skus.differences(sku, facts.hardware)
         return f"hardware and firmware match SKU {sku.name}", differences
 

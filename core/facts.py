@@ -68,6 +68,9 @@ class HardwareRecord(BaseModel):
     pci_devices: list[PciDevice] = Field(default_factory=list, max_length=1024)
     ib_port_guids: list[str] = Field(default_factory=list, max_length=64)
     bios_version: str | None = Field(default=None, max_length=255)
+    bmc_firmware_version: str | None = Field(
+        default=None, max_length=255, description="read from the BMC by the platform, not the agent"
+    )
 
 
 class ToolRun(BaseModel):

@@ -59,6 +59,7 @@ class Sku(BaseModel):
     disks: SkuDisks = Field(default_factory=lambda: SkuDisks(count=0))
     nics_min: int = Field(default=1, ge=0)
     bios_version: str | None = Field(default=None, description="the desired BIOS firmware")
+    bmc_firmware_version: str | None = Field(default=None, description="the desired BMC firmware")
     clean_steps: Annotated[list[CleanStep], AfterValidator(_wipes)] = Field(
         default_factory=lambda: list(DEFAULT_CLEAN_STEPS),
         description="what a clean's agent does, in this order (as Ironic's clean steps)",
@@ -111,6 +112,11 @@ def differences(sku: Sku, found: HardwareRecord) -> list[str]:
     if sku.bios_version is not None and found.bios_version != sku.bios_version:
         out.append(
             f"BIOS firmware: SKU {sku.name} wants {sku.bios_version}, found {found.bios_version}"
+        )
+    wanted_bmc = sku.bmc_firmware_version
+    if wanted_bmc is not None and found.bmc_firmware_version != wanted_bmc:
+        out.append(
+            f"BMC firmware: SKU {sku.name} wants {wanted_bmc}, found {found.bmc_firmware_version}"
         )
     return out
 

@@ -46,6 +46,7 @@ def build_worker(
             activities.ensure_power,
             activities.ensure_boot_device,
             activities.prepare_network_boot,
+            activities.read_bmc_firmware,
             activities.list_nodes_for_power_sync,
             activities.sync_power_states,
         ],

@@ -8,6 +8,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from activities.baremetal import BaremetalActivities
     from activities.inventory import (
         AgentBootPlan,
         ClaimCommission,
@@ -23,7 +24,11 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.node import AgentTask
     from workflows.operation import OperationFailed
-    from workflows.steps import inventory
+    from workflows.steps import bmc, inventory
+
+# The patch of CommissionNode's command sequence that reads the BMC's firmware version for
+# the hardware record and the SKU check (the agent cannot read it from the host).
+BMC_FIRMWARE = "bmc-firmware"
 
 
 @workflow.defn(name=COMMISSION_NODE)
@@ -54,11 +59,15 @@ class CommissionNode(AgentTask):
     ) -> None:
         node_id = request.node_id
         report = await self._agent_report(node_id, plan, request.inspect_timeout_seconds)
+        bmc_firmware = None
+        if workflow.patched(BMC_FIRMWARE):
+            self._step("reading the BMC's firmware version")
+            bmc_firmware = await bmc(BaremetalActivities.read_bmc_firmware, node_id)
         self._step("checking the hardware against the node's SKU")
         assert self._boot_session_id is not None
         differences = await inventory(
             InventoryActivities.record_inspection,
-            RecordInspection(node_id, workflow_id, self._boot_session_id, report),
+            RecordInspection(node_id, workflow_id, self._boot_session_id, report, bmc_firmware),
         )
         if differences:
             raise OperationFailed("; ".join(differences))

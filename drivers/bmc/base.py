@@ -80,5 +80,11 @@ class BiosInterface(Protocol):
     async def apply_bios_attributes(self, changes: dict[str, str]) -> None: ...
 
 
-class BmcDriver(PowerInterface, BootInterface, BiosInterface, Protocol):
+class ManagementInterface(Protocol):
+    async def get_bmc_firmware_version(self) -> str:
+        """The BMC's own firmware version, as the BMC reports it."""
+        ...
+
+
+class BmcDriver(PowerInterface, BootInterface, BiosInterface, ManagementInterface, Protocol):
     async def close(self) -> None: ...

@@ -65,6 +65,9 @@ class LimitedDriver:
     async def apply_bios_attributes(self, changes: dict[str, str]) -> None:
         await self._limited(lambda: self.inner.apply_bios_attributes(changes))
 
+    async def get_bmc_firmware_version(self) -> str:
+        return await self._limited(self.inner.get_bmc_firmware_version)
+
     async def close(self) -> None:
         await self.inner.close()
 

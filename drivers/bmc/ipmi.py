@@ -338,6 +338,14 @@ class IpmiDriver:
 
         await self._call(f"set boot device {target}", op)
 
+    # -- management -------------------------------------------------------------------------
+
+    async def get_bmc_firmware_version(self) -> str:
+        # Get Device ID (IPMI v2 20.1): major (7 bits) and minor (BCD) firmware revision.
+        rsp = await self._call("get BMC firmware version", lambda c: self._raw(c, 6, 1))
+        data = rsp["data"]
+        return f"{data[2] & 0x7F}.{data[3] >> 4}{data[3] & 0x0F}"
+
     # -- BIOS -------------------------------------------------------------------------------
 
     def _bios_driver(self) -> RedfishDriver:

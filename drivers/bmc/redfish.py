@@ -233,6 +233,19 @@ class RedfishDriver:
             }
         await self._request(f"set boot device {device}", "PATCH", self._path, {"Boot": boot})
 
+    # -- management -------------------------------------------------------------------------
+
+    async def get_bmc_firmware_version(self) -> str:
+        what = "get BMC firmware version"
+        managers = (await self._system(what)).get("Links", {}).get("ManagedBy") or []
+        if not managers or "@odata.id" not in managers[0]:
+            raise BmcUnsupported(f"{what}: {self!r} links no manager (Links.ManagedBy)")
+        manager = await self._get(what, managers[0]["@odata.id"])
+        version = manager.get("FirmwareVersion")
+        if not version:
+            raise BmcUnsupported(f"{what}: its manager reports no FirmwareVersion")
+        return str(version)
+
     # -- BIOS -------------------------------------------------------------------------------
 
     async def _bios_path(self, what: str) -> str:

@@ -11,14 +11,17 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import select
+import yaml
+from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from cli.main import app as cli_app
-from inventory.models import Event
+from inventory import skus
+from inventory.models import Event, Node
 from tests.platform import Platform, Ports, running_platform
 
 PORTS = Ports(api=18630, lab_control=18631, redfish=18632, ipmi_base=19910)
+NEWER_BMC = "lab-h100x8-bmc-2.10"
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(180)]
 
@@ -27,10 +30,15 @@ pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.timeout(180
 async def platform(
     postgres_url: str, temporal_address: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Platform]:
+    catalog = tmp_path_factory.mktemp("skus") / "skus.yaml"  # the lab's, and one of its own
+    newer = {**skus.get("lab-h100x8").model_dump(), "name": NEWER_BMC,
+             "bmc_firmware_version": "2.10"}  # fmt: skip
+    catalog.write_text(skus.CATALOG.read_text() + yaml.safe_dump([newer]))
     async with running_platform(
         name="t_commissioning", postgres_url=postgres_url, temporal_address=temporal_address,
         data_dir=tmp_path_factory.mktemp("commissioning"), ports=PORTS, nodes=4, boot_delay=0.1,
-        extra_settings={"commission_on_enroll": True, "inspect_timeout_seconds": 60},
+        extra_settings={"commission_on_enroll": True, "inspect_timeout_seconds": 60,
+                        "sku_catalog": catalog},
     ) as running:  # fmt: skip
         yield running
 
@@ -55,6 +63,7 @@ async def test_a_node_whose_hardware_matches_its_sku_becomes_available(
     hardware = node["hardware"]
     assert len(hardware["gpus"]) == 8 and hardware["cpus"] == 224
     assert [d["device"] for d in hardware["disks"]] == ["/dev/nvme0n1", "/dev/nvme1n1"]
+    assert hardware["bmc_firmware_version"] == "1.00"  # Get Device ID of its IPMI BMC
     lab = await platform.lab_node("lab-001")
     assert lab["power"] == "off" and lab["boot_device"] == "none"
     async with platform.sessions() as session:
@@ -91,6 +100,7 @@ async def test_a_node_missing_a_gpu_goes_to_maintenance_until_it_is_fixed(
     async with platform.api() as api:
         node = (await api.get("/v1/nodes/lab-002")).json()
     assert node["state"] == "available" and node["maintenance_reason"] is None
+    assert node["hardware"]["bmc_firmware_version"] == "1.00"  # its Redfish manager's
 
 
 async def test_a_failed_gpu_diagnostic_sends_the_node_to_maintenance(platform: Platform) -> None:
@@ -131,3 +141,21 @@ async def test_a_node_that_may_hold_a_tenants_data_is_not_commissioned(
         await platform.wait_state("lab-001", {"active"})
         refused = await api.post("/v1/nodes/lab-001/commission")
         assert refused.status_code == 409, refused.text  # active: release it (and clean) first
+
+
+async def test_a_bmc_firmware_other_than_the_skus_sends_the_node_to_maintenance(
+    platform: Platform,
+) -> None:
+    """The BMC's firmware is read from the BMC itself (the agent cannot): lab-003 (its GPUs
+    now matching its SKU) is given a SKU that wants another version than its BMC reports."""
+    async with platform.sessions.begin() as session:
+        await session.execute(update(Node).where(Node.id == "lab-003").values(sku=NEWER_BMC))
+    async with platform.api() as api:
+        reply = await api.post("/v1/nodes/lab-003/commission")
+        assert reply.status_code == 202, reply.text
+        await platform.client.get_workflow_handle(reply.json()["workflow_id"]).result()
+        node = (await api.get("/v1/nodes/lab-003")).json()
+    assert node["state"] == "maintenance"
+    assert node["maintenance_reason"] == (
+        f"commissioning: BMC firmware: SKU {NEWER_BMC} wants 2.10, found 1.00"
+    )

@@ -208,6 +208,10 @@ class Doubles:
 
     # -- InventoryActivities -------------------------------------------------------------------
 
+    @activity.defn(name="read_bmc_firmware")
+    async def read_bmc_firmware(self, node_id: str) -> str:
+        return await self._act("read_bmc_firmware", node_id, lambda: "1.00")
+
     @activity.defn(name="claim_node_for_provision")
     async def claim_node_for_provision(self, request: ClaimProvision) -> ProvisionPlan:
         return await self._act(

@@ -32,7 +32,8 @@ STEPS: list[Call] = [
     ("claim_node_for_commission", ClaimCommission(NODE, WID, ANY)),
     ("prepare_network_boot", PrepareNetworkBoot(NODE, "supermicro", "gpu-default")),
     ("ensure_power", PowerRequest(NODE, "on")),
-    ("record_inspection", RecordInspection(NODE, WID, ANY, HARDWARE_FACTS)),
+    ("read_bmc_firmware", NODE),
+    ("record_inspection", RecordInspection(NODE, WID, ANY, HARDWARE_FACTS, "1.00")),
     ("ensure_power", PowerRequest(NODE, "off")),
     ("ensure_boot_device", BootDeviceRequest(NODE, "none")),
     ("finish_operation", FinishOperation(NODE, WID, "commission", "available")),
@@ -71,7 +72,7 @@ async def test_a_node_that_differs_from_its_sku_goes_to_maintenance_with_the_dif
     handle = await commission(plane)
     reason = "commissioning: " + "; ".join(differences)
     assert await handle.result() == OperationResult(NODE, "maintenance", reason)
-    assert plane.doubles.calls == STEPS[:4] + quarantined(reason)
+    assert plane.doubles.calls == STEPS[:5] + quarantined(reason)
     assert await handle.query(QUERY_PHASE) == "maintenance"
 
 
@@ -97,10 +98,11 @@ async def test_a_claim_refused_holds_nothing(plane: Plane) -> None:
 FAILURES = {
     "prepare_boot": ("prepare_network_boot", None, 2),
     "power_on": ("ensure_power", lambda r: r.state == "on", 3),
-    "record": ("record_inspection", None, 4),
-    "power_off": ("ensure_power", lambda r: r.state == "off", 5),
-    "boot_device": ("ensure_boot_device", None, 6),
-    "finish": ("finish_operation", lambda r: r.state == "available", 7),
+    "bmc_firmware": ("read_bmc_firmware", None, 4),
+    "record": ("record_inspection", None, 5),
+    "power_off": ("ensure_power", lambda r: r.state == "off", 6),
+    "boot_device": ("ensure_boot_device", None, 7),
+    "finish": ("finish_operation", lambda r: r.state == "available", 8),
 }
 
 
@@ -116,7 +118,8 @@ async def test_a_failed_step_leaves_the_node_in_maintenance(plane: Plane, step: 
 CANCELS = {
     "prepare_boot": ("prepare_network_boot", None, 2),
     "report_wait": (None, None, 3),
-    "record": ("record_inspection", None, 4),
+    "bmc_firmware": ("read_bmc_firmware", None, 4),
+    "record": ("record_inspection", None, 5),
 }
 
 
