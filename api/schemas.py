@@ -123,8 +123,8 @@ class NodeEnroll(BaseModel):
     console: ConsoleAddress | None = Field(
         default=None,
         description="Its serial console as a byte stream: a console server's raw TCP port "
-        "(tcp://HOST:PORT) or a VM's serial socket (unix:///PATH); unset: none (IPMI "
-        "Serial-over-LAN is not built yet)",
+        "(tcp://HOST:PORT) or a VM's serial socket (unix:///PATH); unset: an IPMI BMC's "
+        "Serial-over-LAN (a Redfish-only node then has none)",
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -25,22 +25,32 @@ class ConsoleLogNotFound(InventoryError):
 @dataclass(frozen=True)
 class ConsoleTarget:
     """A node whose console the relay holds: `address` for a socket console, else the BMC's
-    for Serial-over-LAN."""
+    for Serial-over-LAN (with its credentials)."""
 
     node_id: str
     kind: str
     address: str
     username: str
-    password: str
+    password: str = field(repr=False)
 
 
 async def targets(session: AsyncSession) -> list[ConsoleTarget]:
-    """Every node with a console the relay can open: a console address (console server port,
-    lab VM socket)."""
+    """Every node with a console the relay can open: its console address (a console server's
+    port, a lab VM's socket), else its IPMI BMC's Serial-over-LAN. (Redfish defines no
+    serial console.)"""
     rows = await session.execute(
-        select(Node.id, Node.console_address).where(Node.console_address.is_not(None))
-    )
-    return [ConsoleTarget(node_id, "socket", str(address), "", "") for node_id, address in rows]
+        select(
+            Node.id, Node.console_address, Node.bmc_protocol, Node.bmc_address,
+            Node.bmc_username, Node.bmc_password,
+        ).where((Node.console_address.is_not(None)) | (Node.bmc_protocol == "ipmi"))
+    )  # fmt: skip
+    found = []
+    for node_id, console, protocol, address, username, password in rows:
+        if console is not None:
+            found.append(ConsoleTarget(node_id, "socket", str(console), "", ""))
+        elif protocol == "ipmi":
+            found.append(ConsoleTarget(node_id, "ipmi-sol", address, username, password))
+    return found
 
 
 Read = tuple[datetime, bytes]  # when the relay read it, and what

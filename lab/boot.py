@@ -264,17 +264,24 @@ class BootRunner:
             del self._tasks[node_id]
 
     async def _boot(self, node: SimNode, device: BootDev, generation: int) -> None:
+        # What its serial console shows (the BMC's Serial-over-LAN carries it): simulated
+        # firmware and agent lines, not a kernel's.
+        node.print_console(f"lab-sim BIOS {node.node_id}: POST, booting from {device}")
         await asyncio.sleep(self.boot_delay)  # POST, firmware, PXE ROM
         if device != "network":
+            node.print_console("lab-sim: booted from disk")
             node.boot_finished(generation, error=None, phoned_home=False)
             return
+        node.print_console(f"PXE boot on {node.macs[0]}: chaining the platform's iPXE script")
         try:
             facts, cluster = await network_boot(node, self.boot_url, self._client)
         except BootConfigError as exc:
             log.warning("%s: network boot failed: %s", node.node_id, exc)
+            node.print_console(f"lab-sim: network boot failed: {exc}")
             node.boot_finished(generation, error=str(exc), phoned_home=False)
             return
         log.info("%s: phoned home (kernel %s)", node.node_id, facts.kernel_sha256)
+        node.print_console(f"metalplane-agent: phoned home ({facts.kernel_cmdline})")
         node.boot_finished(generation, error=None, phoned_home=True)
         if facts.clean is None and facts.hardware is None:
             node.write_disks()  # the tenant's OS runs: its data lands on the disks

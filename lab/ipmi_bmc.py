@@ -106,6 +106,27 @@ class LabBmc(pyghmi_bmc.Bmc):
         super().__init__(users, port=port, bmcuuid=uuid.UUID(node.uuid), address=address)
         self.node = node
         self.mfgid = _IANA.get(node.vendor, 0)
+        # Serial-over-LAN: the node's console output goes to the active SOL session; what a
+        # client types is dropped (the simulated node has no shell to read it).
+        self.iohandler = self._typed
+        node.attach_console(self._print)
+
+    def _typed(self, data: Any) -> None:
+        pass
+
+    def _print(self, data: bytes) -> None:
+        sol = self.sol
+        if sol is not None:
+            sol.send_data(data)
+
+    def is_active(self) -> bool:
+        return True  # SOL is the BMC's: there whether the host is powered or not
+
+    def activate_payload(self, request: Any, session: Any) -> None:
+        # A real BMC ends a SOL session whose IPMI session timed out; this one keeps no
+        # session timers, so a new activation takes SOL over (a restarted relay gets it back).
+        self.activated, self.sol = False, None
+        super().activate_payload(request, session)
 
     def sessionless_data(self, data: Any, sockaddr: Any) -> None:
         if self.node.roll_drop():

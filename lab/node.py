@@ -13,6 +13,7 @@ import random
 import threading
 import time
 import uuid as uuidlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -109,6 +110,7 @@ class SimNode:
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
         self._listener: PowerListener | None = None
+        self._console: Callable[[bytes], None] | None = None  # its BMC's SOL, when active
         self._state_file: Path | None = None
         self._random = random.Random(self.uuid)
 
@@ -339,6 +341,15 @@ class SimNode:
             "gpu_diag": {"tool": "dcgmi", "command": "dcgmi diag -r 1 -j",
                          "exit_code": 226 if failing else 0, "output": output}
         }  # fmt: skip
+
+    def attach_console(self, sink: Callable[[bytes], None] | None) -> None:
+        """Where its serial output goes (the BMC simulator's Serial-over-LAN)."""
+        self._console = sink
+
+    def print_console(self, line: str) -> None:
+        sink = self._console
+        if sink is not None:
+            sink(f"{line}\r\n".encode())
 
     def ran_agent_steps(self, steps: list[str]) -> None:
         with self._lock:

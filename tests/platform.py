@@ -26,7 +26,6 @@ from temporalio.worker import Worker
 import images
 from api.app import create_app
 from cli import devstack
-from consoles.app import create_app as console_relay_app
 from core.contracts import POWER_SYNC_SCHEDULE_ID, PowerSyncSummary
 from core.settings import Settings
 from core.temporal_setup import ensure_namespace, ensure_search_attributes
@@ -241,6 +240,20 @@ class Platform:
             )
         )
 
+    def start_console_relay(self) -> subprocess.Popen[bytes]:
+        """`metalplane console-relay` on the platform's relay port, stopped with the workers."""
+        log = open(self.data_dir / "console-relay.log", "ab")
+        env = self.child_env() | {
+            "METALPLANE_CONSOLE_RELAY_PORT": str(self.settings.console_relay_port),
+            "METALPLANE_CONSOLE_SCAN_SECONDS": str(self.settings.console_scan_seconds),
+        }
+        process = subprocess.Popen(
+            [devstack.venv_bin("metalplane"), "console-relay"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        self.worker_processes["console-relay"] = process
+        return process
+
     def start_worker_process(self, queue: str) -> subprocess.Popen[bytes]:
         log = open(self.data_dir / f"worker-{queue}.log", "ab")
         process = subprocess.Popen(
@@ -271,13 +284,10 @@ async def record_histories(client: Client, directory: Path) -> None:
 
 
 async def _serve_api(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    return await _serve(create_app(settings), settings.api_port)
-
-
-async def _serve(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.api_port,
+                       log_level="warning", lifespan="on")
+    )  # fmt: skip
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(30):
         while not server.started:
@@ -390,9 +400,6 @@ async def running_platform(
     )  # fmt: skip
     server, server_task = await _serve_api(settings)
     platform.api_app = server.config.app
-    relay = None
-    if ports.console_relay:
-        relay = await _serve(console_relay_app(settings), ports.console_relay)
     workers: list[Worker] = []
     if "baremetal" in in_process_workers:
         activities = baremetal_worker.make_activities(settings, platform.sessions)
@@ -419,8 +426,12 @@ async def running_platform(
         lab_gpu_model,
         lab_qemu_nodes,
     )
+    if ports.console_relay:  # its own process, as deployed (pyghmi's SOL sessions are global)
+        relay = platform.start_console_relay()
     try:
         await _wait_url(f"{platform.lab_url}/lab/nodes", platform.lab_process)
+        if ports.console_relay:
+            await _wait_url(f"http://127.0.0.1:{ports.console_relay}/healthz", relay)
         yield platform
         if record := os.environ.get("METALPLANE_RECORD_HISTORIES"):
             await record_histories(client, Path(record) / name)
@@ -435,7 +446,4 @@ async def running_platform(
                 await task
         server.should_exit = True
         await server_task
-        if relay is not None:
-            relay[0].should_exit = True
-            await relay[1]
         await engine.dispose()

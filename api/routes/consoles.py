@@ -79,8 +79,8 @@ async def _relay(app: FastAPI, node_id: str) -> ClientConnection:
         if exc.response.status_code == 404:
             raise Problem(
                 409, "no-console", "Node has no console",
-                f"node {node_id!r} has no console the relay can open (IPMI Serial-over-LAN is"
-                " not built; a console server port or VM socket is set at enrollment)",
+                f"node {node_id!r} has no console the relay can open: no IPMI BMC for"
+                " Serial-over-LAN (Redfish defines none) and no console address enrolled",
             ) from exc  # fmt: skip
         raise _relay_unavailable(str(exc)) from exc
     except (OSError, TimeoutError, WebSocketException) as exc:
