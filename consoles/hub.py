@@ -15,7 +15,9 @@ log = logging.getLogger(__name__)
 
 SCROLLBACK_BYTES = 64 * 1024  # what a viewer sees first: the recent screenfuls
 VIEWER_QUEUE = 1024  # chunks; a viewer further behind is dropped (it reconnects)
-RETRY_SECONDS = (0.2, 0.5, 1)  # a VM powered on is caught while its firmware prints
+# Retried at once, then every 0.2 s: a VM powered on is caught while its firmware prints (a
+# console server's port or a BMC's SOL stays up, so only a fault makes this loop spin).
+RETRY_SECONDS = (0.05, 0.2)
 
 Opener = Callable[[], Awaitable[Console]]
 

@@ -31,8 +31,12 @@ def upgrade() -> None:
         ),
         sa.Column("image", sa.String(128)),
         sa.Column("task", sa.String(16)),
-        sa.Column("started_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
-        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+        sa.Column(
+            "started_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
+        sa.Column(
+            "updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
         sa.Column("bytes_seen", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("output", sa.LargeBinary, nullable=False, server_default=sa.text("''::bytea")),
     )
