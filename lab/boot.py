@@ -98,6 +98,8 @@ def _mounts(doc: dict[str, Any]) -> list[MountFact]:
     return found
 
 
+PHONE_HOME_RETRY_SECONDS = 120.0  # an agent keeps trying through a platform restart
+
 DEFAULT_STEPS = {"clean": "erase_disks", "inspect": "inspect,burn_in", "rescue": ""}
 
 
@@ -197,19 +199,37 @@ async def network_boot(
         mounts=mounts,
         **_task(node, task),
     )
-    phone_home = section["phone_home"]
-    try:
-        async with client.post(
-            str(phone_home["url"]),
-            json=facts.model_dump(mode="json"),
-            headers={"Authorization": f"Bearer {phone_home['token']}"},
-        ) as response:
-            if response.status >= 300:
-                text = (await response.text())[:200]
-                raise BootConfigError(f"phone-home refused: {response.status} {text}")
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise BootConfigError(f"phone-home POST failed: {exc!r}") from exc
+    await _phone_home(client, section["phone_home"], facts)
     return facts, cluster
+
+
+async def _phone_home(
+    client: aiohttp.ClientSession, target: dict[str, Any], facts: NodeFacts
+) -> None:
+    """POST the facts with the boot's token. The platform may be restarting (`make run`
+    again, an API replica replaced): a request that did not get an answer is tried again for
+    a while, as an agent does; an answer refusing the token is final."""
+    deadline = asyncio.get_running_loop().time() + PHONE_HOME_RETRY_SECONDS
+    delay = 0.5
+    while True:
+        try:
+            async with client.post(
+                str(target["url"]),
+                json=facts.model_dump(mode="json"),
+                headers={"Authorization": f"Bearer {target['token']}"},
+            ) as response:
+                if response.status < 300:
+                    return
+                text = (await response.text())[:200]
+                if response.status < 500:
+                    raise BootConfigError(f"phone-home refused: {response.status} {text}")
+                failure = f"{response.status} {text}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            failure = repr(exc)
+        if asyncio.get_running_loop().time() + delay > deadline:
+            raise BootConfigError(f"phone-home POST failed: {failure}")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
 
 
 class BootRunner:
