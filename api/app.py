@@ -14,7 +14,7 @@ from temporalio.client import Client
 
 import images
 from core.contracts import TASK_QUEUE_BAREMETAL, TASK_QUEUE_CLUSTER, TASK_QUEUE_NETWORK
-from core.secrets import boot_token_secret
+from core.secrets import boot_token_secret, console_relay_secret
 from core.settings import Settings, get_settings
 from identity import dev_issuer
 from identity.oidc import ClaimNames, OidcValidator
@@ -99,6 +99,7 @@ def create_app(
     app.state.cluster_task_queue = TASK_QUEUE_CLUSTER
     app.state.image_store = images.ImageStore(settings.images_dir)
     app.state.boot_secret = boot_token_secret(settings)
+    app.state.console_secret = console_relay_secret(settings)  # read once, not per viewer
     app.state.token_validator = OidcValidator(
         settings.issuer_url,
         audience=settings.jwt_audience,

@@ -17,11 +17,11 @@ from starlette.websockets import WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
-from core.secrets import console_relay_secret, console_ticket
+from core.secrets import console_ticket
 from core.tasks import until_first
 from identity.oidc import Principal
 from identity.policy import Action, Resource
-from inventory import console_logs, nodes
+from inventory import console_logs
 from inventory.models import ConsoleLog
 
 from ..auth import authenticate, decide_and_record, principal, refusal, require, websocket_token
@@ -29,6 +29,7 @@ from ..deps import Db
 from ..openapi import errors
 from ..problems import Problem, deny
 from ..schemas import NodeId
+from .nodes import _authorized, node_resource
 
 router = APIRouter(prefix="/v1/nodes", tags=["consoles"])
 Caller = Annotated[Principal, Depends(principal)]
@@ -56,20 +57,10 @@ class ConsoleLogOut(BaseModel):
         )  # fmt: skip
 
 
-async def _node_resource(app: FastAPI, node_id: str) -> Resource:
-    async with app.state.sessions() as session:
-        node = await nodes.find(session, node_id)
-        owner = await nodes.cluster_owner(session, node) if node else None
-    return Resource(
-        "node", node_id, tenant=node.tenant_id if node else None, owner=owner,
-        exists=node is not None,
-    )  # fmt: skip
-
-
 async def _relay(app: FastAPI, node_id: str) -> ClientConnection:
     settings = app.state.settings
     url = settings.console_relay_url.replace("http", "ws", 1).rstrip("/") + f"/nodes/{node_id}"
-    ticket = console_ticket(console_relay_secret(settings), node_id)
+    ticket = console_ticket(app.state.console_secret, node_id)
     try:
         return await connect(
             url, additional_headers={"Authorization": f"Bearer {ticket}"}, open_timeout=10,
@@ -104,7 +95,8 @@ async def node_console(websocket: WebSocket, node_id: str) -> None:
     token, subprotocol = websocket_token(websocket)
     try:
         who = await authenticate(app, token)
-        resource = await _node_resource(app, node_id)
+        async with app.state.sessions() as session:
+            _, resource = await node_resource(session, node_id)
         decision = await decide_and_record(app, who, Action.CONSOLE, resource, uuid.uuid4().hex)
         if problem := refusal(decision, resource):
             raise problem
@@ -143,12 +135,7 @@ async def node_console(websocket: WebSocket, node_id: str) -> None:
 
 
 async def _logs_allowed(request: Request, db: Db, who: Principal, node_id: str) -> None:
-    node = await nodes.find(db, node_id)
-    resource = Resource(
-        "node", node_id, tenant=node.tenant_id if node else None,
-        owner=await nodes.cluster_owner(db, node) if node else None, exists=node is not None,
-    )  # fmt: skip
-    await require(request, who, Action.READ, resource)
+    await _authorized(request, db, who, node_id, Action.READ)
     await require(request, who, Action.READ, Resource("console-log", node_id))
 
 

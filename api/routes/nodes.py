@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, status
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.common import (
     SearchAttributeKey,
@@ -80,14 +81,20 @@ async def _authorized(
 ) -> Node:
     """The node if the caller may take `action` on it; 404 if it is missing or not the
     caller's to see (the same answer)."""
+    node, resource = await node_resource(db, node_id)
+    await require(request, who, action, resource)
+    assert node is not None  # a missing node was refused as hidden
+    return node
+
+
+async def node_resource(db: AsyncSession, node_id: str) -> tuple[Node | None, Resource]:
+    """The node (None: missing) and what the policy decides on: its tenant and owner."""
     node = await nodes.find(db, node_id)
     resource = Resource(
         KIND, node_id, tenant=node.tenant_id if node else None,
         owner=await nodes.cluster_owner(db, node) if node else None, exists=node is not None,
     )  # fmt: skip
-    await require(request, who, action, resource)
-    assert node is not None  # a missing node was refused as hidden
-    return node
+    return node, resource
 
 
 def _out(who: Principal, node: Node, *, phase: str | None = None, facts: bool = False) -> NodeOut:
